@@ -1,0 +1,115 @@
+/**
+ * The batcher actor: a thin shell around BatcherLogic. It feeds messages to
+ * the transition function on the monotonic clock and carries out the
+ * effects: batches to workers, errors and results to the origin sessions.
+ */
+import { dispatch, spawn, type Ref } from 'nact';
+import { performance } from 'node:perf_hooks';
+import type { Logger } from '../log.js';
+import type { ModelSpec } from '../models/registry.js';
+import type { ThreadTensor } from '../models/threadProtocol.js';
+import type { ResultFrame, WireTensor } from '../transport/protocol.js';
+import { initialBatcherState, transition, type Batch, type BatcherEffect, type BatcherMsg, type BatcherState } from './BatcherLogic.js';
+import { errorFrame, type BatcherActorMsg, type InferRequest, type WorkerMsg } from './messages.js';
+
+export interface BatcherOptions {
+  spec: ModelSpec;
+  nodeId: string;
+  workerNames: readonly string[];
+  /** Filled by the model supervisor once the workers are spawned. */
+  workers: ReadonlyMap<string, Ref<WorkerMsg>>;
+  log: Logger;
+  /** Observes queue depth after every message (metrics, tests). */
+  onQueueDepth?: (queued: number) => void;
+}
+
+export function spawnBatcher(parent: Ref<unknown>, o: BatcherOptions): Ref<BatcherActorMsg> {
+  const log = o.log.child({ actor: `${o.spec.name}/batcher` });
+  const state: BatcherState<InferRequest> = initialBatcherState(o.spec.batching, o.workerNames);
+  // The outputs of the batchDone being handled, for the `complete` effect it yields.
+  let done: { outputs: Record<string, ThreadTensor>; inferMs: number } | undefined;
+
+  const run = (fx: BatcherEffect<InferRequest>) => {
+    switch (fx.t) {
+      case 'run': {
+        const worker = o.workers.get(fx.batch.worker);
+        if (worker) dispatch(worker, { t: 'run', batch: fx.batch });
+        return;
+      }
+      case 'reject':
+        dispatch(fx.req.replyTo, { t: 'reply', key: fx.req.key, frame: errorFrame(fx.req.id, fx.error) });
+        return;
+      case 'complete':
+        if (done) deliver(o, fx.batch, done.outputs, done.inferMs);
+        return;
+    }
+  };
+
+  return spawn(
+    parent as Ref<never>,
+    (s: null, msg: BatcherActorMsg) => {
+      const now = performance.now();
+      let logicMsg: BatcherMsg<InferRequest>;
+      switch (msg.t) {
+        case 'stats':
+          dispatch(msg.replyTo, {
+            queued: state.queued,
+            workers: Object.fromEntries([...state.workers].map(([k, v]) => [k, v.state])),
+          });
+          return s;
+        case 'batchDone':
+          done = { outputs: msg.outputs, inferMs: msg.inferMs };
+          logicMsg = { t: 'batchDone', worker: msg.worker, batchId: msg.batchId, inferMs: msg.inferMs };
+          break;
+        case 'workerCrashed':
+        case 'workerStopped':
+          log.warn({ worker: msg.worker, err: msg.error, event: msg.t }, 'worker lost; its batch goes back to the queue');
+          logicMsg = { t: msg.t, worker: msg.worker };
+          break;
+        default:
+          logicMsg = msg;
+      }
+      for (const fx of transition(state, logicMsg, now)) run(fx);
+      done = undefined;
+      o.onQueueDepth?.(state.queued);
+      return s;
+    },
+    'batcher',
+  );
+}
+
+/** Splits the batch's outputs by rows (views, no copies) and answers each origin. */
+function deliver(o: BatcherOptions, batch: Batch<InferRequest>, outputs: Record<string, ThreadTensor>, inferMs: number): void {
+  const now = performance.now();
+  let row = 0;
+  for (const req of batch.requests) {
+    const out: Record<string, WireTensor> = {};
+    for (const [name, t] of Object.entries(outputs)) {
+      const rowBytes = t.buffer.byteLength / Math.max(1, t.shape[0] ?? 1);
+      out[name] = {
+        dtype: t.dtype,
+        shape: [req.rows, ...t.shape.slice(1)],
+        data: new Uint8Array(t.buffer, row * rowBytes, req.rows * rowBytes),
+      };
+    }
+    row += req.rows;
+    const frame: ResultFrame = {
+      t: 'result',
+      id: req.id,
+      model: req.spec.name,
+      version: req.spec.version,
+      outputs: out,
+      node: o.nodeId,
+      worker: `${o.nodeId}/${req.spec.name}/${batch.worker}`,
+      batchSize: batch.requests.length,
+      timings: {
+        queueMs: round(batch.startedAt - req.receivedAt),
+        inferMs: round(inferMs),
+        totalMs: round(now - req.receivedAt),
+      },
+    };
+    dispatch(req.replyTo, { t: 'reply', key: req.key, frame });
+  }
+}
+
+const round = (ms: number) => Math.round(ms * 1000) / 1000;

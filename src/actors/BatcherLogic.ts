@@ -1,0 +1,291 @@
+/**
+ * The batcher's behaviour as a transition function: `transition(state, msg,
+ * now)` updates the state it is given and returns the effects for the actor
+ * shell to carry out (start a run, answer a request, deliver a batch). No
+ * sockets, threads, timers or nact here, so tests drive it on simulated time.
+ *
+ * The state is the model's ledger on this node: every accepted request is
+ * either queued or in exactly one worker's in-flight batch until an effect
+ * answers it, so a worker crash can put its batch back instead of losing it.
+ */
+import { ActorserveError, deadlineExceeded, internal, overloaded, unavailable } from '../errors.js';
+import type { Priority } from '../transport/protocol.js';
+import { Deque } from './Deque.js';
+
+export interface QueueItem {
+  /** Unique among the node's outstanding requests. */
+  readonly key: string;
+  readonly priority: Priority;
+  /** Requests share a batch only with an equal bucket (same non-batch dims). */
+  readonly bucket: string;
+  /** Rows in dimension 0. */
+  readonly rows: number;
+  /** Absolute time on the batcher's clock; Infinity when none. */
+  readonly deadline: number;
+  enqueuedAt: number;
+  /** Runs started so far. */
+  attempts: number;
+  /** Was in a batch whose worker crashed: runs alone from now on, so a poison request only hurts itself. */
+  isolate: boolean;
+  /** Arrival order, assigned on enqueue. */
+  seq: number;
+}
+
+export interface BatcherSettings {
+  maxBatch: number;
+  maxQueue: number;
+  maxAttempts: number;
+}
+
+export interface Batch<R extends QueueItem> {
+  id: number;
+  worker: string;
+  requests: R[];
+  rows: number;
+  bucket: string;
+  startedAt: number;
+}
+
+type WorkerSlot<R extends QueueItem> =
+  | { state: 'starting' }
+  | { state: 'idle' }
+  | { state: 'busy'; batch: Batch<R> }
+  | { state: 'stopped' };
+
+const LANES: readonly Priority[] = ['high', 'normal', 'low'];
+const laneOf = (p: Priority): number => (p === 'high' ? 0 : p === 'normal' ? 1 : 2);
+
+export interface BatcherState<R extends QueueItem> {
+  readonly settings: BatcherSettings;
+  /** One lane per priority, high first; each maps bucket → FIFO. */
+  readonly lanes: Map<string, Deque<R>>[];
+  readonly workers: Map<string, WorkerSlot<R>>;
+  queued: number;
+  nextSeq: number;
+  nextBatchId: number;
+  /** Smoothed milliseconds of inference per row, for `retryAfterMs` hints. */
+  msPerRow: number;
+}
+
+export type BatcherMsg<R extends QueueItem> =
+  | { t: 'enqueue'; req: R }
+  | { t: 'cancel'; key: string }
+  | { t: 'workerReady'; worker: string }
+  | { t: 'batchDone'; worker: string; batchId: number; inferMs: number }
+  | { t: 'workerCrashed'; worker: string }
+  | { t: 'workerStopped'; worker: string }
+  | { t: 'tick' };
+
+export type BatcherEffect<R extends QueueItem> =
+  | { t: 'run'; batch: Batch<R> }
+  | { t: 'complete'; batch: Batch<R> }
+  | { t: 'reject'; req: R; error: ActorserveError };
+
+/** @throws RangeError when a setting is not a positive integer. */
+export function initialBatcherState<R extends QueueItem>(settings: BatcherSettings, workers: readonly string[] = []): BatcherState<R> {
+  for (const [k, v] of Object.entries(settings)) {
+    if (!Number.isInteger(v) || v < 1) throw new RangeError(`batcher setting ${k} must be a positive integer, got ${v}`);
+  }
+  return {
+    settings,
+    lanes: LANES.map(() => new Map()),
+    workers: new Map(workers.map((w) => [w, { state: 'starting' }])),
+    queued: 0,
+    nextSeq: 0,
+    nextBatchId: 1,
+    msPerRow: 1,
+  };
+}
+
+export function transition<R extends QueueItem>(s: BatcherState<R>, msg: BatcherMsg<R>, now: number): BatcherEffect<R>[] {
+  const fx: BatcherEffect<R>[] = [];
+  switch (msg.t) {
+    case 'enqueue':
+      enqueue(s, msg.req, now, fx);
+      break;
+    case 'cancel':
+      cancel(s, msg.key, fx);
+      break;
+    case 'workerReady': {
+      const slot = s.workers.get(msg.worker);
+      // A late "ready" for a slot that is busy or stopped would double-book it.
+      if (slot === undefined || slot.state === 'starting') s.workers.set(msg.worker, { state: 'idle' });
+      break;
+    }
+    case 'batchDone': {
+      const slot = s.workers.get(msg.worker);
+      if (slot?.state !== 'busy' || slot.batch.id !== msg.batchId) break;
+      s.workers.set(msg.worker, { state: 'idle' });
+      s.msPerRow = 0.8 * s.msPerRow + 0.2 * (msg.inferMs / Math.max(1, slot.batch.rows));
+      fx.push({ t: 'complete', batch: slot.batch });
+      break;
+    }
+    case 'workerCrashed':
+    case 'workerStopped': {
+      const slot = s.workers.get(msg.worker);
+      if (slot === undefined || slot.state === 'stopped') break;
+      s.workers.set(msg.worker, { state: msg.t === 'workerCrashed' ? 'starting' : 'stopped' });
+      if (slot.state === 'busy') requeueCrashed(s, slot.batch, fx);
+      if (!hasLiveWorker(s)) rejectAll(s, () => unavailable('no worker is left for this model'), fx);
+      break;
+    }
+    case 'tick':
+      expire(s, now, fx);
+      break;
+    default:
+      return assertNever(msg);
+  }
+  dispatch(s, now, fx);
+  return fx;
+}
+
+/** Requests waiting, per lane, for metrics and tests. */
+export function queuedByPriority<R extends QueueItem>(s: BatcherState<R>): Record<Priority, number> {
+  const count = (lane: Map<string, Deque<R>>) => [...lane.values()].reduce((n, q) => n + q.length, 0);
+  return { high: count(s.lanes[0]!), normal: count(s.lanes[1]!), low: count(s.lanes[2]!) };
+}
+
+export const retryAfterMs = <R extends QueueItem>(s: BatcherState<R>): number =>
+  Math.max(5, Math.min(10_000, Math.round(s.queued * s.msPerRow)));
+
+function enqueue<R extends QueueItem>(s: BatcherState<R>, req: R, now: number, fx: BatcherEffect<R>[]): void {
+  if (!hasLiveWorker(s)) {
+    fx.push({ t: 'reject', req, error: unavailable('no worker is left for this model') });
+    return;
+  }
+  if (req.deadline <= now) {
+    fx.push({ t: 'reject', req, error: deadlineExceeded() });
+    return;
+  }
+  if (s.queued >= s.settings.maxQueue) {
+    fx.push({ t: 'reject', req, error: overloaded(`model queue is full (${s.settings.maxQueue})`, retryAfterMs(s)) });
+    return;
+  }
+  req.seq = s.nextSeq++;
+  req.enqueuedAt = now;
+  bucketQueue(s, req).push(req);
+  s.queued++;
+}
+
+function bucketQueue<R extends QueueItem>(s: BatcherState<R>, req: R): Deque<R> {
+  const lane = s.lanes[laneOf(req.priority)]!;
+  let q = lane.get(req.bucket);
+  if (!q) lane.set(req.bucket, (q = new Deque<R>()));
+  return q;
+}
+
+function cancel<R extends QueueItem>(s: BatcherState<R>, key: string, fx: BatcherEffect<R>[]): void {
+  for (const lane of s.lanes) {
+    for (const [bucket, q] of lane) {
+      for (const req of q.removeWhere((r) => r.key === key)) {
+        s.queued--;
+        fx.push({ t: 'reject', req, error: new ActorserveError('cancelled', 'cancelled by the client') });
+      }
+      if (q.length === 0) lane.delete(bucket);
+    }
+  }
+}
+
+function requeueCrashed<R extends QueueItem>(s: BatcherState<R>, batch: Batch<R>, fx: BatcherEffect<R>[]): void {
+  // Back to the front, newest first, so the batch keeps its order ahead of later arrivals.
+  for (let i = batch.requests.length - 1; i >= 0; i--) {
+    const req = batch.requests[i]!;
+    if (req.attempts >= s.settings.maxAttempts) {
+      fx.push({ t: 'reject', req, error: internal(`request crashed the model's worker ${req.attempts} times`) });
+      continue;
+    }
+    req.isolate = true;
+    bucketQueue(s, req).unshift(req);
+    s.queued++;
+  }
+}
+
+function rejectAll<R extends QueueItem>(s: BatcherState<R>, error: () => ActorserveError, fx: BatcherEffect<R>[]): void {
+  for (const lane of s.lanes) {
+    for (const q of lane.values()) for (const req of q.removeWhere(() => true)) fx.push({ t: 'reject', req, error: error() });
+    lane.clear();
+  }
+  s.queued = 0;
+}
+
+function expire<R extends QueueItem>(s: BatcherState<R>, now: number, fx: BatcherEffect<R>[]): void {
+  for (const lane of s.lanes) {
+    for (const [bucket, q] of lane) {
+      for (const req of q.removeWhere((r) => r.deadline <= now)) {
+        s.queued--;
+        fx.push({ t: 'reject', req, error: deadlineExceeded() });
+      }
+      if (q.length === 0) lane.delete(bucket);
+    }
+  }
+}
+
+const hasLiveWorker = <R extends QueueItem>(s: BatcherState<R>): boolean => {
+  for (const w of s.workers.values()) if (w.state !== 'stopped') return true;
+  return false;
+};
+
+function dispatch<R extends QueueItem>(s: BatcherState<R>, now: number, fx: BatcherEffect<R>[]): void {
+  for (const [worker, slot] of s.workers) {
+    if (slot.state !== 'idle') continue;
+    const batch = takeBatch(s, worker, now, fx);
+    if (!batch) return;
+    s.workers.set(worker, { state: 'busy', batch });
+    fx.push({ t: 'run', batch });
+  }
+}
+
+/**
+ * Greedy batch: whatever is queued now, up to maxBatch rows. The oldest
+ * request of the highest non-empty priority picks the bucket; a lower lane
+ * contributes only once every higher lane is empty, so a higher priority
+ * never waits behind a lower one; within a bucket, strictly FIFO.
+ */
+function takeBatch<R extends QueueItem>(s: BatcherState<R>, worker: string, now: number, fx: BatcherEffect<R>[]): Batch<R> | undefined {
+  while (s.queued > 0) {
+    const laneIx = s.lanes.findIndex((l) => l.size > 0);
+    const head = laneIx < 0 ? undefined : oldestHead(s.lanes[laneIx]!);
+    if (!head) return undefined;
+    const requests: R[] = [];
+    let rows = 0;
+    for (let li = laneIx; li < s.lanes.length; li++) {
+      const lane = s.lanes[li]!;
+      const q = lane.get(head.bucket);
+      while (q && q.length > 0) {
+        const req = q.peek()!;
+        if (req.deadline <= now) {
+          q.shift();
+          s.queued--;
+          fx.push({ t: 'reject', req, error: deadlineExceeded() });
+          continue;
+        }
+        const alone = req.isolate || (requests.length > 0 && requests[0]!.isolate);
+        if ((alone && requests.length > 0) || rows + req.rows > s.settings.maxBatch) break;
+        q.shift();
+        s.queued--;
+        requests.push(req);
+        rows += req.rows;
+      }
+      if (q && q.length === 0) lane.delete(head.bucket);
+      const full = requests.length > 0 && (requests[0]!.isolate || rows >= s.settings.maxBatch);
+      if (full || lane.size > 0) break;
+    }
+    if (requests.length === 0) continue; // everything looked at had expired
+    for (const r of requests) r.attempts++;
+    return { id: s.nextBatchId++, worker, requests, rows, bucket: head.bucket, startedAt: now };
+  }
+  return undefined;
+}
+
+function oldestHead<R extends QueueItem>(lane: Map<string, Deque<R>>): R | undefined {
+  let best: R | undefined;
+  for (const q of lane.values()) {
+    const h = q.peek();
+    if (h && (!best || h.seq < best.seq)) best = h;
+  }
+  return best;
+}
+
+function assertNever(x: never): never {
+  throw new Error(`unhandled message ${JSON.stringify(x)}`);
+}

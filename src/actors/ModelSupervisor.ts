@@ -1,0 +1,50 @@
+/**
+ * One supervisor per model: a batcher and k workers under it. The workers'
+ * crash policy (restart intensity, backoff) and the batcher's ledger
+ * together make a worker crash lose nothing.
+ */
+import { spawnStateless, type Ref } from 'nact';
+import type { Logger } from '../log.js';
+import type { ModelSpec } from '../models/registry.js';
+import type { ThreadFaults } from '../models/threadProtocol.js';
+import { spawnBatcher } from './Batcher.js';
+import type { BatcherActorMsg, WorkerMsg } from './messages.js';
+import type { RestartPolicy } from './RestartIntensity.js';
+import { spawnWorker, type WorkerHandle } from './Worker.js';
+
+export interface ModelSupervisorOptions {
+  spec: ModelSpec;
+  nodeId: string;
+  policy: RestartPolicy;
+  runTimeoutMs: number;
+  faults?: ThreadFaults;
+  log: Logger;
+}
+
+export interface ModelHandle {
+  spec: ModelSpec;
+  batcher: Ref<BatcherActorMsg>;
+  workers: WorkerHandle[];
+}
+
+export function spawnModelSupervisor(parent: Ref<unknown>, o: ModelSupervisorOptions): ModelHandle {
+  // nact paths allow no '@', so <model>@<version> is spelled <model>.v<version>.
+  const sup = spawnStateless(parent as Ref<never>, () => undefined, `${o.spec.name}.v${o.spec.version}`);
+  const names = Array.from({ length: o.spec.workers }, (_, i) => `worker-${i}`);
+  const workerRefs = new Map<string, Ref<WorkerMsg>>();
+  const batcher = spawnBatcher(sup, { spec: o.spec, nodeId: o.nodeId, workerNames: names, workers: workerRefs, log: o.log });
+  const workers = names.map((name) => {
+    const { ref, handle } = spawnWorker(sup, {
+      name,
+      spec: o.spec,
+      batcher,
+      policy: o.policy,
+      runTimeoutMs: o.runTimeoutMs,
+      ...(o.faults ? { faults: o.faults } : {}),
+      log: o.log,
+    });
+    workerRefs.set(name, ref);
+    return handle;
+  });
+  return { spec: o.spec, batcher, workers };
+}

@@ -1,0 +1,136 @@
+/**
+ * One session actor per client connection: decodes and checks every frame,
+ * enforces the connection's in-flight limit, keeps the outstanding table
+ * (first terminal reply wins; late or duplicate replies are dropped and
+ * counted) and writes replies to the socket.
+ */
+import { dispatch, spawn, stop, type Ref } from 'nact';
+import { performance } from 'node:perf_hooks';
+import type { WebSocket } from 'ws';
+import { ActorserveError, CloseCode, invalidRequest, modelNotFound, overloaded } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { ModelSpec } from '../models/registry.js';
+import { validateInputs } from '../models/validate.js';
+import { decodeUntrusted, encode } from '../transport/codec.js';
+import { parseClientFrame, type ErrorFrame, type InferFrame, type RequestId, type ResultFrame, type WireTensor } from '../transport/protocol.js';
+import { errorFrame, type InferRequest, type RouterMsg, type SessionMsg } from './messages.js';
+
+export interface SessionOptions {
+  name: string;
+  ws: WebSocket;
+  models: ReadonlyMap<string, ModelSpec>;
+  router: Ref<RouterMsg>;
+  maxInFlight: number;
+  log: Logger;
+  /** Counts replies dropped because their request was already answered. */
+  onDuplicate?: () => void;
+}
+
+interface Outstanding {
+  key: string;
+  model: string;
+}
+
+export function spawnSession(parent: Ref<unknown>, o: SessionOptions): Ref<SessionMsg> {
+  const outstanding = new Map<RequestId, Outstanding>();
+  let seq = 0;
+  let self: Ref<SessionMsg>;
+
+  const send = (frame: ResultFrame | ErrorFrame) => {
+    if (o.ws.readyState === o.ws.OPEN) o.ws.send(encode(frame));
+  };
+  const fail = (id: RequestId | null, e: ActorserveError) => send(errorFrame(id, e));
+
+  const onInfer = (f: InferFrame) => {
+    if (outstanding.has(f.id)) return fail(f.id, invalidRequest(`id ${JSON.stringify(f.id)} is already in flight on this connection`));
+    if (outstanding.size >= o.maxInFlight) {
+      return fail(f.id, overloaded(`connection has ${o.maxInFlight} requests in flight`, 10));
+    }
+    const spec = o.models.get(f.model);
+    if (!spec) return fail(f.id, modelNotFound(`model ${JSON.stringify(f.model)} is not served`));
+    if (f.version !== undefined && f.version !== spec.version) {
+      return fail(f.id, modelNotFound(`model ${f.model} has no version ${JSON.stringify(f.version)} (serving ${spec.version})`));
+    }
+    let shape;
+    try {
+      shape = validateInputs(spec, f.inputs);
+    } catch (e) {
+      if (ActorserveError.is(e)) return fail(f.id, e);
+      throw e;
+    }
+    const receivedAt = performance.now();
+    const key = `${o.name}/${seq++}`;
+    const req: InferRequest = {
+      key,
+      id: f.id,
+      spec,
+      inputs: f.inputs as Record<string, WireTensor>,
+      rows: shape.rows,
+      bucket: shape.bucket,
+      priority: f.priority ?? 'normal',
+      deadline: f.deadlineMs === undefined ? Infinity : receivedAt + f.deadlineMs,
+      enqueuedAt: receivedAt,
+      receivedAt,
+      attempts: 0,
+      isolate: false,
+      seq: 0,
+      replyTo: self,
+    };
+    outstanding.set(f.id, { key, model: spec.name });
+    dispatch(o.router, { t: 'infer', req });
+  };
+
+  const onFrame = (data: Buffer) => {
+    let value: unknown;
+    try {
+      value = decodeUntrusted(data);
+    } catch {
+      o.log.info({ bytes: data.byteLength }, 'undecodable frame; closing');
+      o.ws.close(CloseCode.invalidPayload, 'frame is not valid msgpack');
+      return;
+    }
+    const parsed = parseClientFrame(value);
+    if (!parsed.ok) return fail(parsed.id, invalidRequest(parsed.message));
+    const f = parsed.frame;
+    switch (f.t) {
+      case 'infer':
+        return onInfer(f);
+      case 'cancel': {
+        const entry = outstanding.get(f.id);
+        if (!entry) return;
+        outstanding.delete(f.id);
+        dispatch(o.router, { t: 'cancel', model: entry.model, key: entry.key });
+        return fail(f.id, new ActorserveError('cancelled', 'cancelled by the client'));
+      }
+    }
+  };
+
+  self = spawn(
+    parent as Ref<never>,
+    (s: null, msg: SessionMsg) => {
+      switch (msg.t) {
+        case 'frame':
+          onFrame(msg.data);
+          return s;
+        case 'reply': {
+          const entry = outstanding.get(msg.frame.id as RequestId);
+          if (entry?.key !== msg.key) {
+            o.onDuplicate?.();
+            return s;
+          }
+          outstanding.delete(msg.frame.id as RequestId);
+          send(msg.frame);
+          return s;
+        }
+        case 'closed':
+          // The client is gone: its queued work is cancelled, not run for nobody.
+          for (const entry of outstanding.values()) dispatch(o.router, { t: 'cancel', model: entry.model, key: entry.key });
+          outstanding.clear();
+          stop(self);
+          return s;
+      }
+    },
+    o.name,
+  );
+  return self;
+}

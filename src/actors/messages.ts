@@ -1,0 +1,56 @@
+/** Messages between the node's actors. Tagged unions on `t`. */
+import type { Ref } from 'nact';
+import type { ActorserveError } from '../errors.js';
+import type { ModelSpec } from '../models/registry.js';
+import type { ThreadTensor } from '../models/threadProtocol.js';
+import type { ErrorFrame, RequestId, ResultFrame, WireTensor } from '../transport/protocol.js';
+import type { Batch, QueueItem } from './BatcherLogic.js';
+
+/** An accepted request inside the node: the ledger entry the batcher owns. */
+export interface InferRequest extends QueueItem {
+  readonly id: RequestId;
+  readonly spec: ModelSpec;
+  readonly inputs: Record<string, WireTensor>;
+  /** performance.now() when the gateway received it. */
+  readonly receivedAt: number;
+  readonly replyTo: Ref<SessionMsg>;
+}
+
+export type SessionMsg =
+  | { t: 'frame'; data: Buffer }
+  /** `key` names the request instance, so a late reply never answers a reused id. */
+  | { t: 'reply'; key: string; frame: ResultFrame | ErrorFrame }
+  | { t: 'closed' };
+
+export type RouterMsg =
+  | { t: 'infer'; req: InferRequest }
+  | { t: 'cancel'; model: string; key: string };
+
+export type BatcherActorMsg =
+  | { t: 'enqueue'; req: InferRequest }
+  | { t: 'cancel'; key: string }
+  | { t: 'workerReady'; worker: string }
+  | { t: 'batchDone'; worker: string; batchId: number; inferMs: number; outputs: Record<string, ThreadTensor> }
+  | { t: 'workerCrashed'; worker: string; error: string }
+  | { t: 'workerStopped'; worker: string; error: string }
+  | { t: 'tick' }
+  | { t: 'stats'; replyTo: Ref<BatcherStats> };
+
+export interface BatcherStats {
+  queued: number;
+  workers: Record<string, string>;
+}
+
+export type WorkerMsg =
+  | { t: 'started'; generation: number }
+  | { t: 'startFailed'; generation: number; error: string }
+  | { t: 'threadDied'; generation: number; error: string }
+  | { t: 'run'; batch: Batch<InferRequest> };
+
+export const errorFrame = (id: RequestId | null, e: ActorserveError): ErrorFrame => ({
+  t: 'error',
+  id,
+  code: e.code,
+  message: e.message,
+  ...(e.retryAfterMs !== undefined ? { retryAfterMs: e.retryAfterMs } : {}),
+});

@@ -1,0 +1,84 @@
+/**
+ * Entry of the worker_thread that owns one ONNX Runtime session.
+ * `session.run` blocks its thread for the whole run, so it lives here and the
+ * node's event loop stays free for sockets and heartbeats.
+ */
+import { parentPort } from 'node:worker_threads';
+import { performance } from 'node:perf_hooks';
+import * as ort from 'onnxruntime-node';
+import type { FromThread, ThreadFaults, ThreadTensor, ToThread } from './threadProtocol.js';
+
+if (!parentPort) throw new Error('inferenceThreadMain must run in a worker_thread');
+const port = parentPort;
+
+let session: ort.InferenceSession | undefined;
+let faults: ThreadFaults = {};
+
+const post = (msg: FromThread, transfer: ArrayBuffer[] = []) => port.postMessage(msg, transfer);
+
+const typedArray = (t: ThreadTensor) => {
+  switch (t.dtype) {
+    case 'float32': return new Float32Array(t.buffer);
+    case 'float64': return new Float64Array(t.buffer);
+    case 'int32': return new Int32Array(t.buffer);
+    case 'int64': return new BigInt64Array(t.buffer);
+    case 'uint8': return new Uint8Array(t.buffer);
+    case 'int8': return new Int8Array(t.buffer);
+  }
+};
+
+const ownBuffer = (data: ArrayBufferView): ArrayBuffer => {
+  const b = data.buffer as ArrayBuffer;
+  return data.byteOffset === 0 && data.byteLength === b.byteLength
+    ? b
+    : b.slice(data.byteOffset, data.byteOffset + data.byteLength);
+};
+
+const poisoned = (inputs: Record<string, ThreadTensor>) => {
+  if (faults.poisonValue === undefined) return false;
+  for (const t of Object.values(inputs)) {
+    if (t.dtype === 'float32' && t.buffer.byteLength >= 4 && new Float32Array(t.buffer, 0, 1)[0] === faults.poisonValue) return true;
+  }
+  return false;
+};
+
+port.on('message', async (msg: ToThread) => {
+  switch (msg.t) {
+    case 'load':
+      try {
+        faults = msg.faults ?? {};
+        session = await ort.InferenceSession.create(msg.path, {
+          intraOpNumThreads: msg.intraOpThreads,
+          interOpNumThreads: 1,
+          executionMode: 'sequential',
+          graphOptimizationLevel: 'all',
+        });
+        post({ t: 'ready', inputNames: [...session.inputNames], outputNames: [...session.outputNames] });
+      } catch (e) {
+        post({ t: 'loadFailed', message: (e as Error).message });
+      }
+      return;
+    case 'run': {
+      try {
+        if (!session) throw new Error('run before load');
+        if (poisoned(msg.inputs)) throw new Error('poisoned input (fault injection)');
+        const feeds: Record<string, ort.Tensor> = {};
+        for (const [name, t] of Object.entries(msg.inputs)) feeds[name] = new ort.Tensor(t.dtype, typedArray(t), t.shape);
+        const started = performance.now();
+        const results = await session.run(feeds);
+        const inferMs = performance.now() - started;
+        const outputs: Record<string, ThreadTensor> = {};
+        const transfer: ArrayBuffer[] = [];
+        for (const [name, tensor] of Object.entries(results)) {
+          const buffer = ownBuffer(tensor.data as ArrayBufferView);
+          outputs[name] = { dtype: tensor.type as ThreadTensor['dtype'], shape: [...tensor.dims], buffer };
+          transfer.push(buffer);
+        }
+        post({ t: 'done', batchId: msg.batchId, outputs, inferMs }, transfer);
+      } catch (e) {
+        post({ t: 'failed', batchId: msg.batchId, message: (e as Error).message });
+      }
+      return;
+    }
+  }
+});

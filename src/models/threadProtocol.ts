@@ -1,0 +1,24 @@
+/** Messages between an InferenceThread handle and its worker_thread. */
+import type { DType } from '../transport/protocol.js';
+
+export interface ThreadTensor {
+  dtype: DType;
+  shape: number[];
+  /** Whole buffer, moved with a transfer list. */
+  buffer: ArrayBuffer;
+}
+
+export interface ThreadFaults {
+  /** Throw from run when the first element of any float32 input equals this (fault injection). */
+  poisonValue?: number;
+}
+
+export type ToThread =
+  | { t: 'load'; path: string; intraOpThreads: number; faults?: ThreadFaults }
+  | { t: 'run'; batchId: number; inputs: Record<string, ThreadTensor> };
+
+export type FromThread =
+  | { t: 'ready'; inputNames: string[]; outputNames: string[] }
+  | { t: 'loadFailed'; message: string }
+  | { t: 'done'; batchId: number; outputs: Record<string, ThreadTensor>; inferMs: number }
+  | { t: 'failed'; batchId: number; message: string };

@@ -1,0 +1,556 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { ActorserveError, type ErrorCode } from '../../src/errors.js';
+import {
+  initialBatcherState,
+  queuedByPriority,
+  transition,
+  type Batch,
+  type BatcherEffect,
+  type BatcherMsg,
+  type BatcherSettings,
+  type BatcherState,
+  type QueueItem,
+} from '../../src/actors/BatcherLogic.js';
+import { PRIORITIES, type Priority } from '../../src/transport/protocol.js';
+
+// ---------------------------------------------------------------------------
+// The oracle: a World drives the pure batcher on simulated time, remembers
+// what happened to every request, and hands each transition to the invariant
+// under test. Its own bookkeeping never throws, so a broken batcher shows up
+// as the failure of the invariant it breaks, not as a harness crash.
+// ---------------------------------------------------------------------------
+
+type State = BatcherState<QueueItem>;
+type Effect = BatcherEffect<QueueItem>;
+type Msg = BatcherMsg<QueueItem>;
+
+const laneOf = (p: Priority): number => PRIORITIES.indexOf(p);
+
+interface Track {
+  readonly req: QueueItem;
+  /** Position among accepted enqueues, kept by the test rather than read from `seq`. */
+  readonly order: number;
+  status: 'queued' | 'running' | 'completed' | 'rejected';
+  runs: number;
+  completes: number;
+  rejects: ErrorCode[];
+  /** Was in a batch whose worker crashed or stopped. */
+  crashed: boolean;
+}
+
+interface Step {
+  readonly msg: Msg;
+  readonly now: number;
+  readonly fx: readonly Effect[];
+  readonly queuedBefore: ReadonlySet<string>;
+  readonly queuedAfter: ReadonlySet<string>;
+  readonly allStoppedBefore: boolean;
+  /** Tracks of a crashed or stopped worker's batch, captured before the transition. */
+  readonly crashedBatch: readonly QueueItem[];
+}
+
+interface Invariant {
+  /** Called after each transition, with effects already applied to the tracks. Throws on a violation. */
+  afterTransition?(w: World, step: Step): void;
+  /** Called once the run has been drained. */
+  atEnd?(w: World): void;
+}
+
+function queuedKeys(s: State): Set<string> {
+  const keys = new Set<string>();
+  for (const lane of s.lanes) for (const q of lane.values()) for (const r of q) keys.add(r.key);
+  return keys;
+}
+
+const allStopped = (s: State): boolean => [...s.workers.values()].every((w) => w.state === 'stopped');
+
+class World {
+  now = 0;
+  nextKey = 0;
+  acceptedCount = 0;
+  readonly workers: string[];
+  readonly tracks = new Map<string, Track>();
+  /** In-flight batch per worker, as the effects told us. */
+  readonly busy = new Map<string, Batch<QueueItem>>();
+  /** Order (by `Track.order`) of the last first run, per priority and bucket. */
+  readonly lastFirstRun = new Map<string, number>();
+  readonly log: string[] = [];
+
+  constructor(
+    readonly settings: BatcherSettings,
+    nWorkers: number,
+    readonly invariant: Invariant,
+  ) {
+    this.workers = Array.from({ length: nWorkers }, (_, i) => `w${i}`);
+  }
+
+  worker(i: number): string {
+    return this.workers[i % this.workers.length]!;
+  }
+
+  send(s: State, msg: Msg): Effect[] {
+    const queuedBefore = queuedKeys(s);
+    const allStoppedBefore = allStopped(s);
+    let crashedBatch: QueueItem[] = [];
+    if (msg.t === 'workerCrashed' || msg.t === 'workerStopped') {
+      const batch = this.busy.get(msg.worker);
+      if (batch) {
+        this.busy.delete(msg.worker);
+        crashedBatch = batch.requests;
+        for (const r of batch.requests) {
+          const t = this.tracks.get(r.key)!;
+          t.crashed = true;
+          if (t.status === 'running') t.status = 'queued';
+        }
+      }
+    }
+    if (msg.t === 'enqueue') {
+      this.tracks.set(msg.req.key, {
+        req: msg.req,
+        order: this.acceptedCount++,
+        status: 'queued',
+        runs: 0,
+        completes: 0,
+        rejects: [],
+        crashed: false,
+      });
+    }
+    const fx = transition(s, msg, this.now);
+    this.log.push(`${this.now}: ${JSON.stringify(msg.t === 'enqueue' ? { t: 'enqueue', key: msg.req.key } : msg)} -> ${fx.map(describeEffect).join(', ')}`);
+    for (const e of fx) {
+      switch (e.t) {
+        case 'run':
+          this.busy.set(e.batch.worker, e.batch);
+          for (const r of e.batch.requests) {
+            const t = this.tracks.get(r.key);
+            if (!t) continue;
+            t.runs++;
+            t.status = 'running';
+          }
+          break;
+        case 'complete':
+          if (this.busy.get(e.batch.worker) === e.batch) this.busy.delete(e.batch.worker);
+          for (const r of e.batch.requests) {
+            const t = this.tracks.get(r.key);
+            if (!t) continue;
+            t.completes++;
+            t.status = 'completed';
+          }
+          break;
+        case 'reject': {
+          const t = this.tracks.get(e.req.key);
+          if (!t) continue;
+          t.rejects.push(e.error.code);
+          t.status = 'rejected';
+          break;
+        }
+      }
+    }
+    const step: Step = { msg, now: this.now, fx, queuedBefore, queuedAfter: queuedKeys(s), allStoppedBefore, crashedBatch };
+    try {
+      this.invariant.afterTransition?.(this, step);
+    } catch (err) {
+      throw withLog(err, this.log);
+    }
+    // Updated after the check, so the check sees the order before this transition.
+    for (const e of fx) {
+      if (e.t !== 'run') continue;
+      for (const r of e.batch.requests) {
+        const t = this.tracks.get(r.key);
+        if (t && t.runs === 1 && !t.crashed) this.lastFirstRun.set(`${r.priority}|${r.bucket}`, t.order);
+      }
+    }
+    return fx;
+  }
+
+  /** Lets every deadline pass and every live worker finish, so every request reaches its end. */
+  drain(s: State): void {
+    const deadlines = [...this.tracks.values()].map((t) => t.req.deadline).filter(Number.isFinite);
+    this.now = Math.max(this.now, ...deadlines) + 1;
+    this.send(s, { t: 'tick' });
+    for (let round = 0; round < 10_000; round++) {
+      let progressed = false;
+      for (const w of this.workers) {
+        const slot = s.workers.get(w)!;
+        if (slot.state === 'starting') {
+          this.send(s, { t: 'workerReady', worker: w });
+          progressed = true;
+        } else if (slot.state === 'busy') {
+          this.send(s, { t: 'batchDone', worker: w, batchId: slot.batch.id, inferMs: 1 });
+          progressed = true;
+        }
+      }
+      if (!progressed) break;
+    }
+    try {
+      this.invariant.atEnd?.(this);
+    } catch (err) {
+      throw withLog(err, this.log);
+    }
+  }
+}
+
+function describeEffect(e: Effect): string {
+  switch (e.t) {
+    case 'run':
+      return `run#${e.batch.id}@${e.batch.worker}[${e.batch.requests.map((r) => r.key).join(' ')}]`;
+    case 'complete':
+      return `complete#${e.batch.id}`;
+    case 'reject':
+      return `reject ${e.req.key} ${e.error.code}`;
+  }
+}
+
+/** Keeps the assertion's message and adds the transitions that led to it; fast-check adds seed and path. */
+function withLog(err: unknown, log: readonly string[]): unknown {
+  if (err instanceof Error) err.message += `\n--- transitions (last 40) ---\n${log.slice(-40).join('\n')}`;
+  return err;
+}
+
+// ---------------------------------------------------------------------------
+// Commands
+// ---------------------------------------------------------------------------
+
+type Cmd = fc.Command<World, State>;
+
+class EnqueueCmd implements Cmd {
+  constructor(
+    readonly priority: Priority,
+    readonly bucket: string,
+    readonly rowsSeed: number,
+    readonly deadlineIn: number | null,
+  ) {}
+  check = () => true;
+  run(w: World, s: State): void {
+    const req: QueueItem = {
+      key: `r${w.nextKey++}`,
+      priority: this.priority,
+      bucket: this.bucket,
+      rows: 1 + (this.rowsSeed % w.settings.maxBatch),
+      deadline: this.deadlineIn === null ? Infinity : w.now + this.deadlineIn,
+      enqueuedAt: -1,
+      attempts: 0,
+      isolate: false,
+      seq: -1,
+    };
+    w.send(s, { t: 'enqueue', req });
+  }
+  toString = () => `enqueue(${this.priority},${this.bucket},rows~${this.rowsSeed},deadline+${this.deadlineIn ?? '∞'})`;
+}
+
+/** Sent to any worker, busy ones included: a late "ready" must not double-book a busy slot. */
+class WorkerReadyCmd implements Cmd {
+  constructor(readonly i: number) {}
+  check = () => true;
+  run(w: World, s: State): void {
+    w.send(s, { t: 'workerReady', worker: w.worker(this.i) });
+  }
+  toString = () => `workerReady(${this.i})`;
+}
+
+/** Finishes the batch of the i-th busy worker (modulo how many are busy). */
+class BatchDoneCmd implements Cmd {
+  constructor(
+    readonly i: number,
+    readonly inferMs: number,
+  ) {}
+  check = (w: Readonly<World>) => w.busy.size > 0;
+  run(w: World, s: State): void {
+    const batches = [...w.busy.values()];
+    const b = batches[this.i % batches.length]!;
+    const fx = w.send(s, { t: 'batchDone', worker: b.worker, batchId: b.id, inferMs: this.inferMs });
+    expect(fx[0]).toEqual({ t: 'complete', batch: b });
+  }
+  toString = () => `batchDone(${this.i},${this.inferMs}ms)`;
+}
+
+/** A batchDone for a batch the worker is not running (late, or for another worker) is ignored. */
+class StaleBatchDoneCmd implements Cmd {
+  constructor(
+    readonly i: number,
+    readonly idShift: number,
+  ) {}
+  check = () => true;
+  run(w: World, s: State): void {
+    const worker = w.worker(this.i);
+    const current = w.busy.get(worker)?.id ?? 0;
+    const fx = w.send(s, { t: 'batchDone', worker, batchId: current + this.idShift, inferMs: 1 });
+    expect(fx).toEqual([]);
+  }
+  toString = () => `staleBatchDone(${this.i},+${this.idShift})`;
+}
+
+class WorkerCrashedCmd implements Cmd {
+  constructor(readonly i: number) {}
+  check = () => true;
+  run(w: World, s: State): void {
+    w.send(s, { t: 'workerCrashed', worker: w.worker(this.i) });
+  }
+  toString = () => `workerCrashed(${this.i})`;
+}
+
+class WorkerStoppedCmd implements Cmd {
+  constructor(readonly i: number) {}
+  check = () => true;
+  run(w: World, s: State): void {
+    w.send(s, { t: 'workerStopped', worker: w.worker(this.i) });
+  }
+  toString = () => `workerStopped(${this.i})`;
+}
+
+/** Cancels some key ever issued, whatever its state now (queued, running, finished), or an unknown one. */
+class CancelCmd implements Cmd {
+  constructor(readonly i: number) {}
+  check = () => true;
+  run(w: World, s: State): void {
+    const key = w.nextKey === 0 || this.i === 0 ? 'unknown' : `r${this.i % w.nextKey}`;
+    const wasQueued = queuedKeys(s).has(key);
+    const fx = w.send(s, { t: 'cancel', key });
+    const cancelled = fx.filter((e) => e.t === 'reject' && e.error.code === 'cancelled');
+    expect(cancelled.map((e) => (e.t === 'reject' ? e.req.key : ''))).toEqual(wasQueued ? [key] : []);
+  }
+  toString = () => `cancel(${this.i})`;
+}
+
+class AdvanceCmd implements Cmd {
+  constructor(readonly dt: number) {}
+  check = () => true;
+  run(w: World, s: State): void {
+    w.now += this.dt;
+    w.send(s, { t: 'tick' });
+  }
+  toString = () => `advance(${this.dt})+tick`;
+}
+
+const workerIx = fc.nat({ max: 5 });
+const commandArb: fc.Arbitrary<Cmd> = fc.oneof(
+  {
+    weight: 8,
+    arbitrary: fc
+      .tuple(fc.constantFrom(...PRIORITIES), fc.constantFrom('a', 'b', 'c'), fc.nat({ max: 11 }), fc.option(fc.nat({ max: 40 }), { freq: 3 }))
+      .map(([p, b, r, d]) => new EnqueueCmd(p, b, r, d)),
+  },
+  { weight: 4, arbitrary: workerIx.map((i) => new WorkerReadyCmd(i)) },
+  { weight: 5, arbitrary: fc.tuple(workerIx, fc.nat({ max: 50 })).map(([i, ms]) => new BatchDoneCmd(i, ms)) },
+  { weight: 1, arbitrary: fc.tuple(workerIx, fc.integer({ min: 1, max: 3 })).map(([i, d]) => new StaleBatchDoneCmd(i, d)) },
+  { weight: 2, arbitrary: workerIx.map((i) => new WorkerCrashedCmd(i)) },
+  { weight: 1, arbitrary: workerIx.map((i) => new WorkerStoppedCmd(i)) },
+  { weight: 2, arbitrary: fc.nat({ max: 60 }).map((i) => new CancelCmd(i)) },
+  { weight: 3, arbitrary: fc.integer({ min: 1, max: 25 }).map((dt) => new AdvanceCmd(dt)) },
+);
+
+const settingsArb: fc.Arbitrary<BatcherSettings> = fc.record({
+  maxBatch: fc.integer({ min: 1, max: 6 }),
+  maxQueue: fc.integer({ min: 1, max: 12 }),
+  maxAttempts: fc.integer({ min: 1, max: 3 }),
+});
+
+const NUM_RUNS = 250;
+
+/** Runs random command sequences, drains each run, and lets `invariant` judge every transition and the end. */
+function checkInvariant(invariant: Invariant, numRuns = NUM_RUNS): void {
+  fc.assert(
+    fc.property(settingsArb, fc.integer({ min: 1, max: 3 }), fc.commands([commandArb], { maxCommands: 60 }), (settings, nWorkers, cmds) => {
+      const world = new World(settings, nWorkers, invariant);
+      const state: State = initialBatcherState<QueueItem>(settings, world.workers);
+      fc.modelRun(() => ({ model: world, real: state }), cmds);
+      world.drain(state);
+    }),
+    { numRuns },
+  );
+}
+
+/** Everything queued at the moment the i-th effect (a run) was emitted: dispatch only removes from the queue. */
+function queuedAtEffect(step: Step, i: number): Set<string> {
+  const keys = new Set(step.queuedAfter);
+  for (const e of step.fx.slice(i + 1)) {
+    if (e.t === 'run') for (const r of e.batch.requests) keys.add(r.key);
+    else if (e.t === 'reject') keys.add(e.req.key);
+  }
+  return keys;
+}
+
+function runs(step: Step): { batch: Batch<QueueItem>; index: number }[] {
+  return step.fx.flatMap((e, index) => (e.t === 'run' ? [{ batch: e.batch, index }] : []));
+}
+
+// ---------------------------------------------------------------------------
+// Invariants
+// ---------------------------------------------------------------------------
+
+describe('BatcherLogic invariants (model-based, fc.commands)', () => {
+  it('every enqueued request ends in exactly one completed batch or exactly one rejection, never both and never twice', () => {
+    checkInvariant({
+      afterTransition(w, step) {
+        for (const e of step.fx) {
+          const reqs = e.t === 'reject' ? [e.req] : e.batch.requests;
+          for (const r of reqs) {
+            const t = w.tracks.get(r.key);
+            expect(t, `effect ${e.t} names a request that was never enqueued: ${r.key}`).toBeDefined();
+            expect(t!.completes + t!.rejects.length, `${r.key} answered more than once`).toBeLessThanOrEqual(1);
+          }
+        }
+        // The batcher's ledger matches what the effects said: queued is queued, running is in some worker's batch.
+        const modelQueued = [...w.tracks.values()].filter((t) => t.status === 'queued').map((t) => t.req.key);
+        expect(new Set(modelQueued)).toEqual(step.queuedAfter);
+        expect(step.queuedAfter.size).toBe(Object.values(queuedByPriority(stateOf(step, w))).reduce((a, b) => a + b, 0));
+      },
+      atEnd(w) {
+        for (const t of w.tracks.values()) {
+          expect({ key: t.req.key, answers: t.completes + t.rejects.length }).toEqual({ key: t.req.key, answers: 1 });
+        }
+        expect(w.busy.size).toBe(0);
+      },
+    });
+  });
+
+  it('no batch holds more than maxBatch rows, and no batch mixes buckets', () => {
+    checkInvariant({
+      afterTransition(w, step) {
+        for (const { batch } of runs(step)) {
+          expect(batch.requests.length).toBeGreaterThan(0);
+          expect(batch.rows).toBe(batch.requests.reduce((n, r) => n + r.rows, 0));
+          expect(batch.rows).toBeLessThanOrEqual(w.settings.maxBatch);
+          expect(new Set(batch.requests.map((r) => r.bucket))).toEqual(new Set([batch.bucket]));
+        }
+      },
+    });
+  });
+
+  it('a higher priority never waits behind a lower one: when a batch is dispatched, nothing of strictly higher priority than any of its requests stays queued', () => {
+    checkInvariant({
+      afterTransition(w, step) {
+        for (const { batch, index } of runs(step)) {
+          const lowest = Math.max(...batch.requests.map((r) => laneOf(r.priority)));
+          const higherQueued = [...queuedAtEffect(step, index)].filter((k) => laneOf(w.tracks.get(k)!.req.priority) < lowest);
+          expect(higherQueued, `batch #${batch.id} has ${PRIORITIES[lowest]} requests`).toEqual([]);
+        }
+      },
+    });
+  });
+
+  it('requests of one priority and bucket that never crashed run in the order they were enqueued', () => {
+    checkInvariant({
+      afterTransition(w, step) {
+        const lastFirstRun = new Map(w.lastFirstRun);
+        for (const { batch, index } of runs(step)) {
+          const queued = [...queuedAtEffect(step, index)].map((k) => w.tracks.get(k)!);
+          for (const r of batch.requests) {
+            const t = w.tracks.get(r.key)!;
+            if (t.crashed || t.runs !== 1) continue;
+            expect(r.isolate).toBe(false);
+            const lane = `${r.priority}|${r.bucket}`;
+            expect(t.order, `${r.key} ran after a later request of ${lane}`).toBeGreaterThan(lastFirstRun.get(lane) ?? -1);
+            lastFirstRun.set(lane, t.order);
+            const skipped = queued.filter((q) => !q.crashed && q.req.priority === r.priority && q.req.bucket === r.bucket && q.order < t.order);
+            expect(skipped.map((q) => q.req.key), `${r.key} ran while earlier requests of ${lane} stayed queued`).toEqual([]);
+          }
+        }
+      },
+    });
+  });
+
+  it('the batcher is greedy: after any transition, an idle worker means an empty queue', () => {
+    checkInvariant({
+      afterTransition(w, step) {
+        const s = stateOf(step, w);
+        const idle = [...s.workers].filter(([, slot]) => slot.state === 'idle').map(([name]) => name);
+        if (idle.length > 0) {
+          expect(queuedByPriority(s), `workers ${idle.join(',')} idle`).toEqual({ high: 0, normal: 0, low: 0 });
+          expect(s.queued).toBe(0);
+        }
+      },
+    });
+  });
+
+  it('a request never runs at or after its deadline', () => {
+    checkInvariant({
+      afterTransition(w, step) {
+        for (const { batch } of runs(step)) {
+          expect(batch.startedAt).toBe(w.now);
+          for (const r of batch.requests) expect(batch.startedAt, r.key).toBeLessThan(r.deadline);
+        }
+      },
+    });
+  });
+
+  it('a request from a crashed batch runs alone afterwards, and never more than maxAttempts times', () => {
+    checkInvariant({
+      afterTransition(w, step) {
+        for (const { batch } of runs(step)) {
+          for (const r of batch.requests) {
+            const t = w.tracks.get(r.key)!;
+            if (t.crashed) expect(batch.requests.map((q) => q.key), `${r.key} crashed before`).toEqual([r.key]);
+            expect(t.runs, r.key).toBeLessThanOrEqual(w.settings.maxAttempts);
+            expect(r.attempts).toBe(t.runs);
+          }
+        }
+      },
+      atEnd(w) {
+        for (const t of w.tracks.values()) {
+          // Crashed on its last allowed attempt, so it must have been refused rather than retried.
+          if (t.rejects.includes('internal')) expect(t.runs).toBe(w.settings.maxAttempts);
+        }
+      },
+    });
+  });
+
+  it('when every worker is stopped, nothing stays queued and new requests are rejected unavailable', () => {
+    checkInvariant({
+      afterTransition(w, step) {
+        const s = stateOf(step, w);
+        if (allStopped(s)) {
+          expect(step.queuedAfter.size).toBe(0);
+          expect(s.queued).toBe(0);
+          expect([...w.tracks.values()].filter((t) => t.status === 'running').map((t) => t.req.key)).toEqual([]);
+        }
+        if (step.allStoppedBefore && step.msg.t === 'enqueue') {
+          expect(step.fx.map((e) => (e.t === 'reject' ? [e.req.key, e.error.code] : e.t))).toEqual([[step.msg.req.key, 'unavailable']]);
+        }
+      },
+    });
+  });
+
+  it('every rejection carries the code of its cause', () => {
+    checkInvariant({
+      afterTransition(w, step) {
+        const s = stateOf(step, w);
+        for (const e of step.fx) {
+          if (e.t !== 'reject') continue;
+          const t = w.tracks.get(e.req.key)!;
+          const why = `${e.req.key} rejected ${e.error.code}`;
+          expect(e.error).toBeInstanceOf(ActorserveError);
+          switch (e.error.code) {
+            case 'cancelled':
+              expect(step.msg, why).toEqual({ t: 'cancel', key: e.req.key });
+              break;
+            case 'deadline_exceeded':
+              expect(e.req.deadline, why).toBeLessThanOrEqual(step.now);
+              break;
+            case 'overloaded':
+              expect(step.msg.t === 'enqueue' && step.msg.req === e.req, why).toBe(true);
+              expect(step.queuedBefore.size, why).toBeGreaterThanOrEqual(w.settings.maxQueue);
+              expect(e.error.retryAfterMs, why).toBeGreaterThan(0);
+              break;
+            case 'unavailable':
+              expect(allStopped(s), why).toBe(true);
+              break;
+            case 'internal':
+              expect(step.crashedBatch, why).toContain(e.req);
+              expect(t.runs, why).toBe(w.settings.maxAttempts);
+              break;
+            default:
+              expect.fail(why);
+          }
+        }
+      },
+    });
+  });
+});
+
+/** The state the World is driving; kept on the step's closure via a WeakMap so invariants can observe it. */
+const statesByWorld = new WeakMap<World, State>();
+function stateOf(_step: Step, w: World): State {
+  return statesByWorld.get(w)!;
+}
