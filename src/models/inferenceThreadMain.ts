@@ -37,7 +37,7 @@ const ownBuffer = (data: ArrayBufferView): ArrayBuffer => {
 const poisoned = (inputs: Record<string, ThreadTensor>) => {
   if (faults.poisonValue === undefined) return false;
   for (const t of Object.values(inputs)) {
-    if (t.dtype === 'float32' && t.buffer.byteLength >= 4 && new Float32Array(t.buffer, 0, 1)[0] === faults.poisonValue) return true;
+    if (t.dtype === 'float32' && new Float32Array(t.buffer).includes(faults.poisonValue)) return true;
   }
   return false;
 };

@@ -9,7 +9,7 @@ export interface ThreadTensor {
 }
 
 export interface ThreadFaults {
-  /** Throw from run when the first element of any float32 input equals this (fault injection). */
+  /** Throw from run when any element of a float32 input equals this (fault injection). */
   poisonValue?: number;
 }
 
