@@ -1,0 +1,44 @@
+import { describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { BIN, spawnNode } from './helpers/spawnNode.js';
+import { RawClient, irisInput } from './helpers/RawClient.js';
+
+const run = (...args: string[]) => spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 20_000 });
+
+describe('the actorserve command', () => {
+  it('documents its commands and flags under --help and exits 0', () => {
+    const r = run('--help');
+    expect(r.status).toBe(0);
+    for (const flag of ['node', '--port', '--node-id', '--models', '--workers', '--log-level']) expect(r.stdout).toContain(flag);
+  });
+
+  it('refuses an unknown flag or a bad value with exit code 2 and the reason', () => {
+    const unknown = run('node', '--bogus');
+    expect(unknown.status).toBe(2);
+    expect(unknown.stderr).toMatch(/bogus/);
+    const badPort = run('node', '--port', 'eighty');
+    expect(badPort.status).toBe(2);
+    expect(badPort.stderr).toMatch(/--port/);
+    const badModel = run('node', '--port', '0', '--models', 'nope');
+    expect(badModel.status).toBe(2);
+    expect(badModel.stderr).toMatch(/unknown model "nope"/);
+  });
+
+  it('starts a node that serves results stamped with its node id, logs JSON, and stops cleanly on SIGTERM', async () => {
+    const n = await spawnNode(['--port', '0', '--node-id', 'cli-node', '--models', 'iris']);
+    try {
+      const c = await RawClient.connect(n.url);
+      expect(c.welcome.node).toBe('cli-node');
+      expect(c.welcome.models.map((m) => m.name)).toEqual(['iris']);
+      const r = await c.request({ id: 1, model: 'iris', inputs: irisInput([6.3, 3.3, 6.0, 2.5]) });
+      expect(r.t).toBe('result');
+      expect(r.t === 'result' && r.node).toBe('cli-node');
+      const ready = await fetch(`http://127.0.0.1:${n.port}/v2/health/ready`);
+      expect(ready.status).toBe(200);
+      c.close();
+    } finally {
+      expect(await n.stop('SIGTERM')).toBe(0);
+    }
+    expect(n.lines.every((l) => typeof l === 'object' && l !== null && 'level' in l)).toBe(true);
+  });
+});
