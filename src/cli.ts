@@ -3,6 +3,8 @@
  * the reason and the usage and exits 2.
  */
 import { parseArgs } from 'node:util';
+import { promises as dns } from 'node:dns';
+import { networkInterfaces } from 'node:os';
 import { existsSync } from 'node:fs';
 import { ActorserveNode } from './actors/Node.js';
 import { createLogger } from './log.js';
@@ -13,6 +15,7 @@ export const USAGE = `actorserve — distributed ML inference on supervised acto
 
 Usage:
   actorserve node [options]     start a node serving models over ws://HOST:PORT/v1/stream
+  actorserve leave [--port N]   ask the node on this machine at PORT to leave gracefully
   actorserve --help
 
 Node options:
@@ -28,8 +31,22 @@ Node options:
   --max-frame-bytes N largest client frame in bytes (default 8388608)
   --log-level L       trace|debug|info|warn|error|silent (default info)
 
-Environment: ACTORSERVE_PORT, ACTORSERVE_NODE_ID, ACTORSERVE_MODELS set the same
-defaults as --port, --node-id and --models.
+Cluster options:
+  --seeds H:P,H:P     nodes to join through (none: start a new cluster)
+  --discovery dns:NAME[:PORT]
+                      seeds from the A/AAAA records of NAME (a Kubernetes headless
+                      Service), re-resolved every 5 s; PORT defaults to --port
+  --cluster NAME      cluster name; peers of another cluster are refused (default actorserve)
+  --cluster-secret S  shared secret for the peer handshake (HMAC-SHA256); required with
+                      --seeds or --discovery. Prefer ACTORSERVE_CLUSTER_SECRET: flags show in ps
+  --advertise H:P     address peers use to reach this node (default HOST:PORT)
+  --epsilon E         bounded-load slack for keyed requests (default 0.25)
+
+SIGTERM, SIGINT or \`actorserve leave\` make the node leave gracefully: it turns unready,
+stops taking new work, finishes or passes on what it holds, then exits 0.
+
+Environment: ACTORSERVE_PORT, ACTORSERVE_NODE_ID, ACTORSERVE_MODELS, ACTORSERVE_SEEDS,
+ACTORSERVE_CLUSTER_SECRET set the same defaults as the flags of those names.
 `;
 
 const intOpt = (name: string, v: string | undefined): number | undefined => {
@@ -56,13 +73,21 @@ export async function main(argv: string[]): Promise<number> {
       'max-in-flight': { type: 'string' },
       'max-frame-bytes': { type: 'string' },
       'log-level': { type: 'string' },
+      seeds: { type: 'string' },
+      discovery: { type: 'string' },
+      cluster: { type: 'string' },
+      'cluster-secret': { type: 'string' },
+      advertise: { type: 'string' },
+      epsilon: { type: 'string' },
     },
   });
   if (values.help || positionals.length === 0) {
     process.stdout.write(USAGE);
     return values.help ? 0 : 2;
   }
-  if (positionals[0] !== 'node' || positionals.length > 1) throw new RangeError(`unknown command ${JSON.stringify(positionals.join(' '))}`);
+  if (positionals.length > 1 || !['node', 'leave'].includes(positionals[0]!)) throw new RangeError(`unknown command ${JSON.stringify(positionals.join(' '))}`);
+  const port = intOpt('port', values.port ?? process.env['ACTORSERVE_PORT']) ?? 8080;
+  if (positionals[0] === 'leave') return leave(port);
 
   const level = values['log-level'] ?? 'info';
   if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(level)) throw new RangeError(`--log-level ${level} is not a level`);
@@ -82,28 +107,79 @@ export async function main(argv: string[]): Promise<number> {
     log.info({ testAccuracy: r.testAccuracy, path: irisModelPath }, 'built the iris model');
   }
 
+  const secret = values['cluster-secret'] ?? process.env['ACTORSERVE_CLUSTER_SECRET'];
+  let seeds = (values.seeds ?? process.env['ACTORSERVE_SEEDS'] ?? '').split(',').map((x) => x.trim()).filter(Boolean);
+  const discovery = values.discovery ? parseDiscovery(values.discovery, port) : undefined;
+  if (discovery) seeds = [...seeds, ...(await discovery.resolve())];
+  let epsilon: number | undefined;
+  if (values.epsilon !== undefined) {
+    epsilon = Number(values.epsilon);
+    if (!(epsilon > 0)) throw new RangeError(`--epsilon must be a number > 0, got ${values.epsilon}`);
+  }
   const maxInFlight = intOpt('max-in-flight', values['max-in-flight']);
   const maxFrameBytes = intOpt('max-frame-bytes', values['max-frame-bytes']);
   const node = await ActorserveNode.start({
     nodeId,
     models,
     host: values.host ?? '127.0.0.1',
-    port: intOpt('port', values.port ?? process.env['ACTORSERVE_PORT']) ?? 8080,
+    port,
+    seeds,
+    ...(secret ? { clusterSecret: secret } : {}),
+    ...(values.cluster ? { cluster: values.cluster } : {}),
+    ...(values.advertise ? { advertise: values.advertise } : {}),
+    ...(discovery && !values.advertise ? { advertise: await discovery.advertise(port) } : {}),
+    ...(epsilon !== undefined ? { epsilon } : {}),
     ...(maxInFlight !== undefined ? { maxInFlight } : {}),
     ...(maxFrameBytes !== undefined ? { maxFrameBytes } : {}),
     log,
   });
 
-  await new Promise<void>((resolve) => {
-    const shutdown = (signal: string) => {
-      log.info({ signal }, 'stopping');
-      node.stop().then(resolve, (e: Error) => {
-        log.error({ err: e.message }, 'error while stopping');
-        resolve();
-      });
-    };
-    process.once('SIGINT', () => shutdown('SIGINT'));
-    process.once('SIGTERM', () => shutdown('SIGTERM'));
-  });
+  if (discovery) {
+    const t = setInterval(() => void discovery.resolve().then((addrs) => node.addSeeds(addrs), () => undefined), 5_000);
+    t.unref();
+  }
+  const shutdown = (signal: string) => {
+    log.info({ signal }, 'leaving on signal');
+    node.leave().catch((e: Error) => log.error({ err: e.message }, 'error while leaving'));
+  };
+  process.once('SIGINT', () => shutdown('SIGINT'));
+  process.once('SIGTERM', () => shutdown('SIGTERM'));
+  await node.done;
   return 0;
+}
+
+async function leave(port: number): Promise<number> {
+  const res = await fetch(`http://127.0.0.1:${port}/v1/admin/leave`, { method: 'POST' });
+  if (res.status !== 202) {
+    process.stderr.write(`actorserve leave: the node answered ${res.status} ${await res.text()}\n`);
+    return 1;
+  }
+  // The node exits once drained; wait for its port to close so preStop hooks block until then.
+  for (let i = 0; i < 600; i++) {
+    try {
+      await fetch(`http://127.0.0.1:${port}/v2/health/live`);
+    } catch {
+      return 0;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return 1;
+}
+
+/** `dns:NAME[:PORT]`: seeds from NAME's address records. */
+function parseDiscovery(spec: string, defaultPort: number) {
+  const m = /^dns:([A-Za-z0-9.-]+)(?::(\d{1,5}))?$/.exec(spec);
+  if (!m) throw new RangeError(`--discovery must be dns:NAME[:PORT], got ${JSON.stringify(spec)}`);
+  const name = m[1]!;
+  const port = m[2] ? Number(m[2]) : defaultPort;
+  const resolve = async (): Promise<string[]> => {
+    const [v4, v6] = await Promise.all([dns.resolve4(name).catch(() => []), dns.resolve6(name).catch(() => [])]);
+    return [...v4.map((a) => `${a}:${port}`), ...v6.map((a) => `[${a}]:${port}`)];
+  };
+  // Peers reach this pod at its own address: the first non-internal IPv4 address.
+  const advertise = async (p: number) => {
+    const ip = Object.values(networkInterfaces()).flat().find((i) => i && i.family === 'IPv4' && !i.internal)?.address;
+    return `${ip ?? '127.0.0.1'}:${p}`;
+  };
+  return { resolve, advertise };
 }

@@ -19,8 +19,8 @@ export interface BatcherOptions {
   /** Filled by the model supervisor once the workers are spawned. */
   workers: ReadonlyMap<string, Ref<WorkerMsg>>;
   log: Logger;
-  /** Observes queue depth after every message (metrics, tests). */
-  onQueueDepth?: (queued: number) => void;
+  /** Observes load (queued + running requests) after every message, for routing and metrics. */
+  onLoad?: (load: number) => void;
 }
 
 export function spawnBatcher(parent: Ref<unknown>, o: BatcherOptions): Ref<BatcherActorMsg> {
@@ -54,6 +54,7 @@ export function spawnBatcher(parent: Ref<unknown>, o: BatcherOptions): Ref<Batch
         case 'stats':
           dispatch(msg.replyTo, {
             queued: state.queued,
+            running: running(state),
             workers: Object.fromEntries([...state.workers].map(([k, v]) => [k, v.state])),
           });
           return s;
@@ -71,7 +72,7 @@ export function spawnBatcher(parent: Ref<unknown>, o: BatcherOptions): Ref<Batch
       }
       for (const fx of transition(state, logicMsg, now)) run(fx);
       done = undefined;
-      o.onQueueDepth?.(state.queued);
+      o.onLoad?.(state.queued + running(state));
       return s;
     },
     'batcher',
@@ -111,5 +112,11 @@ function deliver(o: BatcherOptions, batch: Batch<InferRequest>, outputs: Record<
     dispatch(req.replyTo, { t: 'reply', key: req.key, frame });
   }
 }
+
+const running = (s: BatcherState<InferRequest>) => {
+  let n = 0;
+  for (const w of s.workers.values()) if (w.state === 'busy') n += w.batch.requests.length;
+  return n;
+};
 
 const round = (ms: number) => Math.round(ms * 1000) / 1000;

@@ -19,6 +19,8 @@ export interface ModelSupervisorOptions {
   runTimeoutMs: number;
   faults?: ThreadFaults;
   log: Logger;
+  /** Told the model's load (queued + running requests) after every batcher message. */
+  onLoad?: (load: number) => void;
 }
 
 export interface ModelHandle {
@@ -32,7 +34,10 @@ export function spawnModelSupervisor(parent: Ref<unknown>, o: ModelSupervisorOpt
   const sup = spawnStateless(parent as Ref<never>, () => undefined, `${o.spec.name}.v${o.spec.version}`);
   const names = Array.from({ length: o.spec.workers }, (_, i) => `worker-${i}`);
   const workerRefs = new Map<string, Ref<WorkerMsg>>();
-  const batcher = spawnBatcher(sup, { spec: o.spec, nodeId: o.nodeId, workerNames: names, workers: workerRefs, log: o.log });
+  const batcher = spawnBatcher(sup, {
+    spec: o.spec, nodeId: o.nodeId, workerNames: names, workers: workerRefs, log: o.log,
+    ...(o.onLoad ? { onLoad: o.onLoad } : {}),
+  });
   const workers = names.map((name) => {
     const { ref, handle } = spawnWorker(sup, {
       name,

@@ -1,19 +1,22 @@
 /**
  * One actorserve node: an actor system with the models supervisor (a
- * ModelSupervisor per model), the router and the gateway (a Session per
- * client connection), behind one HTTP/WebSocket port.
+ * ModelSupervisor per model), the router, the gateway (a Session per client
+ * connection) and membership, behind one HTTP/WebSocket port.
  */
 import { dispatch, query, spawnStateless, start, stop, type Ref } from 'nact';
-import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { CloseCode } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
 import { modelInfo, type ModelSpec } from '../models/registry.js';
 import type { ThreadFaults } from '../models/threadProtocol.js';
 import { encode } from '../transport/codec.js';
+import type { MemberInfo, PeerMsg } from '../transport/peerProtocol.js';
 import { PROTOCOL_VERSION, type WelcomeFrame } from '../transport/protocol.js';
-import { startServer, type RunningServer } from '../transport/Server.js';
-import type { BatcherStats } from './messages.js';
+import { json, startServer, type RunningServer } from '../transport/Server.js';
+import { Membership, type MemberView } from './Membership.js';
+import type { BatcherStats, RouterMsg, SessionMsg } from './messages.js';
 import { spawnModelSupervisor, type ModelHandle } from './ModelSupervisor.js';
+import type { PhiOptions } from './PhiAccrual.js';
 import { checkRestartPolicy, defaultRestartPolicy, type RestartPolicy } from './RestartIntensity.js';
 import { spawnRouter } from './Router.js';
 import { spawnSession } from './Session.js';
@@ -25,6 +28,19 @@ export interface NodeOptions {
   host?: string;
   /** Default 8080; 0 picks a free port. */
   port?: number;
+  /** host:port other nodes use to reach this one. Default host:port as bound. */
+  advertise?: string;
+  /** Cluster name; peers in another cluster are refused. Default "actorserve". */
+  cluster?: string;
+  /** Shared secret for the peer handshake; without it the node takes no peers. */
+  clusterSecret?: string;
+  /** host:port of nodes to join through. */
+  seeds?: readonly string[];
+  /** Heartbeat interval. Default 200 ms. */
+  heartbeatMs?: number;
+  phi?: PhiOptions;
+  /** ε of bounded-load hashing for keyed requests. Default 0.25. */
+  epsilon?: number;
   /** Requests one connection may have unanswered. Default 1024. */
   maxInFlight?: number;
   /** Largest client frame; bigger closes the connection with 1009. Default 8 MiB. */
@@ -37,26 +53,33 @@ export interface NodeOptions {
   faults?: ThreadFaults;
   /** How long start() waits for the models to load. Default 60 000 ms. */
   loadTimeoutMs?: number;
+  /** How long a new node waits for its seeds before declaring itself up alone. Default 3 000 ms. */
+  joinTimeoutMs?: number;
   log?: Logger;
 }
 
 export class ActorserveNode {
-  readonly nodeId: string;
-  readonly incarnation = randomUUID();
-  readonly log: Logger;
-  /** Late replies dropped by the origin's outstanding table. */
+  readonly incarnation = Date.now() * 1000 + Math.floor(Math.random() * 1000);
+  /** Late replies dropped by the origins' outstanding tables. */
   duplicatesDropped = 0;
+  /** Requests this node's clients have sent and not yet had answered. */
+  outstanding = 0;
+  private ready = false;
+  private leaving: Promise<void> | undefined;
+  private stopped: Promise<void> | undefined;
+  private server: RunningServer | undefined;
+  private membership: Membership | undefined;
+  private readonly timers: NodeJS.Timeout[] = [];
+  private readonly system = start() as Ref<never>;
+  readonly models = new Map<string, ModelHandle>();
+  private readonly localLoad = new Map<string, number>();
+  private readonly sessions = new Map<string, Ref<SessionMsg>>();
+  /** Resolved when the node has stopped, whatever stopped it. */
+  readonly done: Promise<void>;
+  private resolveDone!: () => void;
 
-  private constructor(
-    nodeId: string,
-    log: Logger,
-    private readonly system: Ref<never>,
-    readonly models: Map<string, ModelHandle>,
-    private server: RunningServer | undefined,
-    private ready = false,
-  ) {
-    this.nodeId = nodeId;
-    this.log = log;
+  private constructor(readonly nodeId: string, readonly log: Logger) {
+    this.done = new Promise((r) => (this.resolveDone = r));
   }
 
   get port(): number {
@@ -68,12 +91,26 @@ export class ActorserveNode {
     return `ws://127.0.0.1:${this.port}/v1/stream`;
   }
 
+  get addr(): string {
+    return this.membership?.self.addr ?? `127.0.0.1:${this.port}`;
+  }
+
   isReady(): boolean {
     return this.ready;
   }
 
+  /** More nodes to join through (DNS discovery finds them over time). */
+  addSeeds(addrs: readonly string[]): void {
+    this.membership?.addSeeds(addrs);
+  }
+
+  /** The cluster as this node sees it, itself included. */
+  clusterView(): MemberView[] {
+    return this.membership?.view() ?? [];
+  }
+
   /**
-   * Starts the actor tree, loads every model and listens.
+   * Starts the actor tree, loads every model, listens and joins the cluster.
    * @throws RangeError for bad options; Error when a model cannot be loaded or the port bound.
    */
   static async start(opts: NodeOptions): Promise<ActorserveNode> {
@@ -83,78 +120,170 @@ export class ActorserveNode {
     const maxFrameBytes = positive('maxFrameBytes', opts.maxFrameBytes ?? 8 * 1024 * 1024);
     const restart = checkRestartPolicy(opts.restart ?? defaultRestartPolicy);
     const runTimeoutMs = positive('runTimeoutMs', opts.runTimeoutMs ?? 30_000);
-    const log = (opts.log ?? createLogger({ node: opts.nodeId })).child({ node: opts.nodeId });
-
-    const system = start() as Ref<never>;
-    const modelsSup = spawnStateless(system, () => undefined, 'models');
-    const models = new Map<string, ModelHandle>();
-    for (const spec of opts.models) {
-      models.set(spec.name, spawnModelSupervisor(modelsSup, {
-        spec,
-        nodeId: opts.nodeId,
-        policy: restart,
-        runTimeoutMs,
-        ...(opts.faults ? { faults: opts.faults } : {}),
-        log,
-      }));
-    }
-    const router = spawnRouter(system, new Map([...models].map(([k, v]) => [k, v.batcher])));
-    const gateway = spawnStateless(system, () => undefined, 'gateway');
-    const specs = new Map(opts.models.map((m) => [m.name, m]));
-    const node = new ActorserveNode(opts.nodeId, log, system, models, undefined);
-
-    const welcome = encode({
-      t: 'welcome',
-      protocol: PROTOCOL_VERSION,
-      node: opts.nodeId,
-      models: opts.models.map(modelInfo),
-      limits: { maxInFlight, maxFrameBytes },
-    } satisfies WelcomeFrame);
-
-    const ticker = setInterval(() => {
-      for (const m of models.values()) dispatch(m.batcher, { t: 'tick' });
-    }, 10);
-    ticker.unref();
-    node.stopTicker = () => clearInterval(ticker);
-
-    let sessions = 0;
+    const seeds = opts.seeds ?? [];
+    for (const s of seeds) if (!/^[^\s/]+:\d{1,5}$/.test(s)) throw new RangeError(`seed ${JSON.stringify(s)} is not host:port`);
+    if (seeds.length > 0 && !opts.clusterSecret) throw new RangeError('joining a cluster needs a cluster secret (--cluster-secret or ACTORSERVE_CLUSTER_SECRET)');
+    const log = (opts.log ?? createLogger()).child({ node: opts.nodeId });
+    const node = new ActorserveNode(opts.nodeId, log);
     try {
-      node.server = await startServer({
-        host: opts.host ?? '127.0.0.1',
-        port: opts.port ?? 8080,
-        maxFrameBytes,
-        isReady: () => node.ready,
-        onClient: (ws, req) => {
-          const name = `session-${sessions++}`;
-          const slog = log.child({ session: name });
-          slog.debug({ remote: req.socket.remoteAddress }, 'client connected');
-          const session = spawnSession(gateway, {
-            name, ws, models: specs, router, maxInFlight, log: slog,
-            onDuplicate: () => void node.duplicatesDropped++,
-          });
-          ws.on('message', (data: Buffer, isBinary) => {
-            if (!isBinary) return ws.close(CloseCode.unsupportedData, 'frames must be binary msgpack');
-            dispatch(session, { t: 'frame', data });
-          });
-          ws.on('close', (code) => {
-            slog.debug({ code }, 'client disconnected');
-            dispatch(session, { t: 'closed' });
-          });
-          ws.on('error', (e) => slog.info({ err: e.message }, 'client socket error'));
-          ws.send(welcome);
-        },
-      });
-      await node.waitForModels(opts.loadTimeoutMs ?? 60_000);
+      await node.boot(opts, { maxInFlight, maxFrameBytes, restart, runTimeoutMs, seeds });
     } catch (e) {
       await node.stop();
       throw e;
     }
-    node.ready = true;
-    log.info({ port: node.port, models: opts.models.map((m) => m.name), incarnation: node.incarnation }, 'listening');
     return node;
   }
 
-  private stopTicker: () => void = () => undefined;
+  private async boot(
+    opts: NodeOptions,
+    c: { maxInFlight: number; maxFrameBytes: number; restart: RestartPolicy; runTimeoutMs: number; seeds: readonly string[] },
+  ): Promise<void> {
+    const { log, system } = this;
+    const modelsSup = spawnStateless(system, () => undefined, 'models');
+    for (const spec of opts.models) {
+      this.localLoad.set(spec.name, 0);
+      this.models.set(spec.name, spawnModelSupervisor(modelsSup, {
+        spec,
+        nodeId: this.nodeId,
+        policy: c.restart,
+        runTimeoutMs: c.runTimeoutMs,
+        ...(opts.faults ? { faults: opts.faults } : {}),
+        log,
+        onLoad: (n) => this.localLoad.set(spec.name, n),
+      }));
+    }
+    const specs = new Map(opts.models.map((m) => [m.name, m]));
+    const send = (nodeId: string, msg: PeerMsg) => this.membership?.send(nodeId, msg) ?? false;
+    // Replies for requests that came from peers go back to their origin node.
+    const outbox = spawnStateless(system, (msg: SessionMsg) => {
+      if (msg.t === 'reply') send(msg.key.split('/')[0]!, { t: 'reply', key: msg.key, frame: msg.frame });
+    }, 'outbox');
+    const router: Ref<RouterMsg> = spawnRouter(system, {
+      nodeId: this.nodeId,
+      batchers: new Map([...this.models].map(([k, v]) => [k, v.batcher])),
+      specs,
+      localLoad: this.localLoad,
+      send,
+      outbox,
+      sessions: this.sessions,
+      ...(opts.epsilon !== undefined ? { epsilon: opts.epsilon } : {}),
+      log,
+    });
+    const gateway = spawnStateless(system, () => undefined, 'gateway');
+
+    const welcome = encode({
+      t: 'welcome',
+      protocol: PROTOCOL_VERSION,
+      node: this.nodeId,
+      models: opts.models.map(modelInfo),
+      limits: { maxInFlight: c.maxInFlight, maxFrameBytes: c.maxFrameBytes },
+    } satisfies WelcomeFrame);
+
+    const ticker = setInterval(() => {
+      for (const m of this.models.values()) dispatch(m.batcher, { t: 'tick' });
+    }, 10);
+    ticker.unref();
+    this.timers.push(ticker);
+
+    let sessionCount = 0;
+    this.server = await startServer({
+      host: opts.host ?? '127.0.0.1',
+      port: opts.port ?? 8080,
+      maxFrameBytes: c.maxFrameBytes,
+      maxPeerFrameBytes: Math.max(64 * 1024 * 1024, 4 * c.maxFrameBytes),
+      isReady: () => this.ready,
+      acceptClients: () => !this.leaving,
+      routes: (req, res, path) => this.route(req, res, path),
+      onPeer: (ws, req) => (this.membership ? this.membership.accept(ws, req) : ws.close(CloseCode.policyViolation, 'unauthorized')),
+      onClient: (ws, req) => {
+        const name = `session-${sessionCount++}`;
+        const slog = log.child({ session: name });
+        slog.debug({ remote: req.socket.remoteAddress }, 'client connected');
+        const session = spawnSession(gateway, {
+          name,
+          keyPrefix: `${this.nodeId}/${this.incarnation}/${name}`,
+          ws,
+          models: specs,
+          router,
+          maxInFlight: c.maxInFlight,
+          log: slog,
+          onDuplicate: () => void this.duplicatesDropped++,
+          onOutstanding: (d) => void (this.outstanding += d),
+        });
+        this.sessions.set(name, session);
+        ws.on('message', (data: Buffer, isBinary) => {
+          if (!isBinary) return ws.close(CloseCode.unsupportedData, 'frames must be binary msgpack');
+          dispatch(session, { t: 'frame', data });
+        });
+        ws.on('close', (code) => {
+          slog.debug({ code }, 'client disconnected');
+          this.sessions.delete(name);
+          dispatch(session, { t: 'closed' });
+        });
+        ws.on('error', (e) => slog.info({ err: e.message }, 'client socket error'));
+        ws.send(welcome);
+      },
+    });
+
+    const self: MemberInfo = {
+      nodeId: this.nodeId,
+      incarnation: this.incarnation,
+      addr: opts.advertise ?? `${opts.host && opts.host !== '0.0.0.0' && opts.host !== '::' ? opts.host : '127.0.0.1'}:${this.server.port}`,
+      models: opts.models.map((m) => m.name),
+      state: 'joining',
+    };
+    this.membership = new Membership({
+      self,
+      cluster: opts.cluster ?? 'actorserve',
+      secret: opts.clusterSecret,
+      seeds: c.seeds,
+      maxPayload: Math.max(64 * 1024 * 1024, 4 * c.maxFrameBytes),
+      ...(opts.heartbeatMs !== undefined ? { heartbeatMs: opts.heartbeatMs } : {}),
+      ...(opts.phi ? { phi: opts.phi } : {}),
+      log,
+      localLoad: () => Object.fromEntries(this.localLoad),
+      onView: (members, me) => dispatch(router, { t: 'view', members, self: me }),
+      onNodeLost: (nodeId) => dispatch(router, { t: 'nodeLost', nodeId }),
+      onMessage: (from, msg) => {
+        switch (msg.t) {
+          case 'infer':
+            return dispatch(router, { t: 'remoteInfer', from, req: msg.req });
+          case 'reply':
+            return dispatch(router, { t: 'remoteReply', from, key: msg.key, frame: msg.frame });
+          case 'cancel':
+            return dispatch(router, { t: 'remoteCancel', from, model: msg.model, key: msg.key });
+          case 'hb':
+            return;
+        }
+      },
+    });
+    this.membership.start();
+
+    await this.waitForModels(opts.loadTimeoutMs ?? 60_000);
+    if (c.seeds.length > 0) await this.waitForPeers(opts.joinTimeoutMs ?? 3_000);
+    this.membership.setSelfState('up');
+    this.ready = true;
+    log.info({ port: this.port, addr: self.addr, models: self.models, incarnation: this.incarnation, seeds: c.seeds }, 'listening');
+  }
+
+  private route(req: IncomingMessage, res: ServerResponse, path: string): boolean {
+    if (req.method === 'GET' && path === '/v1/cluster') {
+      json(res, 200, { node: this.nodeId, incarnation: this.incarnation, members: this.clusterView() });
+      return true;
+    }
+    if (req.method === 'POST' && path === '/v1/admin/leave') {
+      // Until admin tokens exist, only a caller on this machine may make the node leave.
+      const remote = req.socket.remoteAddress ?? '';
+      if (!(remote === '127.0.0.1' || remote === '::1' || remote === '::ffff:127.0.0.1')) {
+        json(res, 403, { error: 'leave is only accepted from loopback' });
+        return true;
+      }
+      json(res, 202, { leaving: true });
+      void this.leave();
+      return true;
+    }
+    return false;
+  }
 
   /** Every model has at least one started worker. */
   private async waitForModels(timeoutMs: number): Promise<void> {
@@ -166,9 +295,15 @@ export class ActorserveNode {
         if (states.some((s) => s === 'idle' || s === 'busy')) break;
         if (states.every((s) => s === 'stopped')) throw new Error(`model ${m.spec.name} could not be loaded (workers gave up)`);
         if (Date.now() > until) throw new Error(`model ${m.spec.name} did not load within ${timeoutMs} ms`);
-        await new Promise((r) => setTimeout(r, 20));
+        await sleep(20);
       }
     }
+  }
+
+  /** Joined once a peer link is open; the first node of a cluster gives up waiting and is up alone. */
+  private async waitForPeers(timeoutMs: number): Promise<void> {
+    const until = Date.now() + timeoutMs;
+    while (Date.now() < until && !this.clusterView().some((m) => m.nodeId !== this.nodeId && m.linked)) await sleep(20);
   }
 
   batcherStats(model: string): Promise<BatcherStats> {
@@ -177,16 +312,45 @@ export class ActorserveNode {
     return query(m.batcher, (replyTo: Ref<BatcherStats>) => ({ t: 'stats' as const, replyTo }), 5_000) as Promise<BatcherStats>;
   }
 
-  /** Closes client connections (1001), stops the actors and every inference thread. */
-  async stop(): Promise<void> {
-    this.ready = false;
-    this.stopTicker();
-    await this.server?.close();
-    await Promise.all([...this.models.values()].flatMap((m) => m.workers.map((w) => w.shutdown())));
-    stop(this.system);
+  /**
+   * Graceful leave: unready, tell the cluster, take no new clients or work,
+   * finish what is queued here and what this node's clients wait for, then
+   * stop. Work that peers send meanwhile is passed on.
+   * @param drainTimeoutMs default 30 000 ms; past it the node stops anyway.
+   */
+  leave(drainTimeoutMs = 30_000): Promise<void> {
+    this.leaving ??= (async () => {
+      this.ready = false;
+      this.log.info('leaving: draining');
+      this.membership?.setSelfState('leaving');
+      const until = Date.now() + drainTimeoutMs;
+      const busy = () => [...this.localLoad.values()].some((n) => n > 0) || this.outstanding > 0;
+      // Give the peers a heartbeat to learn we are leaving before we judge the queues empty.
+      await sleep(300);
+      while (busy() && Date.now() < until) await sleep(20);
+      if (busy()) this.log.warn({ outstanding: this.outstanding }, 'drain timed out');
+      this.log.info('left');
+      await this.stop();
+    })();
+    return this.leaving;
+  }
+
+  /** Closes client connections (1001) and peer links, stops the actors and every inference thread. */
+  stop(): Promise<void> {
+    this.stopped ??= (async () => {
+      this.ready = false;
+      for (const t of this.timers) clearInterval(t);
+      this.membership?.stop();
+      await this.server?.close();
+      await Promise.all([...this.models.values()].flatMap((m) => m.workers.map((w) => w.shutdown())));
+      stop(this.system);
+      this.resolveDone();
+    })();
+    return this.stopped;
   }
 }
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function positive(what: string, n: number): number {
   if (!Number.isInteger(n) || n < 1) throw new RangeError(`${what} must be a positive integer, got ${n}`);

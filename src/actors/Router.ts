@@ -1,30 +1,202 @@
 /**
- * Decides where each accepted request runs. On one node that is the model's
- * local batcher; the cluster layer adds remote choices behind the same
- * messages.
+ * Decides where each accepted request runs, and keeps the origin's side of
+ * the ledger for work sent to other nodes. The policy (power of two choices,
+ * bounded-load consistent hashing) lives in routing.ts; this actor owns the
+ * machinery: the live view, sends over peer links, re-routing what was sent
+ * to a node that is lost, and passing replies back to sessions.
  */
 import { dispatch, spawn, type Ref } from 'nact';
-import { errorFrame, type BatcherActorMsg, type RouterMsg } from './messages.js';
-import { modelNotFound } from '../errors.js';
+import { performance } from 'node:perf_hooks';
+import { ActorserveError, modelNotFound, unavailable } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { ModelSpec } from '../models/registry.js';
+import type { PeerMsg, WireRequest } from '../transport/peerProtocol.js';
+import { errorFrame, type BatcherActorMsg, type InferRequest, type RouteMember, type RouterMsg, type SessionMsg } from './messages.js';
+import { eligible, powerOfTwoChoices, routeKeyed, type RouteCandidate } from './routing.js';
 
-export function spawnRouter(parent: Ref<unknown>, batchers: ReadonlyMap<string, Ref<BatcherActorMsg>>): Ref<RouterMsg> {
+export interface RouterOptions {
+  nodeId: string;
+  batchers: ReadonlyMap<string, Ref<BatcherActorMsg>>;
+  specs: ReadonlyMap<string, ModelSpec>;
+  /** Live load of the local batchers (queued + running), by model. */
+  localLoad: ReadonlyMap<string, number>;
+  /** Sends to a peer's router; false when the link is not open. */
+  send: (nodeId: string, msg: PeerMsg) => boolean;
+  /** Where replies for requests that came from peers go. */
+  outbox: Ref<SessionMsg>;
+  /** Local sessions by name, for replies that come back from peers. */
+  sessions: ReadonlyMap<string, Ref<SessionMsg>>;
+  /** ε of bounded-load hashing. Default 0.25. */
+  epsilon?: number;
+  log: Logger;
+}
+
+interface Sent {
+  req: InferRequest;
+  node: string;
+}
+
+/** `origin/incarnation/session/seq`: the session is the third part. */
+const sessionOf = (key: string) => key.split('/')[2] ?? '';
+
+export function spawnRouter(parent: Ref<unknown>, o: RouterOptions): Ref<RouterMsg> {
+  const log = o.log.child({ actor: 'router' });
+  let members: RouteMember[] = [];
+  let self: RouteMember = { nodeId: o.nodeId, incarnation: 0, state: 'up', models: [...o.specs.keys()], linked: true, load: {} };
+  const sent = new Map<string, Sent>();
+  const sentTo = new Map<string, number>();
+
+  const loadOf = (model: string) => (nodeId: string) =>
+    nodeId === o.nodeId
+      ? o.localLoad.get(model) ?? 0
+      : (members.find((m) => m.nodeId === nodeId)?.load[model] ?? 0) + (sentTo.get(nodeId) ?? 0);
+
+  const candidates = (exclude: ReadonlySet<string>): RouteCandidate[] => {
+    const view: RouteCandidate[] = [];
+    if (!exclude.has(o.nodeId)) view.push({ nodeId: o.nodeId, state: self.state === 'up' ? 'up' : self.state, models: self.models });
+    for (const m of members) {
+      if (!exclude.has(m.nodeId)) view.push({ nodeId: m.nodeId, state: m.linked ? m.state : 'suspect', models: m.models });
+    }
+    return view;
+  };
+
+  const answer = (req: InferRequest, e: ActorserveError) =>
+    dispatch(req.replyTo, { t: 'reply', key: req.key, frame: errorFrame(req.id, e) });
+
+  const runLocally = (req: InferRequest) => {
+    const batcher = o.batchers.get(req.spec.name);
+    if (batcher) dispatch(batcher, { t: 'enqueue', req });
+    else answer(req, modelNotFound(`model ${req.spec.name} is not served on ${o.nodeId}`));
+  };
+
+  /** Picks a node and hands the request over; a failed send tries the next choice at once. */
+  const route = (req: InferRequest, exclude: Set<string> = new Set()) => {
+    for (;;) {
+      const view = candidates(exclude);
+      const model = req.spec.name;
+      const load = loadOf(model);
+      const target = req.routeKey !== undefined
+        ? routeKeyed(view, model, req.routeKey, load, o.epsilon ?? 0.25)
+        : powerOfTwoChoices(eligible(view, model), load, o.nodeId, Math.random);
+      if (target === undefined) {
+        // No node is up for it; while we still hold the model ourselves (joining, leaving), run it here.
+        if (o.batchers.has(model) && !exclude.has(o.nodeId)) return runLocally(req);
+        return answer(req, o.specs.has(model) || members.some((m) => m.models.includes(model))
+          ? unavailable(`no node serving ${model} is reachable`)
+          : modelNotFound(`model ${model} is not served in this cluster`));
+      }
+      if (target === o.nodeId) return runLocally(req);
+      if (o.send(target, { t: 'infer', req: toWire(req) })) {
+        sent.set(req.key, { req, node: target });
+        sentTo.set(target, (sentTo.get(target) ?? 0) + 1);
+        return;
+      }
+      exclude.add(target);
+    }
+  };
+
+  const settle = (key: string): Sent | undefined => {
+    const s = sent.get(key);
+    if (!s) return undefined;
+    sent.delete(key);
+    sentTo.set(s.node, Math.max(0, (sentTo.get(s.node) ?? 1) - 1));
+    return s;
+  };
+
   return spawn(
     parent as Ref<never>,
-    (s: null, msg: RouterMsg) => {
+    (st: null, msg: RouterMsg) => {
       switch (msg.t) {
-        case 'infer': {
-          const batcher = batchers.get(msg.req.spec.name);
-          if (batcher) dispatch(batcher, { t: 'enqueue', req: msg.req });
-          else dispatch(msg.req.replyTo, { t: 'reply', key: msg.req.key, frame: errorFrame(msg.req.id, modelNotFound(`model ${msg.req.spec.name} is not served here`)) });
-          return s;
-        }
+        case 'infer':
+          route(msg.req);
+          return st;
         case 'cancel': {
-          const batcher = batchers.get(msg.model);
+          const s = settle(msg.key);
+          if (s) o.send(s.node, { t: 'cancel', model: msg.model, key: msg.key });
+          else {
+            const batcher = o.batchers.get(msg.model);
+            if (batcher) dispatch(batcher, { t: 'cancel', key: msg.key });
+          }
+          return st;
+        }
+        case 'remoteInfer': {
+          const spec = o.specs.get(msg.req.model);
+          const req = fromWire(msg.req, spec, msg.from, o.outbox);
+          if (!req) {
+            o.send(msg.from, { t: 'reply', key: msg.req.key, frame: errorFrame(msg.req.id, modelNotFound(`model ${msg.req.model} is not served on ${o.nodeId}`)) });
+            return st;
+          }
+          // While leaving we pass new work on rather than start it; run it only if nobody else can.
+          if (self.state === 'leaving') route(req, new Set([o.nodeId, msg.from]));
+          else runLocally(req);
+          return st;
+        }
+        case 'remoteReply': {
+          const s = settle(msg.key);
+          const session = o.sessions.get(sessionOf(msg.key));
+          // A reply for work we no longer track may still be the first answer (we re-routed, the original won).
+          if (session) dispatch(session, { t: 'reply', key: msg.key, frame: msg.frame });
+          else if (s) log.debug({ key: msg.key }, 'reply for a closed session dropped');
+          return st;
+        }
+        case 'remoteCancel': {
+          const batcher = o.batchers.get(msg.model);
           if (batcher) dispatch(batcher, { t: 'cancel', key: msg.key });
-          return s;
+          return st;
+        }
+        case 'view':
+          members = msg.members;
+          self = msg.self;
+          return st;
+        case 'nodeLost': {
+          const moving = [...sent.values()].filter((s) => s.node === msg.nodeId);
+          if (moving.length > 0) log.info({ peer: msg.nodeId, requests: moving.length }, 're-routing work sent to a lost node');
+          for (const s of moving) {
+            settle(s.req.key);
+            route(s.req, new Set([msg.nodeId]));
+          }
+          return st;
         }
       }
     },
     'router',
   );
 }
+
+function toWire(req: InferRequest): WireRequest {
+  return {
+    key: req.key,
+    id: req.id,
+    model: req.spec.name,
+    version: req.spec.version,
+    inputs: req.inputs,
+    rows: req.rows,
+    bucket: req.bucket,
+    priority: req.priority,
+    remainingMs: Number.isFinite(req.deadline) ? Math.max(0, req.deadline - performance.now()) : null,
+    attempts: req.attempts,
+  };
+}
+
+function fromWire(w: WireRequest, spec: ModelSpec | undefined, origin: string, outbox: Ref<SessionMsg>): InferRequest | undefined {
+  if (!spec || spec.version !== w.version) return undefined;
+  const now = performance.now();
+  return {
+    key: w.key,
+    id: w.id,
+    spec,
+    inputs: w.inputs,
+    rows: w.rows,
+    bucket: w.bucket,
+    priority: w.priority,
+    deadline: w.remainingMs === null ? Infinity : now + w.remainingMs,
+    enqueuedAt: now,
+    receivedAt: now,
+    attempts: w.attempts,
+    isolate: false,
+    seq: 0,
+    replyTo: outbox,
+    origin,
+  };
+}
+

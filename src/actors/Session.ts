@@ -17,6 +17,8 @@ import { errorFrame, type InferRequest, type RouterMsg, type SessionMsg } from '
 
 export interface SessionOptions {
   name: string;
+  /** `node/incarnation/session`: makes request keys unique across the cluster and across restarts. */
+  keyPrefix: string;
   ws: WebSocket;
   models: ReadonlyMap<string, ModelSpec>;
   router: Ref<RouterMsg>;
@@ -24,6 +26,8 @@ export interface SessionOptions {
   log: Logger;
   /** Counts replies dropped because their request was already answered. */
   onDuplicate?: () => void;
+  /** Told every change of this session's unanswered requests (+1 / -n), for draining. */
+  onOutstanding?: (delta: number) => void;
 }
 
 interface Outstanding {
@@ -59,7 +63,7 @@ export function spawnSession(parent: Ref<unknown>, o: SessionOptions): Ref<Sessi
       throw e;
     }
     const receivedAt = performance.now();
-    const key = `${o.name}/${seq++}`;
+    const key = `${o.keyPrefix}/${seq++}`;
     const req: InferRequest = {
       key,
       id: f.id,
@@ -75,8 +79,10 @@ export function spawnSession(parent: Ref<unknown>, o: SessionOptions): Ref<Sessi
       isolate: false,
       seq: 0,
       replyTo: self,
+      routeKey: f.key,
     };
     outstanding.set(f.id, { key, model: spec.name });
+    o.onOutstanding?.(1);
     dispatch(o.router, { t: 'infer', req });
   };
 
@@ -99,6 +105,7 @@ export function spawnSession(parent: Ref<unknown>, o: SessionOptions): Ref<Sessi
         const entry = outstanding.get(f.id);
         if (!entry) return;
         outstanding.delete(f.id);
+        o.onOutstanding?.(-1);
         dispatch(o.router, { t: 'cancel', model: entry.model, key: entry.key });
         return fail(f.id, new ActorserveError('cancelled', 'cancelled by the client'));
       }
@@ -119,12 +126,14 @@ export function spawnSession(parent: Ref<unknown>, o: SessionOptions): Ref<Sessi
             return s;
           }
           outstanding.delete(msg.frame.id as RequestId);
+          o.onOutstanding?.(-1);
           send(msg.frame);
           return s;
         }
         case 'closed':
           // The client is gone: its queued work is cancelled, not run for nobody.
           for (const entry of outstanding.values()) dispatch(o.router, { t: 'cancel', model: entry.model, key: entry.key });
+          o.onOutstanding?.(-outstanding.size);
           outstanding.clear();
           stop(self);
           return s;

@@ -4,6 +4,7 @@ import type { ActorserveError } from '../errors.js';
 import type { ModelSpec } from '../models/registry.js';
 import type { ThreadTensor } from '../models/threadProtocol.js';
 import type { ErrorFrame, RequestId, ResultFrame, WireTensor } from '../transport/protocol.js';
+import type { MemberStatus, WireRequest } from '../transport/peerProtocol.js';
 import type { Batch, QueueItem } from './BatcherLogic.js';
 
 /** An accepted request inside the node: the ledger entry the batcher owns. */
@@ -14,6 +15,10 @@ export interface InferRequest extends QueueItem {
   /** performance.now() when the gateway received it. */
   readonly receivedAt: number;
   readonly replyTo: Ref<SessionMsg>;
+  /** Consistent-hash routing key from the client, if any. */
+  readonly routeKey?: string | undefined;
+  /** Node id of the origin when the request came from a peer. */
+  readonly origin?: string | undefined;
 }
 
 export type SessionMsg =
@@ -24,7 +29,27 @@ export type SessionMsg =
 
 export type RouterMsg =
   | { t: 'infer'; req: InferRequest }
-  | { t: 'cancel'; model: string; key: string };
+  | { t: 'cancel'; model: string; key: string }
+  /** A request a peer sent us to run (or, while we leave, to pass on). */
+  | { t: 'remoteInfer'; from: string; req: WireRequest }
+  /** A reply a peer sent back for one of our sessions' requests. */
+  | { t: 'remoteReply'; from: string; key: string; frame: ResultFrame | ErrorFrame }
+  | { t: 'remoteCancel'; from: string; model: string; key: string }
+  | { t: 'view'; members: RouteMember[]; self: RouteMember }
+  /** A node may be gone: what we sent it goes elsewhere now. */
+  | { t: 'nodeLost'; nodeId: string };
+
+/** A node as the router sees it: membership status plus link state and load. */
+export interface RouteMember {
+  nodeId: string;
+  incarnation: number;
+  state: MemberStatus;
+  models: string[];
+  /** Our outbound link to it is open (always true for ourselves). */
+  linked: boolean;
+  /** Queued plus running requests per model, as the node last reported. */
+  load: Record<string, number>;
+}
 
 export type BatcherActorMsg =
   | { t: 'enqueue'; req: InferRequest }
@@ -38,6 +63,7 @@ export type BatcherActorMsg =
 
 export interface BatcherStats {
   queued: number;
+  running: number;
   workers: Record<string, string>;
 }
 

@@ -252,7 +252,14 @@ export class Client {
     let exhausted = false;
 
     const launch = (request: R): void => {
-      const { id, promise } = this.#start(request.model, request.inputs, request);
+      // Options are copied field by field: a stray `signal` on a request must not
+      // free its window slot before the server has let go of it.
+      const { id, promise } = this.#start(request.model, request.inputs, {
+        ...(request.version !== undefined && { version: request.version }),
+        ...(request.priority !== undefined && { priority: request.priority }),
+        ...(request.deadlineMs !== undefined && { deadlineMs: request.deadlineMs }),
+        ...(request.key !== undefined && { key: request.key }),
+      });
       running.add(id);
       promise.then(
         (result) => ready.push({ ok: true, request, result }),

@@ -1,6 +1,6 @@
 /**
- * The node's one port: HTTP (health; more endpoints later) and WebSocket
- * upgrades for `/v1/stream`. Upgrades are handled here (`noServer`), so a
+ * The node's one port: HTTP, WebSocket upgrades for clients (`/v1/stream`)
+ * and for peers (`/cluster`). Upgrades are handled here (`noServer`), so a
  * request for an unknown path is refused before a socket is allocated.
  */
 import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
@@ -13,8 +13,16 @@ export interface ServerOptions {
   port: number;
   maxFrameBytes: number;
   onClient: (ws: WebSocket, req: IncomingMessage) => void;
+  /** Peer links; absent on a node that takes no peers. */
+  onPeer?: (ws: WebSocket, req: IncomingMessage) => void;
+  /** Largest peer frame (tensors batch up between nodes). */
+  maxPeerFrameBytes?: number;
   /** Answers GET /v2/health/ready. */
   isReady: () => boolean;
+  /** Refuses new client connections (while leaving). */
+  acceptClients?: () => boolean;
+  /** Further HTTP routes; returns false when it does not handle the request. */
+  routes?: (req: IncomingMessage, res: ServerResponse, path: string) => boolean;
 }
 
 export interface RunningServer {
@@ -23,7 +31,7 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-const json = (res: ServerResponse, status: number, body: unknown) => {
+export const json = (res: ServerResponse, status: number, body: unknown) => {
   const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
@@ -37,6 +45,12 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     perMessageDeflate: false,
     clientTracking: true,
   });
+  const peers = new WebSocketServer({
+    noServer: true,
+    maxPayload: o.maxPeerFrameBytes ?? 64 * 1024 * 1024,
+    perMessageDeflate: false,
+    clientTracking: true,
+  });
   const http = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method === 'GET' && path === '/v2/health/live') return json(res, 200, { live: true });
@@ -44,14 +58,23 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
       const ready = o.isReady();
       return json(res, ready ? 200 : 503, { ready });
     }
+    if (o.routes?.(req, res, path ?? '/')) return;
     json(res, 404, { error: `no route for ${req.method} ${path}` });
   });
   http.headersTimeout = 10_000;
   http.requestTimeout = 30_000;
   http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const path = (req.url ?? '/').split('?')[0];
+    if (path === '/cluster' && o.onPeer) {
+      const onPeer = o.onPeer;
+      return peers.handleUpgrade(req, socket, head, (ws) => onPeer(ws, req));
+    }
     if (path !== '/v1/stream') {
       socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+      return;
+    }
+    if (o.acceptClients && !o.acceptClients()) {
+      socket.end('HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
       return;
     }
     wss.handleUpgrade(req, socket, head, (ws) => o.onClient(ws, req));
@@ -70,7 +93,9 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     http,
     close: async () => {
       for (const ws of wss.clients) ws.close(CloseCode.goingAway, 'node is shutting down');
+      for (const ws of peers.clients) ws.terminate();
       await new Promise<void>((resolve) => wss.close(() => resolve()));
+      await new Promise<void>((resolve) => peers.close(() => resolve()));
       http.closeAllConnections();
       await new Promise<void>((resolve) => http.close(() => resolve()));
     },
