@@ -79,7 +79,7 @@ describe('a node serving real models over a real socket', () => {
     const spec = resolveModels(['text-orientation'])[0]!;
     const session = await ort.InferenceSession.create(spec.path, { intraOpNumThreads: 1 });
     const images = Array.from({ length: 12 }, (_, i) => image(i + 1));
-    const direct = [];
+    const direct: Float32Array[] = [];
     for (const img of images) {
       const out = await session.run({ x: new ort.Tensor('float32', img, [1, 3, 48, 192]) });
       direct.push(out['softmax_0.tmp_0']!.data as Float32Array);
@@ -88,7 +88,7 @@ describe('a node serving real models over a real socket', () => {
     // All at once: the worker is busy with the first, so the rest batch together.
     const together = (await Promise.all(images.map((img, i) => c.request({ id: `b${i}`, model: 'text-orientation', inputs: imageInput(img) })))).map(asResult);
     expect(Math.max(...together.map((f) => f.batchSize))).toBeGreaterThan(1);
-    const alone = [];
+    const alone: ResultFrame[] = [];
     for (let i = 0; i < images.length; i++) alone.push(asResult(await c.request({ id: `s${i}`, model: 'text-orientation', inputs: imageInput(images[i]!) })));
     expect(alone.every((f) => f.batchSize === 1)).toBe(true);
     for (const frames of [together, alone]) {

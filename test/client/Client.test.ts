@@ -1,0 +1,393 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { WebSocketServer, type RawData, type WebSocket } from 'ws';
+import { connect, type Client, type StreamRequest } from '../../src/client/Client.js';
+import { ActorserveError } from '../../src/errors.js';
+import { decodeUntrusted, encode } from '../../src/transport/codec.js';
+import type { WelcomeFrame, WireTensor } from '../../src/transport/protocol.js';
+
+type Frame = Record<string, unknown>;
+type Handler = (frame: Frame, reply: (f: unknown) => void) => void;
+
+interface Fake {
+  url: string;
+  wss: WebSocketServer;
+  /** Every frame the fake received, decoded, in arrival order. */
+  received: Frame[];
+}
+
+const WELCOME: WelcomeFrame = {
+  t: 'welcome',
+  protocol: 1,
+  node: 'fake',
+  models: [
+    {
+      name: 'echo',
+      version: '1',
+      inputs: [{ name: 'x', dtype: 'float32', shape: [-1, 4] }],
+      outputs: [{ name: 'y', dtype: 'float32', shape: [-1, 4] }],
+      maxBatch: 8,
+    },
+  ],
+  limits: { maxInFlight: 1024, maxFrameBytes: 1 << 20 },
+};
+
+const servers: WebSocketServer[] = [];
+const clients: Client[] = [];
+
+afterEach(async () => {
+  await Promise.all(clients.splice(0).map((c) => c.close()));
+  await Promise.all(
+    servers.splice(0).map(
+      (wss) =>
+        new Promise<void>((resolve) => {
+          for (const s of wss.clients) s.terminate();
+          wss.close(() => resolve());
+        }),
+    ),
+  );
+});
+
+/** A ws server on 127.0.0.1:0 that opens with `welcome` and hands decoded frames to `onFrame`. */
+async function startFake(onFrame: Handler, welcome: WelcomeFrame = WELCOME): Promise<Fake> {
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, path: '/v1/stream' });
+  servers.push(wss);
+  await new Promise<void>((resolve) => wss.once('listening', () => resolve()));
+  const received: Frame[] = [];
+  wss.on('connection', (ws: WebSocket) => {
+    ws.send(encode(welcome));
+    ws.on('message', (data: RawData) => {
+      const frame = decodeUntrusted(data as Buffer) as Frame;
+      received.push(frame);
+      onFrame(frame, (f) => {
+        if (ws.readyState === ws.OPEN) ws.send(encode(f));
+      });
+    });
+  });
+  const { port } = wss.address() as { port: number };
+  return { url: `ws://127.0.0.1:${port}/v1/stream`, wss, received };
+}
+
+async function open(fake: Fake): Promise<Client> {
+  const c = await connect(fake.url, { timeoutMs: 2_000 });
+  clients.push(c);
+  return c;
+}
+
+function float32Of(t: WireTensor): Float32Array {
+  const out = new Float32Array(t.data.byteLength / 4);
+  new Uint8Array(out.buffer).set(t.data);
+  return out;
+}
+
+function wire(data: Float32Array, shape: number[]): WireTensor {
+  return { dtype: 'float32', shape, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+}
+
+/** Answers an infer frame with y = 2x, same shape. */
+function doubled(frame: Frame): Frame {
+  const x = (frame['inputs'] as Record<string, WireTensor>)['x']!;
+  const y = float32Of(x).map((v) => v * 2);
+  return {
+    t: 'result',
+    id: frame['id'],
+    model: frame['model'],
+    version: '1',
+    outputs: { y: wire(y, x.shape) },
+    node: 'fake',
+    worker: 'w0',
+    batchSize: 1,
+    timings: { queueMs: 0.5, inferMs: 1, totalMs: 1.5 },
+  };
+}
+
+const echo: Handler = (frame, reply) => {
+  if (frame['t'] === 'infer') reply(doubled(frame));
+};
+
+async function waitFor(cond: () => boolean, timeoutMs = 2_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > until) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+const infers = (fake: Fake) => fake.received.filter((f) => f['t'] === 'infer');
+
+describe('Client', () => {
+  it('connect resolves after the welcome frame and exposes it', async () => {
+    const c = await open(await startFake(echo));
+    expect(c.welcome.node).toBe('fake');
+    expect(c.welcome.models[0]?.name).toBe('echo');
+    expect(c.welcome.limits.maxInFlight).toBe(1024);
+  });
+
+  it('infer resolves with float32 outputs of the shape the server sent', async () => {
+    const fake = await startFake(echo);
+    const c = await open(fake);
+    const r = await c.infer('echo', { x: { data: new Float32Array([1, 2, 3, 4, 5, 6, 7, 8]), shape: [2, 4] } });
+    expect(r.outputs['y']?.shape).toEqual([2, 4]);
+    expect(r.outputs['y']?.data).toBeInstanceOf(Float32Array);
+    expect([...r.outputs['y']!.data]).toEqual([2, 4, 6, 8, 10, 12, 14, 16]);
+    expect(r).toMatchObject({ model: 'echo', version: '1', node: 'fake', worker: 'w0', batchSize: 1 });
+    expect(r.timings).toEqual({ queueMs: 0.5, inferMs: 1, totalMs: 1.5 });
+
+    const sent = infers(fake)[0]!;
+    expect(sent['id']).toBe(r.id);
+    expect(typeof sent['id']).toBe('number');
+    const x = (sent['inputs'] as Record<string, WireTensor>)['x']!;
+    expect(x.dtype).toBe('float32');
+    expect(x.data).toBeInstanceOf(Uint8Array);
+    expect(x.data.byteLength).toBe(32);
+  });
+
+  it('sends only the listed optional fields and increasing integer ids', async () => {
+    const fake = await startFake(echo);
+    const c = await open(fake);
+    const x = { data: new Float32Array(4), shape: [1, 4] };
+    await c.infer('echo', { x });
+    await c.infer('echo', { x }, { version: '1', priority: 'high', deadlineMs: 250, key: 'k' });
+    const [a, b] = infers(fake);
+    expect(Object.keys(a!).sort()).toEqual(['id', 'inputs', 'model', 't']);
+    expect(b).toMatchObject({ version: '1', priority: 'high', deadlineMs: 250, key: 'k' });
+    expect(b!['id'] as number).toBeGreaterThan(a!['id'] as number);
+  });
+
+  it('outputs whose bytes sit at unaligned offsets still decode to the exact values', async () => {
+    const values = new Float32Array([0.1, -2.5, 3e-7, 42]);
+    // Names of different lengths shift each output's bytes to a different offset mod 4.
+    const names = ['a', 'bb', 'ccc', 'dddd', 'eeeee'];
+    const fake = await startFake((frame, reply) =>
+      reply({
+        ...doubled(frame),
+        outputs: Object.fromEntries(names.map((n) => [n, wire(values, [1, 4])])),
+      }),
+    );
+    const c = await open(fake);
+    const r = await c.infer('echo', { x: { data: new Float32Array(4), shape: [1, 4] } });
+    for (const n of names) expect(r.outputs[n]?.data).toEqual(values);
+  });
+
+  it('an error frame rejects with an ActorserveError carrying its code and retryAfterMs', async () => {
+    const fake = await startFake((frame, reply) =>
+      reply({ t: 'error', id: frame['id'], code: 'overloaded', message: 'queue full', retryAfterMs: 250 }),
+    );
+    const c = await open(fake);
+    const p = c.infer('echo', { x: { data: new Float32Array(4), shape: [1, 4] } });
+    await expect(p).rejects.toBeInstanceOf(ActorserveError);
+    await expect(p).rejects.toMatchObject({ code: 'overloaded', retryAfterMs: 250, message: 'queue full' });
+  });
+
+  it('an input whose shape does not match its data rejects with invalid_request without sending', async () => {
+    const fake = await startFake(echo);
+    const c = await open(fake);
+    const p = c.infer('echo', { x: { data: new Float32Array(3), shape: [1, 4] } });
+    await expect(p).rejects.toMatchObject({ code: 'invalid_request' });
+    await c.infer('echo', { x: { data: new Float32Array(4), shape: [1, 4] } });
+    expect(infers(fake)).toHaveLength(1);
+  });
+
+  it('a frame over the server maxFrameBytes rejects with invalid_request and the connection lives on', async () => {
+    const fake = await startFake(echo, { ...WELCOME, limits: { maxInFlight: 16, maxFrameBytes: 1024 } });
+    const c = await open(fake);
+    const big = c.infer('echo', { x: { data: new Float32Array(1024), shape: [256, 4] } });
+    await expect(big).rejects.toMatchObject({ code: 'invalid_request' });
+    const ok = await c.infer('echo', { x: { data: new Float32Array(4), shape: [1, 4] } });
+    expect(ok.outputs['y']?.shape).toEqual([1, 4]);
+  });
+
+  it('stream never has more than window requests in flight and yields every request exactly once', async () => {
+    let inFlight = 0;
+    let maxInFlight = 0;
+    const fake = await startFake((frame, reply) => {
+      if (frame['t'] !== 'infer') return;
+      inFlight++;
+      maxInFlight = Math.max(maxInFlight, inFlight);
+      // Random delays answer out of order.
+      setTimeout(() => {
+        inFlight--;
+        reply(doubled(frame));
+      }, Math.random() * 4);
+    });
+    const c = await open(fake);
+    const count = 200;
+    const window = 8;
+    function* requests(): Generator<StreamRequest & { index: number }> {
+      for (let i = 0; i < count; i++) {
+        yield { index: i, model: 'echo', inputs: { x: { data: new Float32Array([i, 0, 0, 0]), shape: [1, 4] } } };
+      }
+    }
+    const seen: number[] = [];
+    for await (const o of c.stream(requests(), { window })) {
+      expect(o.ok).toBe(true);
+      if (o.ok) expect(o.result.outputs['y']?.data[0]).toBe(o.request.index * 2);
+      seen.push(o.request.index);
+    }
+    expect(maxInFlight).toBeLessThanOrEqual(window);
+    expect(maxInFlight).toBe(window);
+    expect(seen.sort((a, b) => a - b)).toEqual(Array.from({ length: count }, (_, i) => i));
+    expect(infers(fake)).toHaveLength(count);
+    expect(c.inFlight).toBe(0);
+  });
+
+  it('stream reads an async source and reports failures as outcomes, not exceptions', async () => {
+    const fake = await startFake((frame, reply) => {
+      if ((frame['id'] as number) % 3 === 0) {
+        reply({ t: 'error', id: frame['id'], code: 'deadline_exceeded', message: 'late' });
+      } else reply(doubled(frame));
+    });
+    const c = await open(fake);
+    async function* requests(): AsyncGenerator<StreamRequest> {
+      for (let i = 0; i < 30; i++) {
+        await new Promise((r) => setTimeout(r, 0));
+        yield { model: 'echo', inputs: { x: { data: new Float32Array(4), shape: [1, 4] } } };
+      }
+    }
+    let ok = 0;
+    const codes: string[] = [];
+    for await (const o of c.stream(requests(), { window: 4 })) {
+      if (o.ok) ok++;
+      else codes.push(o.error.code);
+    }
+    expect(ok + codes.length).toBe(30);
+    expect(codes.length).toBeGreaterThan(0);
+    expect(new Set(codes)).toEqual(new Set(['deadline_exceeded']));
+  });
+
+  it('stream caps its window at the server maxInFlight', async () => {
+    let inFlight = 0;
+    let maxInFlight = 0;
+    const fake = await startFake(
+      (frame, reply) => {
+        inFlight++;
+        maxInFlight = Math.max(maxInFlight, inFlight);
+        setTimeout(() => {
+          inFlight--;
+          reply(doubled(frame));
+        }, 1);
+      },
+      { ...WELCOME, limits: { maxInFlight: 3, maxFrameBytes: 1 << 20 } },
+    );
+    const c = await open(fake);
+    const reqs = Array.from({ length: 20 }, () => ({
+      model: 'echo',
+      inputs: { x: { data: new Float32Array(4), shape: [1, 4] } },
+    }));
+    let n = 0;
+    for await (const o of c.stream(reqs, { window: 64 })) n += o.ok ? 1 : 0;
+    expect(n).toBe(20);
+    expect(maxInFlight).toBe(3);
+  });
+
+  it('leaving a stream early cancels the requests still in flight', async () => {
+    const fake = await startFake((frame, reply) => {
+      // Answer only the first request; the rest stay queued.
+      if (frame['t'] === 'infer' && frame['id'] === 1) reply(doubled(frame));
+    });
+    const c = await open(fake);
+    const reqs = Array.from({ length: 10 }, () => ({
+      model: 'echo',
+      inputs: { x: { data: new Float32Array(4), shape: [1, 4] } },
+    }));
+    for await (const o of c.stream(reqs, { window: 4 })) {
+      expect(o.ok).toBe(true);
+      break;
+    }
+    // The freed slot was refilled (id 5) before the first outcome was yielded.
+    await waitFor(() => fake.received.filter((f) => f['t'] === 'cancel').length === 4);
+    const cancelled = fake.received.filter((f) => f['t'] === 'cancel').map((f) => f['id']);
+    expect(cancelled.sort()).toEqual([2, 3, 4, 5]);
+    expect(infers(fake)).toHaveLength(5);
+    expect(c.inFlight).toBe(0);
+  });
+
+  it('stream rejects a window that is not a positive integer with RangeError', async () => {
+    const c = await open(await startFake(echo));
+    expect(() => c.stream([], { window: 0 })).toThrow(RangeError);
+    expect(() => c.stream([], { window: 1.5 })).toThrow(RangeError);
+  });
+
+  it('closing the server rejects every outstanding request with unavailable', async () => {
+    const fake = await startFake(() => undefined); // never answers
+    const c = await open(fake);
+    const x = { x: { data: new Float32Array(4), shape: [1, 4] } };
+    const pending = [c.infer('echo', x), c.infer('echo', x), c.infer('echo', x)];
+    const settled = Promise.allSettled(pending);
+    await waitFor(() => infers(fake).length === 3);
+    for (const s of fake.wss.clients) s.terminate();
+    for (const r of await settled) {
+      expect(r.status).toBe('rejected');
+      if (r.status === 'rejected') {
+        expect(r.reason).toBeInstanceOf(ActorserveError);
+        expect((r.reason as ActorserveError).code).toBe('unavailable');
+      }
+    }
+    expect(c.inFlight).toBe(0);
+    await expect(c.infer('echo', x)).rejects.toMatchObject({ code: 'unavailable' });
+  });
+
+  it('client close rejects outstanding requests with unavailable', async () => {
+    const c = await open(await startFake(() => undefined));
+    const p = c.infer('echo', { x: { data: new Float32Array(4), shape: [1, 4] } });
+    const rejected = expect(p).rejects.toMatchObject({ code: 'unavailable' });
+    await c.close();
+    await rejected;
+  });
+
+  it('aborting a request sends a cancel frame with its id and rejects with cancelled', async () => {
+    const fake = await startFake((frame, reply) => {
+      if (frame['t'] === 'cancel') reply({ t: 'error', id: frame['id'], code: 'cancelled', message: 'cancelled' });
+    });
+    const c = await open(fake);
+    const ac = new AbortController();
+    const p = c.infer('echo', { x: { data: new Float32Array(4), shape: [1, 4] } }, { signal: ac.signal });
+    await waitFor(() => infers(fake).length === 1);
+    ac.abort();
+    await expect(p).rejects.toMatchObject({ code: 'cancelled' });
+    await waitFor(() => fake.received.some((f) => f['t'] === 'cancel'));
+    const cancel = fake.received.find((f) => f['t'] === 'cancel')!;
+    expect(cancel).toEqual({ t: 'cancel', id: infers(fake)[0]!['id'] });
+    expect(c.inFlight).toBe(0);
+  });
+
+  it('an already aborted signal rejects with cancelled without sending', async () => {
+    const fake = await startFake(echo);
+    const c = await open(fake);
+    const p = c.infer('echo', { x: { data: new Float32Array(4), shape: [1, 4] } }, { signal: AbortSignal.abort() });
+    await expect(p).rejects.toMatchObject({ code: 'cancelled' });
+    await c.infer('echo', { x: { data: new Float32Array(4), shape: [1, 4] } });
+    expect(fake.received).toHaveLength(1);
+  });
+
+  it('connect rejects with unauthorized when the upgrade is refused with HTTP 401', async () => {
+    const wss = new WebSocketServer({
+      host: '127.0.0.1',
+      port: 0,
+      verifyClient: (_info, cb) => cb(false, 401, 'Unauthorized'),
+    });
+    servers.push(wss);
+    await new Promise<void>((resolve) => wss.once('listening', () => resolve()));
+    const { port } = wss.address() as { port: number };
+    await expect(connect(`ws://127.0.0.1:${port}/v1/stream`, { timeoutMs: 2_000 })).rejects.toMatchObject({
+      code: 'unauthorized',
+    });
+  });
+
+  it('connect rejects with unavailable when nothing listens', async () => {
+    const fake = await startFake(echo);
+    const url = fake.url;
+    await new Promise<void>((resolve) => fake.wss.close(() => resolve()));
+    await expect(connect(url, { timeoutMs: 2_000 })).rejects.toMatchObject({ code: 'unavailable' });
+  });
+
+  it('connect rejects with unavailable when the first frame is not a welcome', async () => {
+    const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+    servers.push(wss);
+    wss.on('connection', (ws) => ws.send(encode({ t: 'result', id: 1 })));
+    await new Promise<void>((resolve) => wss.once('listening', () => resolve()));
+    const { port } = wss.address() as { port: number };
+    await expect(connect(`ws://127.0.0.1:${port}/v1/stream`, { timeoutMs: 2_000 })).rejects.toMatchObject({
+      code: 'unavailable',
+    });
+  });
+});
