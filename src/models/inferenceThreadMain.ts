@@ -52,6 +52,8 @@ port.on('message', async (msg: ToThread) => {
           interOpNumThreads: 1,
           executionMode: 'sequential',
           graphOptimizationLevel: 'all',
+          // Spinning intra-op threads would burn the cores the event loop and other workers need.
+          extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
         });
         post({ t: 'ready', inputNames: [...session.inputNames], outputNames: [...session.outputNames] });
       } catch (e) {
