@@ -8,7 +8,7 @@
  * either queued or in exactly one worker's in-flight batch until an effect
  * answers it, so a worker crash can put its batch back instead of losing it.
  */
-import { ActorserveError, deadlineExceeded, internal, overloaded, unavailable } from '../errors.js';
+import { ActorserveError, deadlineExceeded, internal, invalidRequest, overloaded, unavailable } from '../errors.js';
 import type { Priority } from '../transport/protocol.js';
 import { Deque } from './Deque.js';
 
@@ -149,6 +149,12 @@ export const retryAfterMs = <R extends QueueItem>(s: BatcherState<R>): number =>
   Math.max(5, Math.min(10_000, Math.round(s.queued * s.msPerRow)));
 
 function enqueue<R extends QueueItem>(s: BatcherState<R>, req: R, now: number, fx: BatcherEffect<R>[]): void {
+  // Gateways validate this already; requests from peers arrive pre-validated too, but a request that
+  // could never fit a batch would stall takeBatch, so the ledger refuses it itself.
+  if (!(Number.isInteger(req.rows) && req.rows >= 1 && req.rows <= s.settings.maxBatch)) {
+    fx.push({ t: 'reject', req, error: invalidRequest(`${req.rows} rows do not fit maxBatch ${s.settings.maxBatch}`) });
+    return;
+  }
   if (!hasLiveWorker(s)) {
     fx.push({ t: 'reject', req, error: unavailable('no worker is left for this model') });
     return;

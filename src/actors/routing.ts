@@ -191,7 +191,7 @@ function checkVnodes(vnodes: number): number {
 
 /**
  * Consistent-hash ring with virtual nodes. Node `id`'s `i`-th point sits at
- * `hash32(`${id}#${i}`)` for i in [0, vnodes); a key belongs to the first
+ * `hash32(id + '#' + i)` for i in [0, vnodes); a key belongs to the first
  * point at or clockwise after `hash32(key)`. Node ids are deduplicated and
  * sorted first and points that collide are ordered by node id, so the ring
  * does not depend on the order of `nodeIds`.
