@@ -6,6 +6,7 @@
 import { dispatch, spawn, type Ref } from 'nact';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics/Metrics.js';
 import type { ModelSpec } from '../models/registry.js';
 import type { ThreadTensor } from '../models/threadProtocol.js';
 import type { ResultFrame, WireTensor } from '../transport/protocol.js';
@@ -19,8 +20,9 @@ export interface BatcherOptions {
   /** Filled by the model supervisor once the workers are spawned. */
   workers: ReadonlyMap<string, Ref<WorkerMsg>>;
   log: Logger;
-  /** Observes load (queued + running requests) after every message, for routing and metrics. */
-  onLoad?: (load: number) => void;
+  /** Observes the queue and the running requests after every message, for routing and metrics. */
+  onLoad?: (queued: number, running: number) => void;
+  metrics?: Metrics;
 }
 
 export function spawnBatcher(parent: Ref<unknown>, o: BatcherOptions): Ref<BatcherActorMsg> {
@@ -40,7 +42,9 @@ export function spawnBatcher(parent: Ref<unknown>, o: BatcherOptions): Ref<Batch
         dispatch(fx.req.replyTo, { t: 'reply', key: fx.req.key, frame: errorFrame(fx.req.id, fx.error) });
         return;
       case 'complete':
-        if (done) deliver(o, fx.batch, done.outputs, done.inferMs);
+        if (!done) return;
+        o.metrics?.batchRan(o.spec.name, fx.batch.requests.length, done.inferMs, fx.batch.requests.map((r) => fx.batch.startedAt - r.receivedAt));
+        deliver(o, fx.batch, done.outputs, done.inferMs);
         return;
     }
   };
@@ -72,7 +76,7 @@ export function spawnBatcher(parent: Ref<unknown>, o: BatcherOptions): Ref<Batch
       }
       for (const fx of transition(state, logicMsg, now)) run(fx);
       done = undefined;
-      o.onLoad?.(state.queued + running(state));
+      o.onLoad?.(state.queued, running(state));
       return s;
     },
     'batcher',

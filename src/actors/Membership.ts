@@ -9,6 +9,7 @@ import { performance } from 'node:perf_hooks';
 import type { WebSocket } from 'ws';
 import { CloseCode } from '../errors.js';
 import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics/Metrics.js';
 import { encode } from '../transport/codec.js';
 import { decodePeer } from '../transport/peerCodec.js';
 import { PeerLink } from '../transport/PeerLink.js';
@@ -39,6 +40,7 @@ export interface MembershipOptions {
   heartbeatMs?: number;
   phi?: PhiOptions;
   log: Logger;
+  metrics?: Metrics;
   /** Local load by model, sent with every heartbeat. */
   localLoad: () => Record<string, number>;
   onView: (members: RouteMember[], self: RouteMember) => void;
@@ -154,6 +156,7 @@ export class Membership {
     });
     ws.on('error', (e) => this.log.debug({ remote, err: e.message }, 'inbound peer link error'));
     ws.on('message', (data: Buffer) => {
+      this.o.metrics?.bytesReceived('peer', data.byteLength);
       let f: unknown;
       try {
         f = decodePeer(data);
@@ -213,6 +216,7 @@ export class Membership {
       ...(nodeId ? { expectNodeId: nodeId } : {}),
       maxPayload: this.o.maxPayload,
       log: this.log,
+      ...(this.o.metrics ? { onSent: (n: number) => this.o.metrics!.bytesSent('peer', n) } : {}),
       onOpen: (link, peer) => {
         const current = this.links.get(peer.nodeId);
         if (current && current !== link && current.open) {

@@ -5,6 +5,7 @@
  */
 import { spawnStateless, type Ref } from 'nact';
 import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics/Metrics.js';
 import type { ModelSpec } from '../models/registry.js';
 import type { ThreadFaults } from '../models/threadProtocol.js';
 import { spawnBatcher } from './Batcher.js';
@@ -19,8 +20,9 @@ export interface ModelSupervisorOptions {
   runTimeoutMs: number;
   faults?: ThreadFaults;
   log: Logger;
-  /** Told the model's load (queued + running requests) after every batcher message. */
-  onLoad?: (load: number) => void;
+  /** Told the model's queue and running requests after every batcher message. */
+  onLoad?: (queued: number, running: number) => void;
+  metrics?: Metrics;
 }
 
 export interface ModelHandle {
@@ -37,6 +39,7 @@ export function spawnModelSupervisor(parent: Ref<unknown>, o: ModelSupervisorOpt
   const batcher = spawnBatcher(sup, {
     spec: o.spec, nodeId: o.nodeId, workerNames: names, workers: workerRefs, log: o.log,
     ...(o.onLoad ? { onLoad: o.onLoad } : {}),
+    ...(o.metrics ? { metrics: o.metrics } : {}),
   });
   const workers = names.map((name) => {
     const { ref, handle } = spawnWorker(sup, {
@@ -47,6 +50,7 @@ export function spawnModelSupervisor(parent: Ref<unknown>, o: ModelSupervisorOpt
       runTimeoutMs: o.runTimeoutMs,
       ...(o.faults ? { faults: o.faults } : {}),
       log: o.log,
+      ...(o.metrics ? { onRestart: () => o.metrics!.workerRestarted(o.spec.name) } : {}),
     });
     workerRefs.set(name, ref);
     return handle;

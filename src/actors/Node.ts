@@ -7,6 +7,7 @@ import { dispatch, query, spawnStateless, start, stop, type Ref } from 'nact';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { CloseCode } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
+import { Metrics } from '../metrics/Metrics.js';
 import { modelInfo, type ModelSpec } from '../models/registry.js';
 import type { ThreadFaults } from '../models/threadProtocol.js';
 import { encode } from '../transport/codec.js';
@@ -73,6 +74,8 @@ export class ActorserveNode {
   private readonly system = start() as Ref<never>;
   readonly models = new Map<string, ModelHandle>();
   private readonly localLoad = new Map<string, number>();
+  private readonly queues = new Map<string, { queued: number; running: number }>();
+  readonly metrics: Metrics;
   private readonly sessions = new Map<string, Ref<SessionMsg>>();
   /** Resolved when the node has stopped, whatever stopped it. */
   readonly done: Promise<void>;
@@ -80,6 +83,15 @@ export class ActorserveNode {
 
   private constructor(readonly nodeId: string, readonly log: Logger) {
     this.done = new Promise((r) => (this.resolveDone = r));
+    this.metrics = new Metrics({ node: nodeId }, {
+      queues: () => this.queueStats(),
+      memberStatuses: () => this.clusterView().map((m) => m.status),
+    });
+  }
+
+  /** Queue and running requests per model on this node, as the batchers last reported. */
+  queueStats(): Record<string, { queued: number; running: number }> {
+    return Object.fromEntries(this.queues);
   }
 
   get port(): number {
@@ -142,6 +154,7 @@ export class ActorserveNode {
     const modelsSup = spawnStateless(system, () => undefined, 'models');
     for (const spec of opts.models) {
       this.localLoad.set(spec.name, 0);
+      this.queues.set(spec.name, { queued: 0, running: 0 });
       this.models.set(spec.name, spawnModelSupervisor(modelsSup, {
         spec,
         nodeId: this.nodeId,
@@ -149,7 +162,11 @@ export class ActorserveNode {
         runTimeoutMs: c.runTimeoutMs,
         ...(opts.faults ? { faults: opts.faults } : {}),
         log,
-        onLoad: (n) => this.localLoad.set(spec.name, n),
+        metrics: this.metrics,
+        onLoad: (queued, running) => {
+          this.localLoad.set(spec.name, queued + running);
+          this.queues.set(spec.name, { queued, running });
+        },
       }));
     }
     const specs = new Map(opts.models.map((m) => [m.name, m]));
@@ -207,7 +224,11 @@ export class ActorserveNode {
           router,
           maxInFlight: c.maxInFlight,
           log: slog,
-          onDuplicate: () => void this.duplicatesDropped++,
+          metrics: this.metrics,
+          onDuplicate: () => {
+            this.duplicatesDropped++;
+            this.metrics.duplicates.inc();
+          },
           onOutstanding: (d) => void (this.outstanding += d),
         });
         this.sessions.set(name, session);
@@ -241,6 +262,7 @@ export class ActorserveNode {
       ...(opts.heartbeatMs !== undefined ? { heartbeatMs: opts.heartbeatMs } : {}),
       ...(opts.phi ? { phi: opts.phi } : {}),
       log,
+      metrics: this.metrics,
       localLoad: () => Object.fromEntries(this.localLoad),
       onView: (members, me) => dispatch(router, { t: 'view', members, self: me }),
       onNodeLost: (nodeId) => dispatch(router, { t: 'nodeLost', nodeId }),
@@ -267,6 +289,16 @@ export class ActorserveNode {
   }
 
   private route(req: IncomingMessage, res: ServerResponse, path: string): boolean {
+    if (req.method === 'GET' && path === '/metrics') {
+      this.metrics.text().then(
+        (text) => {
+          res.writeHead(200, { 'content-type': this.metrics.contentType });
+          res.end(text);
+        },
+        (e: Error) => json(res, 500, { error: e.message }),
+      );
+      return true;
+    }
     if (req.method === 'GET' && path === '/v1/cluster') {
       json(res, 200, { node: this.nodeId, incarnation: this.incarnation, members: this.clusterView() });
       return true;

@@ -9,6 +9,7 @@ import { performance } from 'node:perf_hooks';
 import type { WebSocket } from 'ws';
 import { ActorserveError, CloseCode, invalidRequest, modelNotFound, overloaded } from '../errors.js';
 import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics/Metrics.js';
 import type { ModelSpec } from '../models/registry.js';
 import { validateInputs } from '../models/validate.js';
 import { decodeUntrusted, encode } from '../transport/codec.js';
@@ -26,6 +27,7 @@ export interface SessionOptions {
   log: Logger;
   /** Counts replies dropped because their request was already answered. */
   onDuplicate?: () => void;
+  metrics?: Metrics;
   /** Told every change of this session's unanswered requests (+1 / -n), for draining. */
   onOutstanding?: (delta: number) => void;
 }
@@ -33,6 +35,7 @@ export interface SessionOptions {
 interface Outstanding {
   key: string;
   model: string;
+  version: string;
 }
 
 export function spawnSession(parent: Ref<unknown>, o: SessionOptions): Ref<SessionMsg> {
@@ -41,14 +44,21 @@ export function spawnSession(parent: Ref<unknown>, o: SessionOptions): Ref<Sessi
   let self: Ref<SessionMsg>;
 
   const send = (frame: ResultFrame | ErrorFrame) => {
-    if (o.ws.readyState === o.ws.OPEN) o.ws.send(encode(frame));
+    if (o.ws.readyState !== o.ws.OPEN) return;
+    const bytes = encode(frame);
+    o.metrics?.bytesSent('client', bytes.byteLength);
+    o.ws.send(bytes);
   };
-  const fail = (id: RequestId | null, e: ActorserveError) => send(errorFrame(id, e));
+  /** An error for a request that never entered the ledger. */
+  const fail = (id: RequestId | null, e: ActorserveError, model = '', version = '') => {
+    o.metrics?.answered(model, version, e.code);
+    send(errorFrame(id, e));
+  };
 
   const onInfer = (f: InferFrame) => {
-    if (outstanding.has(f.id)) return fail(f.id, invalidRequest(`id ${JSON.stringify(f.id)} is already in flight on this connection`));
+    if (outstanding.has(f.id)) return fail(f.id, invalidRequest(`id ${JSON.stringify(f.id)} is already in flight on this connection`), f.model);
     if (outstanding.size >= o.maxInFlight) {
-      return fail(f.id, overloaded(`connection has ${o.maxInFlight} requests in flight`, 10));
+      return fail(f.id, overloaded(`connection has ${o.maxInFlight} requests in flight`, 10), f.model);
     }
     const spec = o.models.get(f.model);
     if (!spec) return fail(f.id, modelNotFound(`model ${JSON.stringify(f.model)} is not served`));
@@ -59,7 +69,7 @@ export function spawnSession(parent: Ref<unknown>, o: SessionOptions): Ref<Sessi
     try {
       shape = validateInputs(spec, f.inputs);
     } catch (e) {
-      if (ActorserveError.is(e)) return fail(f.id, e);
+      if (ActorserveError.is(e)) return fail(f.id, e, spec.name, spec.version);
       throw e;
     }
     const receivedAt = performance.now();
@@ -81,12 +91,13 @@ export function spawnSession(parent: Ref<unknown>, o: SessionOptions): Ref<Sessi
       replyTo: self,
       routeKey: f.key,
     };
-    outstanding.set(f.id, { key, model: spec.name });
+    outstanding.set(f.id, { key, model: spec.name, version: spec.version });
     o.onOutstanding?.(1);
     dispatch(o.router, { t: 'infer', req });
   };
 
   const onFrame = (data: Buffer) => {
+    o.metrics?.bytesReceived('client', data.byteLength);
     let value: unknown;
     try {
       value = decodeUntrusted(data);
@@ -107,7 +118,7 @@ export function spawnSession(parent: Ref<unknown>, o: SessionOptions): Ref<Sessi
         outstanding.delete(f.id);
         o.onOutstanding?.(-1);
         dispatch(o.router, { t: 'cancel', model: entry.model, key: entry.key });
-        return fail(f.id, new ActorserveError('cancelled', 'cancelled by the client'));
+        return fail(f.id, new ActorserveError('cancelled', 'cancelled by the client'), entry.model, entry.version);
       }
     }
   };
@@ -127,7 +138,10 @@ export function spawnSession(parent: Ref<unknown>, o: SessionOptions): Ref<Sessi
           }
           outstanding.delete(msg.frame.id as RequestId);
           o.onOutstanding?.(-1);
-          send(msg.frame);
+          const f = msg.frame;
+          if (f.t === 'result') o.metrics?.answered(entry.model, entry.version, 'ok', f.timings.totalMs);
+          else o.metrics?.answered(entry.model, entry.version, f.code);
+          send(f);
           return s;
         }
         case 'closed':

@@ -25,6 +25,8 @@ export interface WorkerOptions {
   runTimeoutMs: number;
   faults?: ThreadFaults;
   log: Logger;
+  /** Told each restart (metrics). */
+  onRestart?: () => void;
 }
 
 /** Lets the node stop every thread on shutdown, and tests crash one. */
@@ -101,6 +103,7 @@ export function spawnWorker(parent: Ref<unknown>, o: WorkerOptions): { ref: Ref<
         }
         log.warn({ err: error, backoffMs: decision.afterMs }, 'worker crashed; restarting');
         dispatch(o.batcher, { t: 'workerCrashed', worker: o.name, error });
+        o.onRestart?.();
         if (decision.afterMs > 0) await new Promise((r) => setTimeout(r, decision.afterMs));
         return slot.closed ? ctx.stop : ctx.reset;
       },

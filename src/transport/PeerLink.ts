@@ -31,6 +31,8 @@ export interface PeerLinkOptions {
   expectNodeId?: string;
   maxPayload: number;
   log: Logger;
+  /** Told the size of every frame sent (metrics). */
+  onSent?: (bytes: number) => void;
   onOpen: (link: PeerLink, peer: { nodeId: string; incarnation: number }) => void;
   onClose: (link: PeerLink, peer: { nodeId: string; incarnation: number } | undefined, reason: string) => void;
 }
@@ -87,7 +89,9 @@ export class PeerLink {
     const batch = this.pending;
     this.pending = [];
     if (batch.length === 0 || !this.open || !this.ws) return;
-    this.ws.send(encode(batch));
+    const bytes = encode(batch);
+    this.o.onSent?.(bytes.byteLength);
+    this.ws.send(bytes);
   }
 
   private connect(): void {

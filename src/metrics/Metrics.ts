@@ -1,0 +1,153 @@
+/**
+ * The node's Prometheus metrics, one registry per node (several nodes can
+ * share a process in tests). Label children are cached per model so the
+ * request path pays a map lookup and an add, nothing more.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+const BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
+
+export type Link = 'client' | 'peer';
+
+/** State read at scrape time, so gauges cost nothing on the request path. */
+export interface MetricSources {
+  queues(): Record<string, { queued: number; running: number }>;
+  memberStatuses(): string[];
+}
+
+export class Metrics {
+  readonly registry = new Registry();
+  private readonly requests = new Counter({
+    name: 'actorserve_requests_total',
+    help: 'Requests answered to this node\'s clients, by model, version and outcome code ("ok" for a result).',
+    labelNames: ['model', 'version', 'code'] as const,
+    registers: [this.registry],
+  });
+  private readonly latency = new Histogram({
+    name: 'actorserve_request_duration_seconds',
+    help: 'Time from receiving a request to sending its result, at the origin node.',
+    labelNames: ['model'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  });
+  private readonly queueTime = new Histogram({
+    name: 'actorserve_queue_duration_seconds',
+    help: 'Time requests waited in the batcher queue of the node that ran them.',
+    labelNames: ['model'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  });
+  private readonly inferTime = new Histogram({
+    name: 'actorserve_inference_duration_seconds',
+    help: 'onnxruntime run time per batch.',
+    labelNames: ['model'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  });
+  private readonly batchSize = new Histogram({
+    name: 'actorserve_batch_size',
+    help: 'Requests per batch run.',
+    labelNames: ['model'] as const,
+    buckets: BATCH_BUCKETS,
+    registers: [this.registry],
+  });
+
+  private readonly restarts = new Counter({
+    name: 'actorserve_worker_restarts_total',
+    help: 'Worker crashes followed by a restart, by model.',
+    labelNames: ['model'] as const,
+    registers: [this.registry],
+  });
+  private readonly bytes = new Counter({
+    name: 'actorserve_link_bytes_total',
+    help: 'Bytes of WebSocket payload on client and peer links.',
+    labelNames: ['link', 'direction'] as const,
+    registers: [this.registry],
+  });
+  readonly duplicates = new Counter({
+    name: 'actorserve_duplicate_replies_total',
+    help: 'Late or repeated replies dropped by the origin (first terminal reply wins).',
+    registers: [this.registry],
+  });
+
+  private readonly perModel = new Map<string, { latency: Histogram.Internal<string>; queue: Histogram.Internal<string>; infer: Histogram.Internal<string>; batch: Histogram.Internal<string> }>();
+  private readonly bytesIn: Record<Link, Counter.Internal>;
+  private readonly bytesOut: Record<Link, Counter.Internal>;
+
+  constructor(defaultLabels: Record<string, string> = {}, sources?: MetricSources) {
+    this.registry.setDefaultLabels(defaultLabels);
+    if (sources) {
+      const perModel = (name: string, help: string, pick: (q: { queued: number; running: number }) => number) =>
+        new Gauge({
+          name,
+          help,
+          labelNames: ['model'] as const,
+          registers: [this.registry],
+          collect() {
+            this.reset();
+            for (const [model, q] of Object.entries(sources.queues())) this.set({ model }, pick(q));
+          },
+        });
+      perModel('actorserve_queue_depth', 'Requests waiting in the model\'s batcher queue on this node.', (q) => q.queued);
+      perModel('actorserve_in_flight', 'Requests running on this node\'s workers, by model.', (q) => q.running);
+      new Gauge({
+        name: 'actorserve_cluster_members',
+        help: 'Cluster members (this node included) as this node sees them, by status.',
+        labelNames: ['status'] as const,
+        registers: [this.registry],
+        collect() {
+          this.reset();
+          const counts: Record<string, number> = {};
+          for (const s of sources.memberStatuses()) counts[s] = (counts[s] ?? 0) + 1;
+          for (const [status, n] of Object.entries(counts)) this.set({ status }, n);
+        },
+      });
+    }
+    collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 10 });
+    this.bytesIn = { client: this.bytes.labels('client', 'in'), peer: this.bytes.labels('peer', 'in') };
+    this.bytesOut = { client: this.bytes.labels('client', 'out'), peer: this.bytes.labels('peer', 'out') };
+  }
+
+  private model(m: string) {
+    let c = this.perModel.get(m);
+    if (!c) {
+      c = { latency: this.latency.labels(m), queue: this.queueTime.labels(m), infer: this.inferTime.labels(m), batch: this.batchSize.labels(m) };
+      this.perModel.set(m, c);
+    }
+    return c;
+  }
+
+  /** A terminal reply sent to one of this node's clients. */
+  answered(model: string, version: string, code: string, totalMs?: number): void {
+    this.requests.labels(model, version, code).inc();
+    if (totalMs !== undefined) this.model(model).latency.observe(totalMs / 1000);
+  }
+
+  batchRan(model: string, size: number, inferMs: number, queueMs: readonly number[]): void {
+    const c = this.model(model);
+    c.batch.observe(size);
+    c.infer.observe(inferMs / 1000);
+    for (const q of queueMs) c.queue.observe(q / 1000);
+  }
+
+  workerRestarted(model: string): void {
+    this.restarts.labels(model).inc();
+  }
+
+  bytesReceived(link: Link, n: number): void {
+    this.bytesIn[link].inc(n);
+  }
+
+  bytesSent(link: Link, n: number): void {
+    this.bytesOut[link].inc(n);
+  }
+
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}
