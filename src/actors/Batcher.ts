@@ -21,7 +21,7 @@ export interface BatcherOptions {
   workers: ReadonlyMap<string, Ref<WorkerMsg>>;
   log: Logger;
   /** Observes the queue and the running requests after every message, for routing and metrics. */
-  onLoad?: (queued: number, running: number) => void;
+  onLoad?: (queued: number, running: number, readyWorkers: number) => void;
   metrics?: Metrics;
 }
 
@@ -76,7 +76,7 @@ export function spawnBatcher(parent: Ref<unknown>, o: BatcherOptions): Ref<Batch
       }
       for (const fx of transition(state, logicMsg, now)) run(fx);
       done = undefined;
-      o.onLoad?.(state.queued, running(state));
+      o.onLoad?.(state.queued, running(state), readyWorkers(state));
       return s;
     },
     'batcher',
@@ -120,6 +120,12 @@ function deliver(o: BatcherOptions, batch: Batch<InferRequest>, outputs: Record<
 const running = (s: BatcherState<InferRequest>) => {
   let n = 0;
   for (const w of s.workers.values()) if (w.state === 'busy') n += w.batch.requests.length;
+  return n;
+};
+
+const readyWorkers = (s: BatcherState<InferRequest>) => {
+  let n = 0;
+  for (const w of s.workers.values()) if (w.state === 'idle' || w.state === 'busy') n++;
   return n;
 };
 

@@ -21,7 +21,7 @@ export interface ModelSupervisorOptions {
   faults?: ThreadFaults;
   log: Logger;
   /** Told the model's queue and running requests after every batcher message. */
-  onLoad?: (queued: number, running: number) => void;
+  onLoad?: (queued: number, running: number, readyWorkers: number) => void;
   metrics?: Metrics;
 }
 

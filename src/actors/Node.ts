@@ -5,17 +5,21 @@
  */
 import { dispatch, query, spawnStateless, start, stop, type Ref } from 'nact';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { CloseCode } from '../errors.js';
+import { ActorserveError, CloseCode } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
 import { Metrics } from '../metrics/Metrics.js';
 import { modelInfo, type ModelSpec } from '../models/registry.js';
 import type { ThreadFaults } from '../models/threadProtocol.js';
 import { encode } from '../transport/codec.js';
 import type { MemberInfo, PeerMsg } from '../transport/peerProtocol.js';
-import { PROTOCOL_VERSION, type WelcomeFrame } from '../transport/protocol.js';
+import { PROTOCOL_VERSION, type ErrorFrame, type InferFrame, type ResultFrame, type WelcomeFrame } from '../transport/protocol.js';
 import { json, startServer, type RunningServer } from '../transport/Server.js';
+import type { NodeContext } from '../transport/http/context.js';
+import { dashboardFeed, handleDashboard } from '../transport/http/dashboard.js';
+import { handleOip } from '../transport/http/oip.js';
 import { Membership, type MemberView } from './Membership.js';
-import type { BatcherStats, RouterMsg, SessionMsg } from './messages.js';
+import { admit } from './admit.js';
+import { errorFrame, type BatcherStats, type InferRequest, type RouterMsg, type SessionMsg } from './messages.js';
 import { spawnModelSupervisor, type ModelHandle } from './ModelSupervisor.js';
 import type { PhiOptions } from './PhiAccrual.js';
 import { checkRestartPolicy, defaultRestartPolicy, type RestartPolicy } from './RestartIntensity.js';
@@ -76,6 +80,9 @@ export class ActorserveNode {
   private readonly localLoad = new Map<string, number>();
   private readonly queues = new Map<string, { queued: number; running: number }>();
   readonly metrics: Metrics;
+  private http!: NodeContext;
+  /** Started workers per model, for per-model readiness. */
+  private readonly workersUp = new Map<string, number>();
   private readonly sessions = new Map<string, Ref<SessionMsg>>();
   /** Resolved when the node has stopped, whatever stopped it. */
   readonly done: Promise<void>;
@@ -163,13 +170,25 @@ export class ActorserveNode {
         ...(opts.faults ? { faults: opts.faults } : {}),
         log,
         metrics: this.metrics,
-        onLoad: (queued, running) => {
+        onLoad: (queued, running, ready) => {
+          this.workersUp.set(spec.name, ready);
           this.localLoad.set(spec.name, queued + running);
           this.queues.set(spec.name, { queued, running });
         },
       }));
     }
     const specs = new Map(opts.models.map((m) => [m.name, m]));
+    this.http = {
+      nodeId: this.nodeId,
+      models: opts.models,
+      isReady: () => this.ready,
+      modelReady: (name) => (this.workersUp.get(name) ?? 0) > 0,
+      submit: (f) => this.submit(f),
+      clusterView: () => this.clusterView(),
+      queueStats: () => this.queueStats(),
+      metrics: this.metrics,
+      maxBodyBytes: c.maxFrameBytes * 4,
+    };
     const send = (nodeId: string, msg: PeerMsg) => this.membership?.send(nodeId, msg) ?? false;
     // Replies for requests that came from peers go back to their origin node.
     const outbox = spawnStateless(system, (msg: SessionMsg) => {
@@ -187,6 +206,7 @@ export class ActorserveNode {
       log,
     });
     const gateway = spawnStateless(system, () => undefined, 'gateway');
+    this.startHttpEntry(gateway, router, specs);
 
     const welcome = encode({
       t: 'welcome',
@@ -210,7 +230,8 @@ export class ActorserveNode {
       maxPeerFrameBytes: Math.max(64 * 1024 * 1024, 4 * c.maxFrameBytes),
       isReady: () => this.ready,
       acceptClients: () => !this.leaving,
-      routes: (req, res, path) => this.route(req, res, path),
+      routes: (req, res, path) => this.route(req, res, path) || handleOip(req, res, path, this.http) || handleDashboard(req, res, path, this.http),
+      upgrades: { '/v1/dashboard/ws': (ws) => dashboardFeed(ws, this.http) },
       onPeer: (ws, req) => (this.membership ? this.membership.accept(ws, req) : ws.close(CloseCode.policyViolation, 'unauthorized')),
       onClient: (ws, req) => {
         const name = `session-${sessionCount++}`;
@@ -286,6 +307,41 @@ export class ActorserveNode {
     this.membership.setSelfState('up');
     this.ready = true;
     log.info({ port: this.port, addr: self.addr, models: self.models, incarnation: this.incarnation, seeds: c.seeds }, 'listening');
+  }
+
+  /**
+   * Runs one request through the same router, batchers and ledger as the
+   * WebSocket path; resolves with its one terminal reply (for the HTTP API).
+   */
+  submit: (f: InferFrame) => Promise<ResultFrame | ErrorFrame> = () => Promise.reject(new Error('node is not started'));
+
+  private startHttpEntry(gateway: Ref<never>, router: Ref<RouterMsg>, specs: ReadonlyMap<string, ModelSpec>): void {
+    const pending = new Map<string, { resolve: (f: ResultFrame | ErrorFrame) => void; model: string; version: string }>();
+    let seq = 0;
+    const entry = spawnStateless(gateway, (msg: SessionMsg) => {
+      if (msg.t !== 'reply') return;
+      const p = pending.get(msg.key);
+      if (!p) return void this.metrics.duplicates.inc();
+      pending.delete(msg.key);
+      this.outstanding--;
+      const f = msg.frame;
+      this.metrics.answered(p.model, p.version, f.t === 'result' ? 'ok' : f.code, f.t === 'result' ? f.timings.totalMs : undefined);
+      p.resolve(f);
+    }, 'http');
+    this.sessions.set('http', entry);
+    this.submit = (f) => new Promise((resolve) => {
+      let req: InferRequest;
+      try {
+        req = admit(specs, f, `${this.nodeId}/${this.incarnation}/http/${seq++}`, entry);
+      } catch (e) {
+        if (!ActorserveError.is(e)) throw e;
+        this.metrics.answered(specs.get(f.model)?.name ?? '', specs.get(f.model)?.version ?? '', e.code);
+        return resolve(errorFrame(f.id, e));
+      }
+      pending.set(req.key, { resolve, model: req.spec.name, version: req.spec.version });
+      this.outstanding++;
+      dispatch(router, { t: 'infer', req });
+    });
   }
 
   private route(req: IncomingMessage, res: ServerResponse, path: string): boolean {

@@ -5,15 +5,14 @@
  * counted) and writes replies to the socket.
  */
 import { dispatch, spawn, stop, type Ref } from 'nact';
-import { performance } from 'node:perf_hooks';
 import type { WebSocket } from 'ws';
-import { ActorserveError, CloseCode, invalidRequest, modelNotFound, overloaded } from '../errors.js';
+import { ActorserveError, CloseCode, invalidRequest, overloaded } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics/Metrics.js';
 import type { ModelSpec } from '../models/registry.js';
-import { validateInputs } from '../models/validate.js';
 import { decodeUntrusted, encode } from '../transport/codec.js';
-import { parseClientFrame, type ErrorFrame, type InferFrame, type RequestId, type ResultFrame, type WireTensor } from '../transport/protocol.js';
+import { parseClientFrame, type ErrorFrame, type InferFrame, type RequestId, type ResultFrame } from '../transport/protocol.js';
+import { admit } from './admit.js';
 import { errorFrame, type InferRequest, type RouterMsg, type SessionMsg } from './messages.js';
 
 export interface SessionOptions {
@@ -60,37 +59,15 @@ export function spawnSession(parent: Ref<unknown>, o: SessionOptions): Ref<Sessi
     if (outstanding.size >= o.maxInFlight) {
       return fail(f.id, overloaded(`connection has ${o.maxInFlight} requests in flight`, 10), f.model);
     }
-    const spec = o.models.get(f.model);
-    if (!spec) return fail(f.id, modelNotFound(`model ${JSON.stringify(f.model)} is not served`));
-    if (f.version !== undefined && f.version !== spec.version) {
-      return fail(f.id, modelNotFound(`model ${f.model} has no version ${JSON.stringify(f.version)} (serving ${spec.version})`));
-    }
-    let shape;
+    let req: InferRequest;
     try {
-      shape = validateInputs(spec, f.inputs);
+      req = admit(o.models, f, `${o.keyPrefix}/${seq++}`, self);
     } catch (e) {
-      if (ActorserveError.is(e)) return fail(f.id, e, spec.name, spec.version);
-      throw e;
+      if (!ActorserveError.is(e)) throw e;
+      const spec = o.models.get(f.model);
+      return fail(f.id, e, spec?.name, spec?.version);
     }
-    const receivedAt = performance.now();
-    const key = `${o.keyPrefix}/${seq++}`;
-    const req: InferRequest = {
-      key,
-      id: f.id,
-      spec,
-      inputs: f.inputs as Record<string, WireTensor>,
-      rows: shape.rows,
-      bucket: shape.bucket,
-      priority: f.priority ?? 'normal',
-      deadline: f.deadlineMs === undefined ? Infinity : receivedAt + f.deadlineMs,
-      enqueuedAt: receivedAt,
-      receivedAt,
-      attempts: 0,
-      isolate: false,
-      seq: 0,
-      replyTo: self,
-      routeKey: f.key,
-    };
+    const { key, spec } = req;
     outstanding.set(f.id, { key, model: spec.name, version: spec.version });
     o.onOutstanding?.(1);
     dispatch(o.router, { t: 'infer', req });

@@ -21,6 +21,8 @@ export interface ServerOptions {
   isReady: () => boolean;
   /** Refuses new client connections (while leaving). */
   acceptClients?: () => boolean;
+  /** Further WebSocket endpoints by path (the dashboard feed). */
+  upgrades?: Record<string, (ws: WebSocket, req: IncomingMessage) => void>;
   /** Further HTTP routes; returns false when it does not handle the request. */
   routes?: (req: IncomingMessage, res: ServerResponse, path: string) => boolean;
 }
@@ -51,6 +53,7 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     perMessageDeflate: false,
     clientTracking: true,
   });
+  const side = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024, perMessageDeflate: false, clientTracking: true });
   const http = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method === 'GET' && path === '/v2/health/live') return json(res, 200, { live: true });
@@ -69,6 +72,8 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
       const onPeer = o.onPeer;
       return peers.handleUpgrade(req, socket, head, (ws) => onPeer(ws, req));
     }
+    const extra = path !== undefined && o.upgrades && Object.hasOwn(o.upgrades, path) ? o.upgrades[path] : undefined;
+    if (extra) return side.handleUpgrade(req, socket, head, (ws) => extra(ws, req));
     if (path !== '/v1/stream') {
       socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
       return;
@@ -94,6 +99,8 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     close: async () => {
       for (const ws of wss.clients) ws.close(CloseCode.goingAway, 'node is shutting down');
       for (const ws of peers.clients) ws.terminate();
+      for (const ws of side.clients) ws.terminate();
+      await new Promise<void>((resolve) => side.close(() => resolve()));
       await new Promise<void>((resolve) => wss.close(() => resolve()));
       await new Promise<void>((resolve) => peers.close(() => resolve()));
       http.closeAllConnections();

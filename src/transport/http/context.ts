@@ -1,0 +1,21 @@
+/** What the node's HTTP features (the Open Inference Protocol API, the dashboard) may use. */
+import type { MemberView } from '../../actors/Membership.js';
+import type { Metrics } from '../../metrics/Metrics.js';
+import type { ModelSpec } from '../../models/registry.js';
+import type { ErrorFrame, InferFrame, ResultFrame } from '../protocol.js';
+
+export interface NodeContext {
+  nodeId: string;
+  /** Models this node serves. */
+  models: readonly ModelSpec[];
+  isReady(): boolean;
+  /** A model is ready here: at least one worker has loaded it. */
+  modelReady(name: string): boolean;
+  /** One request through the router, batchers and ledger; resolves with its one terminal reply. */
+  submit(f: InferFrame): Promise<ResultFrame | ErrorFrame>;
+  clusterView(): MemberView[];
+  queueStats(): Record<string, { queued: number; running: number }>;
+  metrics: Metrics;
+  /** Largest request body accepted, in bytes. */
+  maxBodyBytes: number;
+}
