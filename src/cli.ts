@@ -5,7 +5,8 @@
 import { parseArgs } from 'node:util';
 import { promises as dns } from 'node:dns';
 import { networkInterfaces } from 'node:os';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { TokenSet } from './transport/Auth.js';
 import { ActorserveNode } from './actors/Node.js';
 import { createLogger } from './log.js';
 import { builtinModelNames, irisModelPath, resolveModels, type ModelOverrides } from './models/registry.js';
@@ -41,6 +42,17 @@ Cluster options:
                       --seeds or --discovery. Prefer ACTORSERVE_CLUSTER_SECRET: flags show in ps
   --advertise H:P     address peers use to reach this node (default HOST:PORT)
   --epsilon E         bounded-load slack for keyed requests (default 0.25)
+
+Limits and security:
+  --max-queued-bytes N  memory budget for queued request tensors (default 536870912)
+  --max-buffered-bytes N results a client may leave unread before it is closed (default 8388608)
+  --auth-tokens FILE  client tokens, one per line; clients send Authorization: Bearer TOKEN
+                      or a first frame {t:"hello", token}. Env: ACTORSERVE_AUTH_TOKENS=a,b
+  --admin-token T     token for /v1/admin/* and chaos (env ACTORSERVE_ADMIN_TOKEN); without
+                      it admin calls are accepted from this machine only
+  --tls-cert FILE --tls-key FILE
+                      serve wss:// and https://; peers are dialled with wss://
+  --tls-ca FILE       CA that signed the peers' certificates (default: system CAs)
 
 SIGTERM, SIGINT or \`actorserve leave\` make the node leave gracefully: it turns unready,
 stops taking new work, finishes or passes on what it holds, then exits 0.
@@ -79,6 +91,13 @@ export async function main(argv: string[]): Promise<number> {
       'cluster-secret': { type: 'string' },
       advertise: { type: 'string' },
       epsilon: { type: 'string' },
+      'max-queued-bytes': { type: 'string' },
+      'max-buffered-bytes': { type: 'string' },
+      'auth-tokens': { type: 'string' },
+      'admin-token': { type: 'string' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
+      'tls-ca': { type: 'string' },
     },
   });
   if (values.help || positionals.length === 0) {
@@ -87,7 +106,8 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (positionals.length > 1 || !['node', 'leave'].includes(positionals[0]!)) throw new RangeError(`unknown command ${JSON.stringify(positionals.join(' '))}`);
   const port = intOpt('port', values.port ?? process.env['ACTORSERVE_PORT']) ?? 8080;
-  if (positionals[0] === 'leave') return leave(port);
+  const adminToken = values['admin-token'] ?? process.env['ACTORSERVE_ADMIN_TOKEN'];
+  if (positionals[0] === 'leave') return leave(port, adminToken, Boolean(values['tls-cert']));
 
   const level = values['log-level'] ?? 'info';
   if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(level)) throw new RangeError(`--log-level ${level} is not a level`);
@@ -117,6 +137,14 @@ export async function main(argv: string[]): Promise<number> {
     if (!(epsilon > 0)) throw new RangeError(`--epsilon must be a number > 0, got ${values.epsilon}`);
   }
   const maxInFlight = intOpt('max-in-flight', values['max-in-flight']);
+  const maxQueuedBytes = intOpt('max-queued-bytes', values['max-queued-bytes']);
+  const maxBufferedBytes = intOpt('max-buffered-bytes', values['max-buffered-bytes']);
+  const envTokens = process.env['ACTORSERVE_AUTH_TOKENS']?.split(',').map((t) => t.trim()).filter(Boolean);
+  const authTokens = values['auth-tokens'] ? TokenSet.fromFile(values['auth-tokens']) : envTokens?.length ? new TokenSet(envTokens) : undefined;
+  if (Boolean(values['tls-cert']) !== Boolean(values['tls-key'])) throw new RangeError('--tls-cert and --tls-key go together');
+  const tls = values['tls-cert'] && values['tls-key']
+    ? { cert: readFileSync(values['tls-cert']), key: readFileSync(values['tls-key']), ...(values['tls-ca'] ? { ca: readFileSync(values['tls-ca']) } : {}) }
+    : undefined;
   const maxFrameBytes = intOpt('max-frame-bytes', values['max-frame-bytes']);
   const node = await ActorserveNode.start({
     nodeId,
@@ -130,6 +158,11 @@ export async function main(argv: string[]): Promise<number> {
     ...(discovery && !values.advertise ? { advertise: await discovery.advertise(port) } : {}),
     ...(epsilon !== undefined ? { epsilon } : {}),
     ...(maxInFlight !== undefined ? { maxInFlight } : {}),
+    ...(maxQueuedBytes !== undefined ? { maxQueuedBytes } : {}),
+    ...(maxBufferedBytes !== undefined ? { maxBufferedBytes } : {}),
+    ...(authTokens ? { authTokens } : {}),
+    ...(adminToken ? { adminToken: new TokenSet([adminToken]) } : {}),
+    ...(tls ? { tls } : {}),
     ...(maxFrameBytes !== undefined ? { maxFrameBytes } : {}),
     log,
   });
@@ -148,8 +181,12 @@ export async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
-async function leave(port: number): Promise<number> {
-  const res = await fetch(`http://127.0.0.1:${port}/v1/admin/leave`, { method: 'POST' });
+async function leave(port: number, adminToken: string | undefined, tls: boolean): Promise<number> {
+  if (tls) throw new RangeError('actorserve leave talks plain HTTP to the local node; with TLS, send SIGTERM instead');
+  const res = await fetch(`http://127.0.0.1:${port}/v1/admin/leave`, {
+    method: 'POST',
+    ...(adminToken ? { headers: { authorization: `Bearer ${adminToken}` } } : {}),
+  });
   if (res.status !== 202) {
     process.stderr.write(`actorserve leave: the node answered ${res.status} ${await res.text()}\n`);
     return 1;

@@ -10,7 +10,7 @@ import type { Metrics } from '../metrics/Metrics.js';
 import type { ModelSpec } from '../models/registry.js';
 import type { ThreadTensor } from '../models/threadProtocol.js';
 import type { ResultFrame, WireTensor } from '../transport/protocol.js';
-import { initialBatcherState, transition, type Batch, type BatcherEffect, type BatcherMsg, type BatcherState } from './BatcherLogic.js';
+import { initialBatcherState, transition, type Batch, type BatcherEffect, type BatcherMsg, type BatcherState, type MemoryBudget } from './BatcherLogic.js';
 import { errorFrame, type BatcherActorMsg, type InferRequest, type WorkerMsg } from './messages.js';
 
 export interface BatcherOptions {
@@ -23,11 +23,13 @@ export interface BatcherOptions {
   /** Observes the queue and the running requests after every message, for routing and metrics. */
   onLoad?: (queued: number, running: number, readyWorkers: number) => void;
   metrics?: Metrics;
+  /** The node's memory budget for queued tensors, shared by its batchers. */
+  budget?: MemoryBudget;
 }
 
 export function spawnBatcher(parent: Ref<unknown>, o: BatcherOptions): Ref<BatcherActorMsg> {
   const log = o.log.child({ actor: `${o.spec.name}/batcher` });
-  const state: BatcherState<InferRequest> = initialBatcherState(o.spec.batching, o.workerNames);
+  const state: BatcherState<InferRequest> = initialBatcherState(o.spec.batching, o.workerNames, o.budget);
   // The outputs of the batchDone being handled, for the `complete` effect it yields.
   let done: { outputs: Record<string, ThreadTensor>; inferMs: number } | undefined;
 

@@ -29,12 +29,25 @@ export interface QueueItem {
   isolate: boolean;
   /** Arrival order, assigned on enqueue. */
   seq: number;
+  /** Tensor bytes it holds, counted against the node's memory budget. Default 0. */
+  readonly bytes?: number;
+  /** Who sent it (a connection); under pressure no owner may hold more than its share of the queue. */
+  readonly owner?: string;
+}
+
+/** Bytes of queued and running tensors on a node, shared by its batchers. */
+export interface MemoryBudget {
+  used: number;
+  max: number;
 }
 
 export interface BatcherSettings {
   maxBatch: number;
+  /** Hard cap on queued requests. At it, a new request displaces the newest queued one of lower priority, or is refused. */
   maxQueue: number;
   maxAttempts: number;
+  /** Past this many queued requests, low priority is refused and no owner may exceed its fair share. Default ⌈0.75·maxQueue⌉. */
+  softQueue?: number;
 }
 
 export interface Batch<R extends QueueItem> {
@@ -65,6 +78,10 @@ export interface BatcherState<R extends QueueItem> {
   nextBatchId: number;
   /** Smoothed milliseconds of inference per row, for `retryAfterMs` hints. */
   msPerRow: number;
+  readonly softQueue: number;
+  /** Queued requests per owner. */
+  readonly owners: Map<string, number>;
+  readonly budget: MemoryBudget;
 }
 
 export type BatcherMsg<R extends QueueItem> =
@@ -81,12 +98,24 @@ export type BatcherEffect<R extends QueueItem> =
   | { t: 'complete'; batch: Batch<R> }
   | { t: 'reject'; req: R; error: ActorserveError };
 
-/** @throws RangeError when a setting is not a positive integer. */
-export function initialBatcherState<R extends QueueItem>(settings: BatcherSettings, workers: readonly string[] = []): BatcherState<R> {
+/**
+ * @param budget shared with the node's other batchers; default unbounded.
+ * @throws RangeError when a setting is not a positive integer, or softQueue exceeds maxQueue.
+ */
+export function initialBatcherState<R extends QueueItem>(
+  settings: BatcherSettings,
+  workers: readonly string[] = [],
+  budget: MemoryBudget = { used: 0, max: Infinity },
+): BatcherState<R> {
   for (const [k, v] of Object.entries(settings)) {
     if (!Number.isInteger(v) || v < 1) throw new RangeError(`batcher setting ${k} must be a positive integer, got ${v}`);
   }
+  const softQueue = settings.softQueue ?? Math.ceil(0.75 * settings.maxQueue);
+  if (softQueue > settings.maxQueue) throw new RangeError(`softQueue ${softQueue} exceeds maxQueue ${settings.maxQueue}`);
   return {
+    softQueue,
+    owners: new Map(),
+    budget,
     settings,
     lanes: LANES.map(() => new Map()),
     workers: new Map(workers.map((w) => [w, { state: 'starting' }])),
@@ -116,6 +145,7 @@ export function transition<R extends QueueItem>(s: BatcherState<R>, msg: Batcher
       const slot = s.workers.get(msg.worker);
       if (slot?.state !== 'busy' || slot.batch.id !== msg.batchId) break;
       s.workers.set(msg.worker, { state: 'idle' });
+      for (const r of slot.batch.requests) s.budget.used -= r.bytes ?? 0;
       s.msPerRow = 0.8 * s.msPerRow + 0.2 * (msg.inferMs / Math.max(1, slot.batch.rows));
       fx.push({ t: 'complete', batch: slot.batch });
       break;
@@ -163,14 +193,106 @@ function enqueue<R extends QueueItem>(s: BatcherState<R>, req: R, now: number, f
     fx.push({ t: 'reject', req, error: deadlineExceeded() });
     return;
   }
-  if (s.queued >= s.settings.maxQueue) {
-    fx.push({ t: 'reject', req, error: overloaded(`model queue is full (${s.settings.maxQueue})`, retryAfterMs(s)) });
+  const refusal = admission(s, req, fx);
+  if (refusal) {
+    fx.push({ t: 'reject', req, error: overloaded(refusal, retryAfterMs(s)) });
     return;
   }
   req.seq = s.nextSeq++;
   req.enqueuedAt = now;
-  bucketQueue(s, req).push(req);
+  queueBack(s, req);
+  s.budget.used += req.bytes ?? 0;
+}
+
+/**
+ * Load shedding, cheapest loss first: low priority goes once the queue is
+ * past its soft limit; a full queue or memory budget makes room for a
+ * higher priority by dropping the newest request of the lowest priority
+ * below it; under pressure no owner may hold more than its share.
+ * Returns why the request is refused, or undefined to admit it.
+ */
+function admission<R extends QueueItem>(s: BatcherState<R>, req: R, fx: BatcherEffect<R>[]): string | undefined {
+  const needCount = s.queued - s.settings.maxQueue + 1;
+  const needBytes = s.budget.used + (req.bytes ?? 0) - s.budget.max;
+  if (needCount > 0 || needBytes > 0) {
+    // Shed only when that makes room; never drop work and then refuse anyway.
+    const victims = planShed(s, laneOf(req.priority), needCount, needBytes);
+    if (!victims) return needCount > 0 ? `model queue is full (${s.settings.maxQueue})` : 'node memory budget for queued tensors is spent';
+    for (const { lane, bucket, q } of victims) {
+      const victim = q.pop()!;
+      if (q.length === 0) s.lanes[lane]!.delete(bucket);
+      left(s, victim);
+      fx.push({ t: 'reject', req: victim, error: overloaded('shed for higher-priority work', retryAfterMs(s)) });
+    }
+  }
+  if (s.queued >= s.softQueue) {
+    if (req.priority === 'low') return 'queue is past its soft limit: low priority is shed first';
+    const owner = req.owner;
+    if (owner !== undefined) {
+      const owners = s.owners.size + (s.owners.has(owner) ? 0 : 1);
+      if ((s.owners.get(owner) ?? 0) >= Math.ceil(s.settings.maxQueue / owners)) return 'this connection holds its share of the model queue';
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Picks the requests to drop to free `needCount` queue slots and `needBytes`
+ * of budget: the newest first, of the lowest priority strictly below `rank`
+ * first. Returns the deques to pop from, in order, or undefined when even
+ * all of them would not make room. Changes nothing.
+ */
+function planShed<R extends QueueItem>(s: BatcherState<R>, rank: number, needCount: number, needBytes: number) {
+  const plan: { lane: number; bucket: string; q: Deque<R> }[] = [];
+  let count = 0;
+  let bytes = 0;
+  for (let li = s.lanes.length - 1; li > rank; li--) {
+    // Newest first across this lane's buckets: merge the deques from their tails, by cursor.
+    const tails = [...s.lanes[li]!].map(([bucket, q]) => ({ bucket, q, taken: 0 }));
+    for (;;) {
+      if (count >= needCount && bytes >= needBytes) return plan;
+      let best: (typeof tails)[number] | undefined;
+      let bestItem: R | undefined;
+      for (const t of tails) {
+        const item = t.q.fromEnd(t.taken);
+        if (item && (!bestItem || item.seq > bestItem.seq)) {
+          best = t;
+          bestItem = item;
+        }
+      }
+      if (!best || !bestItem) break;
+      best.taken++;
+      plan.push({ lane: li, bucket: best.bucket, q: best.q });
+      count++;
+      bytes += bestItem.bytes ?? 0;
+    }
+  }
+  return count >= needCount && bytes >= needBytes ? plan : undefined;
+}
+
+/** Accounting when a request joins a queue. */
+function queueBack<R extends QueueItem>(s: BatcherState<R>, req: R, front = false): void {
+  const q = bucketQueue(s, req);
+  if (front) q.unshift(req);
+  else q.push(req);
   s.queued++;
+  if (req.owner !== undefined) s.owners.set(req.owner, (s.owners.get(req.owner) ?? 0) + 1);
+}
+
+/** Accounting when a request leaves a queue (to run, or answered). */
+function dequeued<R extends QueueItem>(s: BatcherState<R>, req: R): void {
+  s.queued--;
+  if (req.owner !== undefined) {
+    const n = (s.owners.get(req.owner) ?? 1) - 1;
+    if (n > 0) s.owners.set(req.owner, n);
+    else s.owners.delete(req.owner);
+  }
+}
+
+/** A queued request answered without running: it leaves the queue and the budget. */
+function left<R extends QueueItem>(s: BatcherState<R>, req: R): void {
+  dequeued(s, req);
+  s.budget.used -= req.bytes ?? 0;
 }
 
 function bucketQueue<R extends QueueItem>(s: BatcherState<R>, req: R): Deque<R> {
@@ -184,7 +306,7 @@ function cancel<R extends QueueItem>(s: BatcherState<R>, key: string, fx: Batche
   for (const lane of s.lanes) {
     for (const [bucket, q] of lane) {
       for (const req of q.removeWhere((r) => r.key === key)) {
-        s.queued--;
+        left(s, req);
         fx.push({ t: 'reject', req, error: new ActorserveError('cancelled', 'cancelled by the client') });
       }
       if (q.length === 0) lane.delete(bucket);
@@ -197,28 +319,32 @@ function requeueCrashed<R extends QueueItem>(s: BatcherState<R>, batch: Batch<R>
   for (let i = batch.requests.length - 1; i >= 0; i--) {
     const req = batch.requests[i]!;
     if (req.attempts >= s.settings.maxAttempts) {
+      s.budget.used -= req.bytes ?? 0;
       fx.push({ t: 'reject', req, error: internal(`request crashed the model's worker ${req.attempts} times`) });
       continue;
     }
     req.isolate = true;
-    bucketQueue(s, req).unshift(req);
-    s.queued++;
+    queueBack(s, req, true);
   }
 }
 
 function rejectAll<R extends QueueItem>(s: BatcherState<R>, error: () => ActorserveError, fx: BatcherEffect<R>[]): void {
   for (const lane of s.lanes) {
-    for (const q of lane.values()) for (const req of q.removeWhere(() => true)) fx.push({ t: 'reject', req, error: error() });
+    for (const q of lane.values()) {
+      for (const req of q.removeWhere(() => true)) {
+        left(s, req);
+        fx.push({ t: 'reject', req, error: error() });
+      }
+    }
     lane.clear();
   }
-  s.queued = 0;
 }
 
 function expire<R extends QueueItem>(s: BatcherState<R>, now: number, fx: BatcherEffect<R>[]): void {
   for (const lane of s.lanes) {
     for (const [bucket, q] of lane) {
       for (const req of q.removeWhere((r) => r.deadline <= now)) {
-        s.queued--;
+        left(s, req);
         fx.push({ t: 'reject', req, error: deadlineExceeded() });
       }
       if (q.length === 0) lane.delete(bucket);
@@ -261,14 +387,14 @@ function takeBatch<R extends QueueItem>(s: BatcherState<R>, worker: string, now:
         const req = q.peek()!;
         if (req.deadline <= now) {
           q.shift();
-          s.queued--;
+          left(s, req);
           fx.push({ t: 'reject', req, error: deadlineExceeded() });
           continue;
         }
         const alone = req.isolate || (requests.length > 0 && requests[0]!.isolate);
         if ((alone && requests.length > 0) || rows + req.rows > s.settings.maxBatch) break;
         q.shift();
-        s.queued--;
+        dequeued(s, req);
         requests.push(req);
         rows += req.rows;
       }

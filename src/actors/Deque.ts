@@ -16,6 +16,17 @@ export class Deque<T> {
     else this.items.unshift(x);
   }
 
+  /** The i-th newest item (0 is the newest). */
+  fromEnd(i: number): T | undefined {
+    const at = this.items.length - 1 - i;
+    return at >= this.head ? this.items[at] : undefined;
+  }
+
+  pop(): T | undefined {
+    if (this.items.length <= this.head) return undefined;
+    return this.items.pop();
+  }
+
   peek(): T | undefined {
     return this.items[this.head];
   }

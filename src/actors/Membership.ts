@@ -41,6 +41,8 @@ export interface MembershipOptions {
   phi?: PhiOptions;
   log: Logger;
   metrics?: Metrics;
+  /** Peers are dialled over TLS. */
+  tls?: { ca?: string | Buffer };
   /** Local load by model, sent with every heartbeat. */
   localLoad: () => Record<string, number>;
   onView: (members: RouteMember[], self: RouteMember) => void;
@@ -217,6 +219,7 @@ export class Membership {
       maxPayload: this.o.maxPayload,
       log: this.log,
       ...(this.o.metrics ? { onSent: (n: number) => this.o.metrics!.bytesSent('peer', n) } : {}),
+      ...(this.o.tls ? { tls: this.o.tls } : {}),
       onOpen: (link, peer) => {
         const current = this.links.get(peer.nodeId);
         if (current && current !== link && current.open) {

@@ -9,6 +9,7 @@ import type { Metrics } from '../metrics/Metrics.js';
 import type { ModelSpec } from '../models/registry.js';
 import type { ThreadFaults } from '../models/threadProtocol.js';
 import { spawnBatcher } from './Batcher.js';
+import type { MemoryBudget } from './BatcherLogic.js';
 import type { BatcherActorMsg, WorkerMsg } from './messages.js';
 import type { RestartPolicy } from './RestartIntensity.js';
 import { spawnWorker, type WorkerHandle } from './Worker.js';
@@ -23,6 +24,7 @@ export interface ModelSupervisorOptions {
   /** Told the model's queue and running requests after every batcher message. */
   onLoad?: (queued: number, running: number, readyWorkers: number) => void;
   metrics?: Metrics;
+  budget?: MemoryBudget;
 }
 
 export interface ModelHandle {
@@ -40,6 +42,7 @@ export function spawnModelSupervisor(parent: Ref<unknown>, o: ModelSupervisorOpt
     spec: o.spec, nodeId: o.nodeId, workerNames: names, workers: workerRefs, log: o.log,
     ...(o.onLoad ? { onLoad: o.onLoad } : {}),
     ...(o.metrics ? { metrics: o.metrics } : {}),
+    ...(o.budget ? { budget: o.budget } : {}),
   });
   const workers = names.map((name) => {
     const { ref, handle } = spawnWorker(sup, {

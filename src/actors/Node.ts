@@ -5,6 +5,7 @@
  */
 import { dispatch, query, spawnStateless, start, stop, type Ref } from 'nact';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { WebSocket } from 'ws';
 import { ActorserveError, CloseCode } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
 import { Metrics } from '../metrics/Metrics.js';
@@ -25,6 +26,9 @@ import type { PhiOptions } from './PhiAccrual.js';
 import { checkRestartPolicy, defaultRestartPolicy, type RestartPolicy } from './RestartIntensity.js';
 import { spawnRouter } from './Router.js';
 import { spawnSession } from './Session.js';
+import { bearer, TokenSet } from '../transport/Auth.js';
+import { decodeUntrusted } from '../transport/codec.js';
+import { checkHello } from '../transport/protocol.js';
 
 export interface NodeOptions {
   nodeId: string;
@@ -46,6 +50,16 @@ export interface NodeOptions {
   phi?: PhiOptions;
   /** ε of bounded-load hashing for keyed requests. Default 0.25. */
   epsilon?: number;
+  /** Memory budget for queued and running request tensors on this node. Default 512 MiB. */
+  maxQueuedBytes?: number;
+  /** Client tokens: when set, every client and HTTP infer call must present one. */
+  authTokens?: TokenSet;
+  /** Admin token for /v1/admin/* (and chaos); without it, admin calls are taken from loopback only. */
+  adminToken?: TokenSet;
+  /** Serve wss:// and https:// with this PEM certificate and key. */
+  tls?: { cert: string | Buffer; key: string | Buffer; ca?: string | Buffer };
+  /** Results a client may leave unread in its socket before it is closed. Default 8 MiB. */
+  maxBufferedBytes?: number;
   /** Requests one connection may have unanswered. Default 1024. */
   maxInFlight?: number;
   /** Largest client frame; bigger closes the connection with 1009. Default 8 MiB. */
@@ -81,6 +95,12 @@ export class ActorserveNode {
   private readonly queues = new Map<string, { queued: number; running: number }>();
   readonly metrics: Metrics;
   private http!: NodeContext;
+  private auth: { clients: TokenSet | undefined; admin: TokenSet | undefined } = { clients: undefined, admin: undefined };
+  private budget = { used: 0, max: 0 };
+  /** Bytes of request tensors queued or running on this node. */
+  get queuedBytes(): number {
+    return this.budget.used;
+  }
   /** Started workers per model, for per-model readiness. */
   private readonly workersUp = new Map<string, number>();
   private readonly sessions = new Map<string, Ref<SessionMsg>>();
@@ -145,7 +165,9 @@ export class ActorserveNode {
     const log = (opts.log ?? createLogger()).child({ node: opts.nodeId });
     const node = new ActorserveNode(opts.nodeId, log);
     try {
-      await node.boot(opts, { maxInFlight, maxFrameBytes, restart, runTimeoutMs, seeds });
+      node.auth = { clients: opts.authTokens, admin: opts.adminToken };
+    const maxBufferedBytes = positive('maxBufferedBytes', opts.maxBufferedBytes ?? 8 * 1024 * 1024);
+    await node.boot(opts, { maxInFlight, maxFrameBytes, restart, runTimeoutMs, seeds, maxBufferedBytes });
     } catch (e) {
       await node.stop();
       throw e;
@@ -155,10 +177,12 @@ export class ActorserveNode {
 
   private async boot(
     opts: NodeOptions,
-    c: { maxInFlight: number; maxFrameBytes: number; restart: RestartPolicy; runTimeoutMs: number; seeds: readonly string[] },
+    c: { maxInFlight: number; maxFrameBytes: number; restart: RestartPolicy; runTimeoutMs: number; seeds: readonly string[]; maxBufferedBytes: number },
   ): Promise<void> {
     const { log, system } = this;
     const modelsSup = spawnStateless(system, () => undefined, 'models');
+    const budget = { used: 0, max: positive('maxQueuedBytes', opts.maxQueuedBytes ?? 512 * 1024 * 1024) };
+    this.budget = budget;
     for (const spec of opts.models) {
       this.localLoad.set(spec.name, 0);
       this.queues.set(spec.name, { queued: 0, running: 0 });
@@ -170,6 +194,7 @@ export class ActorserveNode {
         ...(opts.faults ? { faults: opts.faults } : {}),
         log,
         metrics: this.metrics,
+        budget,
         onLoad: (queued, running, ready) => {
           this.workersUp.set(spec.name, ready);
           this.localLoad.set(spec.name, queued + running);
@@ -227,43 +252,54 @@ export class ActorserveNode {
       host: opts.host ?? '127.0.0.1',
       port: opts.port ?? 8080,
       maxFrameBytes: c.maxFrameBytes,
+      ...(opts.tls ? { tls: opts.tls } : {}),
       maxPeerFrameBytes: Math.max(64 * 1024 * 1024, 4 * c.maxFrameBytes),
       isReady: () => this.ready,
       acceptClients: () => !this.leaving,
       routes: (req, res, path) => this.route(req, res, path) || handleOip(req, res, path, this.http) || handleDashboard(req, res, path, this.http),
       upgrades: { '/v1/dashboard/ws': (ws) => dashboardFeed(ws, this.http) },
       onPeer: (ws, req) => (this.membership ? this.membership.accept(ws, req) : ws.close(CloseCode.policyViolation, 'unauthorized')),
+      authorizeClient: (req) => {
+        // A wrong header is refused before the upgrade; no header may still authenticate with a hello frame.
+        const token = bearer(req);
+        return !this.auth.clients || token === undefined || this.auth.clients.has(token);
+      },
       onClient: (ws, req) => {
-        const name = `session-${sessionCount++}`;
-        const slog = log.child({ session: name });
-        slog.debug({ remote: req.socket.remoteAddress }, 'client connected');
-        const session = spawnSession(gateway, {
-          name,
-          keyPrefix: `${this.nodeId}/${this.incarnation}/${name}`,
-          ws,
-          models: specs,
-          router,
-          maxInFlight: c.maxInFlight,
-          log: slog,
-          metrics: this.metrics,
-          onDuplicate: () => {
-            this.duplicatesDropped++;
-            this.metrics.duplicates.inc();
-          },
-          onOutstanding: (d) => void (this.outstanding += d),
-        });
-        this.sessions.set(name, session);
-        ws.on('message', (data: Buffer, isBinary) => {
-          if (!isBinary) return ws.close(CloseCode.unsupportedData, 'frames must be binary msgpack');
-          dispatch(session, { t: 'frame', data });
-        });
-        ws.on('close', (code) => {
-          slog.debug({ code }, 'client disconnected');
-          this.sessions.delete(name);
-          dispatch(session, { t: 'closed' });
-        });
-        ws.on('error', (e) => slog.info({ err: e.message }, 'client socket error'));
-        ws.send(welcome);
+        const open = () => {
+          const name = `session-${sessionCount++}`;
+          const slog = log.child({ session: name });
+          slog.debug({ remote: req.socket.remoteAddress }, 'client connected');
+          const session = spawnSession(gateway, {
+            name,
+            keyPrefix: `${this.nodeId}/${this.incarnation}/${name}`,
+            ws,
+            models: specs,
+            router,
+            maxInFlight: c.maxInFlight,
+            maxBufferedBytes: c.maxBufferedBytes,
+            log: slog,
+            metrics: this.metrics,
+            onDuplicate: () => {
+              this.duplicatesDropped++;
+              this.metrics.duplicates.inc();
+            },
+            onOutstanding: (d) => void (this.outstanding += d),
+          });
+          this.sessions.set(name, session);
+          ws.on('message', (data: Buffer, isBinary) => {
+            if (!isBinary) return ws.close(CloseCode.unsupportedData, 'frames must be binary msgpack');
+            dispatch(session, { t: 'frame', data });
+          });
+          ws.on('close', (code) => {
+            slog.debug({ code }, 'client disconnected');
+            this.sessions.delete(name);
+            dispatch(session, { t: 'closed' });
+          });
+          ws.send(welcome);
+        };
+        ws.on('error', (e) => log.info({ err: e.message }, 'client socket error'));
+        if (!this.auth.clients || bearer(req) !== undefined) return open();
+        awaitHello(ws, this.auth.clients, log, open);
       },
     });
 
@@ -284,6 +320,7 @@ export class ActorserveNode {
       ...(opts.phi ? { phi: opts.phi } : {}),
       log,
       metrics: this.metrics,
+      ...(opts.tls ? { tls: opts.tls.ca ? { ca: opts.tls.ca } : {} } : {}),
       localLoad: () => Object.fromEntries(this.localLoad),
       onView: (members, me) => dispatch(router, { t: 'view', members, self: me }),
       onNodeLost: (nodeId) => dispatch(router, { t: 'nodeLost', nodeId }),
@@ -359,18 +396,28 @@ export class ActorserveNode {
       json(res, 200, { node: this.nodeId, incarnation: this.incarnation, members: this.clusterView() });
       return true;
     }
+    if (path.startsWith('/v1/admin/') && !this.adminAllowed(req)) {
+      json(res, 401, { error: 'admin calls need the admin token (or, when the node has none, a caller on this machine)' });
+      return true;
+    }
+    if (/^\/v2\/models\/[^/]+(\/versions\/[^/]+)?\/infer$/.test(path) && this.auth.clients && !this.auth.clients.has(bearer(req))) {
+      res.setHeader('www-authenticate', 'Bearer');
+      json(res, 401, { error: 'a client token is required' });
+      return true;
+    }
     if (req.method === 'POST' && path === '/v1/admin/leave') {
-      // Until admin tokens exist, only a caller on this machine may make the node leave.
-      const remote = req.socket.remoteAddress ?? '';
-      if (!(remote === '127.0.0.1' || remote === '::1' || remote === '::ffff:127.0.0.1')) {
-        json(res, 403, { error: 'leave is only accepted from loopback' });
-        return true;
-      }
       json(res, 202, { leaving: true });
       void this.leave();
       return true;
     }
     return false;
+  }
+
+  /** The admin token when the node has one; otherwise only a caller on this machine. */
+  private adminAllowed(req: IncomingMessage): boolean {
+    if (this.auth.admin) return this.auth.admin.has(bearer(req));
+    const remote = req.socket.remoteAddress ?? '';
+    return remote === '127.0.0.1' || remote === '::1' || remote === '::ffff:127.0.0.1';
   }
 
   /** Every model has at least one started worker. */
@@ -436,6 +483,32 @@ export class ActorserveNode {
     })();
     return this.stopped;
   }
+}
+
+/**
+ * A client that could not send a header (a browser) proves its token in its
+ * first frame, within 5 s; anything else is answered `unauthorized` and closed.
+ */
+function awaitHello(ws: WebSocket, tokens: TokenSet, log: Logger, open: () => void): void {
+  const refuse = (why: string) => {
+    log.info({ reason: why }, 'client refused');
+    if (ws.readyState === ws.OPEN) ws.send(encode({ t: 'error', id: null, code: 'unauthorized', message: why } satisfies ErrorFrame));
+    ws.close(CloseCode.policyViolation, 'unauthorized');
+  };
+  const timer = setTimeout(() => refuse('no hello with a token within 5 s'), 5_000);
+  ws.once('close', () => clearTimeout(timer));
+  ws.once('message', (data: Buffer) => {
+    clearTimeout(timer);
+    let f: unknown;
+    try {
+      f = decodeUntrusted(data);
+    } catch {
+      return refuse('first frame is not msgpack');
+    }
+    if (!checkHello.Check(f)) return refuse('the first frame must be {t:"hello", token}');
+    if (!tokens.has(f.token)) return refuse('unknown token');
+    open();
+  });
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -12,6 +12,7 @@ import type { Logger } from '../log.js';
 import type { ModelSpec } from '../models/registry.js';
 import type { PeerMsg, WireRequest } from '../transport/peerProtocol.js';
 import { errorFrame, type BatcherActorMsg, type InferRequest, type RouteMember, type RouterMsg, type SessionMsg } from './messages.js';
+import { ownerOf } from './admit.js';
 import { eligible, powerOfTwoChoices, routeKeyed, type RouteCandidate } from './routing.js';
 
 export interface RouterOptions {
@@ -197,6 +198,8 @@ function fromWire(w: WireRequest, spec: ModelSpec | undefined, origin: string, o
     seq: 0,
     replyTo: outbox,
     origin,
+    bytes: Object.values(w.inputs).reduce((n, t) => n + (t.data?.byteLength ?? 0), 0),
+    owner: ownerOf(w.key),
   };
 }
 

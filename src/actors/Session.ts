@@ -27,6 +27,8 @@ export interface SessionOptions {
   /** Counts replies dropped because their request was already answered. */
   onDuplicate?: () => void;
   metrics?: Metrics;
+  /** Results buffered in the socket past this close the connection (a reader that stopped reading). */
+  maxBufferedBytes: number;
   /** Told every change of this session's unanswered requests (+1 / -n), for draining. */
   onOutstanding?: (delta: number) => void;
 }
@@ -47,6 +49,11 @@ export function spawnSession(parent: Ref<unknown>, o: SessionOptions): Ref<Sessi
     const bytes = encode(frame);
     o.metrics?.bytesSent('client', bytes.byteLength);
     o.ws.send(bytes);
+    if (o.ws.bufferedAmount > o.maxBufferedBytes) {
+      // It stopped reading: holding more for it would cost everyone's memory. Its queued work is cancelled on close.
+      o.log.warn({ bufferedBytes: o.ws.bufferedAmount, limit: o.maxBufferedBytes }, 'slow consumer closed at the high watermark');
+      o.ws.terminate();
+    }
   };
   /** An error for a request that never entered the ledger. */
   const fail = (id: RequestId | null, e: ActorserveError, model = '', version = '') => {
@@ -89,6 +96,8 @@ export function spawnSession(parent: Ref<unknown>, o: SessionOptions): Ref<Sessi
     switch (f.t) {
       case 'infer':
         return onInfer(f);
+      case 'hello':
+        return; // already authenticated; a repeated hello changes nothing
       case 'cancel': {
         const entry = outstanding.get(f.id);
         if (!entry) return;

@@ -12,6 +12,9 @@ import { validateInputs } from '../models/validate.js';
 import type { InferFrame, WireTensor } from '../transport/protocol.js';
 import type { InferRequest, SessionMsg } from './messages.js';
 
+/** The connection a request key belongs to: the key without its sequence number. */
+export const ownerOf = (key: string) => key.slice(0, key.lastIndexOf('/'));
+
 /** @throws ActorserveError `model_not_found` or `invalid_request`. */
 export function admit(models: ReadonlyMap<string, ModelSpec>, f: InferFrame, key: string, replyTo: Ref<SessionMsg>): InferRequest {
   const spec = models.get(f.model);
@@ -21,6 +24,8 @@ export function admit(models: ReadonlyMap<string, ModelSpec>, f: InferFrame, key
   }
   const shape = validateInputs(spec, f.inputs);
   const receivedAt = performance.now();
+  let bytes = 0;
+  for (const t of Object.values(f.inputs)) bytes += t.data.byteLength;
   return {
     key,
     id: f.id,
@@ -37,5 +42,7 @@ export function admit(models: ReadonlyMap<string, ModelSpec>, f: InferFrame, key
     seq: 0,
     replyTo,
     routeKey: f.key,
+    bytes,
+    owner: ownerOf(key),
   };
 }

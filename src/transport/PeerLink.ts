@@ -31,6 +31,8 @@ export interface PeerLinkOptions {
   expectNodeId?: string;
   maxPayload: number;
   log: Logger;
+  /** Dial wss:// (the cluster runs TLS); `ca` verifies the peers' certificates. */
+  tls?: { ca?: string | Buffer };
   /** Told the size of every frame sent (metrics). */
   onSent?: (bytes: number) => void;
   onOpen: (link: PeerLink, peer: { nodeId: string; incarnation: number }) => void;
@@ -96,7 +98,13 @@ export class PeerLink {
 
   private connect(): void {
     if (this.closed) return;
-    const ws = new WebSocket(`ws://${this.o.addr}/cluster`, { maxPayload: this.o.maxPayload, perMessageDeflate: false, handshakeTimeout: 5_000 });
+    const scheme = this.o.tls ? 'wss' : 'ws';
+    const ws = new WebSocket(`${scheme}://${this.o.addr}/cluster`, {
+      maxPayload: this.o.maxPayload,
+      perMessageDeflate: false,
+      handshakeTimeout: 5_000,
+      ...(this.o.tls?.ca ? { ca: this.o.tls.ca } : {}),
+    });
     this.ws = ws;
     const nonce = newNonce();
     let listenerId: string | undefined;

@@ -3,7 +3,8 @@
  * and for peers (`/cluster`). Upgrades are handled here (`noServer`), so a
  * request for an unknown path is refused before a socket is allocated.
  */
-import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type RequestListener, type Server as HttpServer, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { CloseCode } from '../errors.js';
@@ -21,6 +22,10 @@ export interface ServerOptions {
   isReady: () => boolean;
   /** Refuses new client connections (while leaving). */
   acceptClients?: () => boolean;
+  /** Decides a client upgrade before a socket exists: 401 when it returns false. */
+  authorizeClient?: (req: IncomingMessage) => boolean;
+  /** PEM certificate and key: serve https and wss instead of http and ws. */
+  tls?: { cert: string | Buffer; key: string | Buffer };
   /** Further WebSocket endpoints by path (the dashboard feed). */
   upgrades?: Record<string, (ws: WebSocket, req: IncomingMessage) => void>;
   /** Further HTTP routes; returns false when it does not handle the request. */
@@ -54,7 +59,7 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     clientTracking: true,
   });
   const side = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024, perMessageDeflate: false, clientTracking: true });
-  const http = createServer((req, res) => {
+  const handler: RequestListener = (req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method === 'GET' && path === '/v2/health/live') return json(res, 200, { live: true });
     if (req.method === 'GET' && path === '/v2/health/ready') {
@@ -63,7 +68,8 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     }
     if (o.routes?.(req, res, path ?? '/')) return;
     json(res, 404, { error: `no route for ${req.method} ${path}` });
-  });
+  };
+  const http: HttpServer = o.tls ? (createTlsServer({ cert: o.tls.cert, key: o.tls.key }, handler) as unknown as HttpServer) : createServer(handler);
   http.headersTimeout = 10_000;
   http.requestTimeout = 30_000;
   http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -80,6 +86,10 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     }
     if (o.acceptClients && !o.acceptClients()) {
       socket.end('HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+      return;
+    }
+    if (o.authorizeClient && !o.authorizeClient(req)) {
+      socket.end('HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Bearer\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
       return;
     }
     wss.handleUpgrade(req, socket, head, (ws) => o.onClient(ws, req));

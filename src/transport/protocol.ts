@@ -71,7 +71,14 @@ export type InferFrame = Static<typeof InferFrame>;
 export const CancelFrame = Type.Object({ t: Type.Literal('cancel'), id: RequestId }, { additionalProperties: false });
 export type CancelFrame = Static<typeof CancelFrame>;
 
-export type ClientFrame = InferFrame | CancelFrame;
+/** Authentication for clients that cannot set headers (browsers): the first frame. */
+export const HelloFrame = Type.Object(
+  { t: Type.Literal('hello'), token: Type.String({ minLength: 1, maxLength: 4096 }) },
+  { additionalProperties: false },
+);
+export type HelloFrame = Static<typeof HelloFrame>;
+
+export type ClientFrame = InferFrame | CancelFrame | HelloFrame;
 
 export interface TensorSpec {
   name: string;
@@ -129,6 +136,7 @@ export type ServerFrame = WelcomeFrame | ResultFrame | ErrorFrame;
 const compiled = <T extends TSchema>(schema: T): TypeCheck<T> => TypeCompiler.Compile(schema);
 export const checkInfer = compiled(InferFrame);
 export const checkCancel = compiled(CancelFrame);
+export const checkHello = compiled(HelloFrame);
 const checkId = compiled(RequestId);
 
 export type ParsedFrame =
@@ -152,6 +160,9 @@ export function parseClientFrame(value: unknown): ParsedFrame {
     case 'cancel':
       if (checkCancel.Check(v)) return { ok: true, frame: v };
       return { ok: false, id, message: describe(checkCancel, v) };
+    case 'hello':
+      if (checkHello.Check(v)) return { ok: true, frame: v };
+      return { ok: false, id, message: describe(checkHello, v) };
     default:
       return { ok: false, id, message: `unknown frame type ${JSON.stringify(String(v['t']).slice(0, 32))}` };
   }

@@ -565,14 +565,18 @@ describe('BatcherLogic invariants (model-based, fc.commands)', () => {
     });
   });
 
-  it('every rejection carries the code of its cause, and a request is refused overloaded exactly when maxQueue requests wait', () => {
+  it('every rejection carries the code of its cause; a request is refused overloaded exactly when the queue is full with nothing of lower priority to shed, or past its soft limit for low priority; only lower priority is shed', () => {
     checkInvariant({
       afterTransition(w, step) {
         const s = step.state;
         if (step.msg.t === 'enqueue' && !step.allStoppedBefore && step.msg.req.deadline > step.now) {
           const req = step.msg.req;
           const refused = step.fx.some((e) => e.t === 'reject' && e.req === req && e.error.code === 'overloaded');
-          expect(refused, `${req.key} with ${step.queuedBefore.size} queued`).toBe(step.queuedBefore.size >= w.settings.maxQueue);
+          const full = step.queuedBefore.size >= w.settings.maxQueue;
+          // Crash requeues can leave more than maxQueue queued: room needs that many lower-priority victims.
+          const lower = [...step.queuedBefore].filter((k) => rank(w.tracks.get(k)!.req.priority) > rank(req.priority)).length;
+          const expected = full ? lower < step.queuedBefore.size - w.settings.maxQueue + 1 : req.priority === 'low' && step.queuedBefore.size >= s.softQueue;
+          expect(refused, `${req.key} (${req.priority}) with ${step.queuedBefore.size} queued`).toBe(expected);
         }
         for (const e of step.fx) {
           if (e.t !== 'reject') continue;
@@ -586,11 +590,20 @@ describe('BatcherLogic invariants (model-based, fc.commands)', () => {
             case 'deadline_exceeded':
               expect(e.req.deadline, why).toBeLessThanOrEqual(step.now);
               break;
-            case 'overloaded':
-              expect(step.msg.t === 'enqueue' && step.msg.req === e.req, why).toBe(true);
-              expect(step.queuedBefore.size, why).toBeGreaterThanOrEqual(w.settings.maxQueue);
+            case 'overloaded': {
+              expect(step.msg.t === 'enqueue', why).toBe(true);
+              const incoming = step.msg.t === 'enqueue' ? step.msg.req : e.req;
+              if (incoming === e.req) {
+                expect(step.queuedBefore.size >= s.softQueue, why).toBe(true);
+              } else {
+                // A shed victim: it was queued, of strictly lower priority, and the queue was full.
+                expect(step.queuedBefore.has(e.req.key), why).toBe(true);
+                expect(rank(e.req.priority), why).toBeGreaterThan(rank(incoming.priority));
+                expect(step.queuedBefore.size, why).toBeGreaterThanOrEqual(w.settings.maxQueue);
+              }
               expect(e.error.retryAfterMs, why).toBeGreaterThan(0);
               break;
+            }
             case 'unavailable':
               expect(allStopped(s), why).toBe(true);
               break;
@@ -728,5 +741,61 @@ describe('the ledger guards its own preconditions', () => {
     expect(fx).toHaveLength(1);
     expect(fx[0]!.t === 'reject' && fx[0]!.error.code).toBe('invalid_request');
     expect(s.queued).toBe(0);
+  });
+});
+
+function rank(p: Priority): number {
+  return p === 'high' ? 0 : p === 'normal' ? 1 : 2;
+}
+
+describe('load shedding', () => {
+  const item = (key: string, priority: Priority, extra: Partial<QueueItem> = {}): QueueItem => ({
+    key, priority, bucket: 'b', rows: 1, deadline: Infinity, enqueuedAt: 0, attempts: 0, isolate: false, seq: 0, ...extra,
+  });
+  const rejected = (fx: ReturnType<typeof transition>) => fx.flatMap((e) => (e.t === 'reject' ? [`${e.req.key}:${e.error.code}`] : []));
+  // No worker is ready, so everything stays queued.
+  const fresh = (settings: Partial<BatcherSettings> = {}, budget?: { used: number; max: number }) =>
+    initialBatcherState<QueueItem>({ maxBatch: 4, maxQueue: 4, maxAttempts: 2, ...settings }, ['w'], budget);
+
+  it('refuses low priority once the queue is past its soft limit, while normal still gets in', () => {
+    const s = fresh({ softQueue: 2 });
+    for (const k of ['n1', 'n2']) expect(rejected(transition(s, { t: 'enqueue', req: item(k, 'normal') }, 0))).toEqual([]);
+    expect(rejected(transition(s, { t: 'enqueue', req: item('l1', 'low') }, 0))).toEqual(['l1:overloaded']);
+    expect(rejected(transition(s, { t: 'enqueue', req: item('n3', 'normal') }, 0))).toEqual([]);
+  });
+
+  it('makes room for high priority in a full queue by shedding the newest request of the lowest priority', () => {
+    const s = fresh({ softQueue: 4 });
+    for (const [k, p] of [['l1', 'low'], ['n1', 'normal'], ['l2', 'low'], ['n2', 'normal']] as const) transition(s, { t: 'enqueue', req: item(k, p) }, 0);
+    expect(rejected(transition(s, { t: 'enqueue', req: item('h1', 'high') }, 0))).toEqual(['l2:overloaded']);
+    expect(rejected(transition(s, { t: 'enqueue', req: item('n3', 'normal') }, 0))).toEqual(['l1:overloaded']);
+    // Nothing below normal is left: a normal request is refused, a high one sheds a normal.
+    expect(rejected(transition(s, { t: 'enqueue', req: item('n4', 'normal') }, 0))).toEqual(['n4:overloaded']);
+    expect(rejected(transition(s, { t: 'enqueue', req: item('h2', 'high') }, 0))).toEqual(['n3:overloaded']);
+    expect(queuedByPriority(s)).toEqual({ high: 2, normal: 2, low: 0 });
+  });
+
+  it('keeps one owner to its share of a queue under pressure, while another owner still gets in', () => {
+    const s = fresh({ maxQueue: 8, softQueue: 4 });
+    for (let i = 0; i < 4; i++) expect(rejected(transition(s, { t: 'enqueue', req: item(`a${i}`, 'normal', { owner: 'A' }) }, 0))).toEqual([]);
+    // Past the soft limit with two owners, A's share is ⌈8/2⌉ = 4: A is at it.
+    expect(rejected(transition(s, { t: 'enqueue', req: item('b0', 'normal', { owner: 'B' }) }, 0))).toEqual([]);
+    expect(rejected(transition(s, { t: 'enqueue', req: item('a4', 'normal', { owner: 'A' }) }, 0))).toEqual(['a4:overloaded']);
+    expect(rejected(transition(s, { t: 'enqueue', req: item('b1', 'normal', { owner: 'B' }) }, 0))).toEqual([]);
+  });
+
+  it('counts tensor bytes against a shared memory budget and frees them when requests are answered', () => {
+    const budget = { used: 0, max: 250 };
+    const s = fresh({ maxQueue: 100 }, budget);
+    expect(rejected(transition(s, { t: 'enqueue', req: item('x', 'normal', { bytes: 100 }) }, 0))).toEqual([]);
+    expect(rejected(transition(s, { t: 'enqueue', req: item('y', 'normal', { bytes: 100 }) }, 0))).toEqual([]);
+    expect(rejected(transition(s, { t: 'enqueue', req: item('z', 'normal', { bytes: 100 }) }, 0))).toEqual(['z:overloaded']);
+    expect(budget.used).toBe(200);
+    const fx = transition(s, { t: 'workerReady', worker: 'w' }, 1);
+    const run = fx.find((e) => e.t === 'run');
+    expect(run && run.t === 'run' && run.batch.requests.map((r) => r.key)).toEqual(['x', 'y']);
+    expect(budget.used).toBe(200); // running tensors still count
+    transition(s, { t: 'batchDone', worker: 'w', batchId: run!.t === 'run' ? run!.batch.id : 0, inferMs: 1 }, 2);
+    expect(budget.used).toBe(0);
   });
 });

@@ -1,0 +1,42 @@
+/**
+ * Bearer tokens for clients and for the admin interface. Tokens are kept
+ * only as SHA-256 digests and compared by digest, so lookups do not leak a
+ * token's prefix through timing and no token sits in memory in the clear
+ * longer than loading takes.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { IncomingMessage } from 'node:http';
+
+const digest = (token: string) => createHash('sha256').update(token, 'utf8').digest();
+
+export class TokenSet {
+  private readonly digests: Buffer[];
+
+  constructor(tokens: Iterable<string>) {
+    this.digests = [...new Set(tokens)].filter((t) => t.length > 0).map(digest);
+    if (this.digests.length === 0) throw new RangeError('a token set needs at least one non-empty token');
+  }
+
+  /** One token per line; blank lines and `#` comments are skipped. @throws when the file cannot be read or holds no token. */
+  static fromFile(path: string): TokenSet {
+    const lines = readFileSync(path, 'utf8').split(/\r?\n/).map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+    return new TokenSet(lines);
+  }
+
+  has(token: string | undefined): boolean {
+    if (!token) return false;
+    const d = digest(token);
+    let found = false;
+    // Compare against every digest, so the time does not depend on which one matches.
+    for (const x of this.digests) found = timingSafeEqual(d, x) || found;
+    return found;
+  }
+}
+
+/** The token of an `Authorization: Bearer …` header, if any. */
+export function bearer(req: IncomingMessage): string | undefined {
+  const h = req.headers.authorization;
+  const m = h ? /^Bearer\s+(\S+)\s*$/i.exec(h) : null;
+  return m?.[1];
+}
