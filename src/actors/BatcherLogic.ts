@@ -208,7 +208,8 @@ function enqueue<R extends QueueItem>(s: BatcherState<R>, req: R, now: number, f
  * Load shedding, cheapest loss first: low priority goes once the queue is
  * past its soft limit; a full queue or memory budget makes room for a
  * higher priority by dropping the newest request of the lowest priority
- * below it; under pressure no owner may hold more than its share.
+ * below it; under pressure no owner may hold more than its share of normal
+ * and low work.
  * Returns why the request is refused, or undefined to admit it.
  */
 function admission<R extends QueueItem>(s: BatcherState<R>, req: R, fx: BatcherEffect<R>[]): string | undefined {
@@ -228,7 +229,8 @@ function admission<R extends QueueItem>(s: BatcherState<R>, req: R, fx: BatcherE
   if (s.queued >= s.softQueue) {
     if (req.priority === 'low') return 'queue is past its soft limit: low priority is shed first';
     const owner = req.owner;
-    if (owner !== undefined) {
+    // High priority is shed last: the fair share bounds bulk traffic, not urgent work.
+    if (owner !== undefined && req.priority !== 'high') {
       const owners = s.owners.size + (s.owners.has(owner) ? 0 : 1);
       if ((s.owners.get(owner) ?? 0) >= Math.ceil(s.settings.maxQueue / owners)) return 'this connection holds its share of the model queue';
     }

@@ -113,6 +113,7 @@ export class ActorserveNode {
     this.metrics = new Metrics({ node: nodeId }, {
       queues: () => this.queueStats(),
       memberStatuses: () => this.clusterView().map((m) => m.status),
+      queuedBytes: () => this.budget.used,
     });
   }
 

@@ -14,6 +14,7 @@ export type Link = 'client' | 'peer';
 export interface MetricSources {
   queues(): Record<string, { queued: number; running: number }>;
   memberStatuses(): string[];
+  queuedBytes(): number;
 }
 
 export class Metrics {
@@ -91,6 +92,14 @@ export class Metrics {
         });
       perModel('actorserve_queue_depth', 'Requests waiting in the model\'s batcher queue on this node.', (q) => q.queued);
       perModel('actorserve_in_flight', 'Requests running on this node\'s workers, by model.', (q) => q.running);
+      new Gauge({
+        name: 'actorserve_queued_bytes',
+        help: 'Bytes of request tensors queued or running on this node (bounded by the memory budget).',
+        registers: [this.registry],
+        collect() {
+          this.set(sources.queuedBytes());
+        },
+      });
       new Gauge({
         name: 'actorserve_cluster_members',
         help: 'Cluster members (this node included) as this node sees them, by status.',

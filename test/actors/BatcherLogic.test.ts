@@ -799,3 +799,16 @@ describe('load shedding', () => {
     expect(budget.used).toBe(0);
   });
 });
+
+describe('high priority under pressure', () => {
+  it('admits high priority past an owner fair share, which only bounds normal and low work', () => {
+    const s = initialBatcherState<QueueItem>({ maxBatch: 4, maxQueue: 8, maxAttempts: 2, softQueue: 2 }, ['w']);
+    const mk = (key: string, priority: Priority, owner: string): QueueItem => ({ key, priority, bucket: 'b', rows: 1, deadline: Infinity, enqueuedAt: 0, attempts: 0, isolate: false, seq: 0, owner });
+    for (const k of ['a0', 'a1', 'a2', 'a3']) transition(s, { t: 'enqueue', req: mk(k, 'normal', 'A') }, 0);
+    transition(s, { t: 'enqueue', req: mk('b0', 'normal', 'B') }, 0);
+    const normal = transition(s, { t: 'enqueue', req: mk('a4', 'normal', 'A') }, 0);
+    expect(normal.some((e) => e.t === 'reject' && e.req.key === 'a4')).toBe(true);
+    const high = transition(s, { t: 'enqueue', req: mk('a5', 'high', 'A') }, 0);
+    expect(high.filter((e) => e.t === 'reject')).toEqual([]);
+  });
+});

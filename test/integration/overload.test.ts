@@ -1,0 +1,146 @@
+/**
+ * Peak traffic against a real node process: 3× its capacity with mixed
+ * priorities, and a client that stops reading.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import type { ErrorFrame, Priority, ResultFrame } from '../../src/transport/protocol.js';
+import { RawClient } from '../helpers/RawClient.js';
+import { IrisLoad } from '../helpers/load.js';
+import { spawnNode, type NodeProcess } from '../helpers/spawnNode.js';
+
+const started: NodeProcess[] = [];
+afterAll(async () => {
+  await Promise.all(started.map((n) => n.stop('SIGKILL')));
+});
+
+const IMG = 3 * 48 * 192;
+const image = new Uint8Array(new Float32Array(IMG).fill(0.25).buffer);
+const imageInfer = (id: string, priority: Priority) => ({ t: 'infer', id, model: 'text-orientation', priority, inputs: { x: { dtype: 'float32', shape: [1, 3, 48, 192], data: image } } });
+
+const metric = async (port: number, name: string) => {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const m = new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, 'm').exec(text);
+  return m ? Number(m[1]) : NaN;
+};
+const rssBytes = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
+
+describe('three times more traffic than capacity', () => {
+  it('answers every request exactly once, serves all high priority, refuses the rest with retryAfterMs, stays within its memory budget and keeps serving', async () => {
+    const budget = 6 * 1024 * 1024;
+    const node = await spawnNode(['--port', '0', '--node-id', 'peak', '--models', 'text-orientation', '--max-queue', '48', '--max-queued-bytes', String(budget), '--max-in-flight', '8192']);
+    started.push(node);
+
+    // Capacity, measured closed-loop on this machine in this run.
+    const probe = await RawClient.connect(node.url);
+    const t0 = performance.now();
+    let done = 0;
+    await new Promise<void>((resolve) => {
+      let sent = 0;
+      const next = () => {
+        if (performance.now() - t0 > 2_000) return void (done === sent && resolve());
+        const id = `c${sent++}`;
+        void probe.request(imageInfer(id, 'normal')).then(() => (done++, next()));
+      };
+      for (let i = 0; i < 32; i++) next();
+    });
+    const capacity = done / ((performance.now() - t0) / 1000);
+    probe.close();
+    expect(capacity).toBeGreaterThan(0);
+
+    // Open loop at 3× capacity for 4 s over two connections: 4 % high (well under capacity even if the
+    // machine slows down), 36 % low, the rest normal.
+    const clients = [await RawClient.connect(node.url), await RawClient.connect(node.url)];
+    const rate = 3 * capacity;
+    const sent: { client: RawClient; id: string; priority: Priority }[] = [];
+    let maxQueuedBytes = 0;
+    let maxRss = 0;
+    const sampler = setInterval(() => {
+      void metric(node.port, 'actorserve_queued_bytes').then((b) => (maxQueuedBytes = Math.max(maxQueuedBytes, b || 0)));
+      maxRss = Math.max(maxRss, rssBytes(node.proc.pid!));
+    }, 50);
+    const start = performance.now();
+    await new Promise<void>((resolve) => {
+      const tick = setInterval(() => {
+        const elapsed = performance.now() - start;
+        if (elapsed > 4_000) {
+          clearInterval(tick);
+          return resolve();
+        }
+        while (sent.length < (elapsed / 1000) * rate) {
+          const n = sent.length;
+          const priority: Priority = n % 25 === 0 ? 'high' : n % 25 < 10 ? 'low' : 'normal';
+          const client = clients[n % 2]!;
+          const id = `o${n}`;
+          sent.push({ client, id, priority });
+          client.send(imageInfer(id, priority));
+        }
+      }, 5);
+    });
+    const replies = await Promise.all(sent.map((s) => s.client.reply(s.id, 30_000)));
+    clearInterval(sampler);
+    await new Promise((r) => setTimeout(r, 200));
+
+    const byPriority: Record<Priority, { ok: number; refused: number }> = { high: { ok: 0, refused: 0 }, normal: { ok: 0, refused: 0 }, low: { ok: 0, refused: 0 } };
+    sent.forEach((s, i) => {
+      expect(s.client.replies.get(s.id), s.id).toHaveLength(1);
+      const f = replies[i] as ResultFrame | ErrorFrame;
+      if (f.t === 'result') byPriority[s.priority].ok++;
+      else {
+        expect(f.code, `${s.id}: ${f.message}`).toBe('overloaded');
+        expect(f.retryAfterMs, s.id).toBeGreaterThan(0);
+        byPriority[s.priority].refused++;
+      }
+    });
+    for (const c of clients) expect([...c.replies.keys()].every((id) => sent.some((s) => s.client === c && s.id === id))).toBe(true);
+    const highRefusals = sent.flatMap((s, i) => (s.priority === 'high' && replies[i]!.t === 'error' ? [(replies[i] as ErrorFrame).message] : []));
+    expect(highRefusals.slice(0, 3)).toEqual([]);
+    expect(byPriority.high.ok).toBeGreaterThan(0);
+    expect(byPriority.low.refused + byPriority.normal.refused).toBeGreaterThan(0);
+    // Low is shed before normal.
+    expect(byPriority.low.refused / (byPriority.low.ok + byPriority.low.refused)).toBeGreaterThanOrEqual(byPriority.normal.refused / (byPriority.normal.ok + byPriority.normal.refused));
+    expect(maxQueuedBytes).toBeLessThanOrEqual(budget);
+    expect(maxRss).toBeLessThan(1024 * 1024 * 1024);
+
+    // It keeps serving afterwards.
+    const after = await clients[0]!.request(imageInfer('after', 'normal'));
+    expect(after.t).toBe('result');
+    for (const c of clients) c.close();
+  });
+});
+
+describe('a client that stops reading', () => {
+  it('is closed at the high watermark while a well-behaved client on the same node sees every result', async () => {
+    const node = await spawnNode(['--port', '0', '--node-id', 'slow', '--models', 'iris', '--max-buffered-bytes', '65536']);
+    started.push(node);
+    const good = await RawClient.connect(node.url);
+    const load = new IrisLoad(good, { window: 64, maxRequests: 50_000, maxMs: 30_000, prefix: 'good' });
+
+    const slow = await RawClient.connect(node.url);
+    slow.ws.pause(); // reads nothing from here on
+    let closed = false;
+    void slow.closed.then(() => (closed = true));
+    const row = new Uint8Array(Float32Array.of(5.1, 3.5, 1.4, 0.2).buffer);
+    const until = performance.now() + 25_000;
+    for (let i = 0; !closed && i < 400_000 && performance.now() < until; i++) {
+      slow.send({ t: 'infer', id: i, model: 'iris', inputs: { input: { dtype: 'float32', shape: [1, 4], data: row } } });
+      if (i % 500 === 499) {
+        await new Promise((r) => setTimeout(r, 1));
+        // A terminated socket surfaces its close once we read again.
+        if (slow.ws.readyState !== slow.ws.OPEN) break;
+      }
+      if (i % 20_000 === 19_999 && node.lines.some((l) => (l as { msg?: string }).msg === 'slow consumer closed at the high watermark')) break;
+    }
+    slow.ws.resume();
+    await Promise.race([slow.closed, new Promise((r) => setTimeout(r, 5_000))]);
+    expect(node.lines.some((l) => (l as { msg?: string }).msg === 'slow consumer closed at the high watermark')).toBe(true);
+    expect(slow.ws.readyState).toBe(slow.ws.CLOSED);
+
+    load.stop();
+    const report = await load.done;
+    expect(report.sent).toBeGreaterThan(100);
+    expect(report).toMatchObject({ errors: {}, duplicates: 0, lost: 0, foreign: 0 });
+    expect(report.results).toBe(report.sent);
+    good.close();
+  });
+});
