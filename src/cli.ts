@@ -54,6 +54,10 @@ Limits and security:
                       serve wss:// and https://; peers are dialled with wss://
   --tls-ca FILE       CA that signed the peers' certificates (default: system CAs)
 
+Operations:
+  --model-path NAME=FILE  load model NAME from FILE instead of its built-in source (repeatable)
+  --chaos             enable fault injection at POST /v1/admin/chaos (needs --admin-token)
+
 SIGTERM, SIGINT or \`actorserve leave\` make the node leave gracefully: it turns unready,
 stops taking new work, finishes or passes on what it holds, then exits 0.
 
@@ -98,6 +102,8 @@ export async function main(argv: string[]): Promise<number> {
       'tls-cert': { type: 'string' },
       'tls-key': { type: 'string' },
       'tls-ca': { type: 'string' },
+      'model-path': { type: 'string', multiple: true },
+      chaos: { type: 'boolean' },
     },
   });
   if (values.help || positionals.length === 0) {
@@ -115,7 +121,12 @@ export async function main(argv: string[]): Promise<number> {
   const log = createLogger({ level: level as 'info' });
   const names = (values.models ?? process.env['ACTORSERVE_MODELS'] ?? builtinModelNames.join(',')).split(',').map((s) => s.trim()).filter(Boolean);
   const overrides: ModelOverrides = {};
-  const set = (k: keyof ModelOverrides, v: number | undefined) => { if (v !== undefined) overrides[k] = v; };
+  const set = (k: Exclude<keyof ModelOverrides, 'paths'>, v: number | undefined) => { if (v !== undefined) overrides[k] = v; };
+  for (const spec of values['model-path'] ?? []) {
+    const m = /^([^=]+)=(.+)$/.exec(spec);
+    if (!m) throw new RangeError(`--model-path must be NAME=FILE, got ${JSON.stringify(spec)}`);
+    (overrides.paths ??= {})[m[1]!] = m[2]!;
+  }
   set('workers', intOpt('workers', values.workers));
   set('intraOpThreads', intOpt('threads', values.threads));
   set('maxBatch', intOpt('max-batch', values['max-batch']));
@@ -163,6 +174,7 @@ export async function main(argv: string[]): Promise<number> {
     ...(authTokens ? { authTokens } : {}),
     ...(adminToken ? { adminToken: new TokenSet([adminToken]) } : {}),
     ...(tls ? { tls } : {}),
+    ...(values.chaos ? { chaos: true } : {}),
     ...(maxFrameBytes !== undefined ? { maxFrameBytes } : {}),
     log,
   });

@@ -25,6 +25,13 @@ export interface BatcherOptions {
   metrics?: Metrics;
   /** The node's memory budget for queued tensors, shared by its batchers. */
   budget?: MemoryBudget;
+  /**
+   * Where work goes that this batcher cannot run (no worker left, or the node
+   * leaves): the router moves it to another node, or answers it `unavailable`.
+   */
+  handoff?: (req: InferRequest, canRunHere: boolean) => void;
+  /** Told when the last worker has given up: the node stops offering the model. */
+  onGaveUp?: () => void;
 }
 
 export function spawnBatcher(parent: Ref<unknown>, o: BatcherOptions): Ref<BatcherActorMsg> {
@@ -41,6 +48,9 @@ export function spawnBatcher(parent: Ref<unknown>, o: BatcherOptions): Ref<Batch
         return;
       }
       case 'reject':
+        if (fx.error.code === 'unavailable' && o.handoff) {
+          return o.handoff(fx.req, [...state.workers.values()].some((w) => w.state !== 'stopped'));
+        }
         dispatch(fx.req.replyTo, { t: 'reply', key: fx.req.key, frame: errorFrame(fx.req.id, fx.error) });
         return;
       case 'complete':
@@ -72,6 +82,10 @@ export function spawnBatcher(parent: Ref<unknown>, o: BatcherOptions): Ref<Batch
         case 'workerStopped':
           log.warn({ worker: msg.worker, err: msg.error, event: msg.t }, 'worker lost; its batch goes back to the queue');
           logicMsg = { t: msg.t, worker: msg.worker };
+          if (msg.t === 'workerStopped' && [...state.workers].every(([w, slot]) => w === msg.worker || slot.state === 'stopped')) {
+            log.error('every worker gave up: queued work moves to other nodes');
+            o.onGaveUp?.();
+          }
           break;
         default:
           logicMsg = msg;

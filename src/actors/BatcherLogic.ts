@@ -91,7 +91,9 @@ export type BatcherMsg<R extends QueueItem> =
   | { t: 'batchDone'; worker: string; batchId: number; inferMs: number }
   | { t: 'workerCrashed'; worker: string }
   | { t: 'workerStopped'; worker: string }
-  | { t: 'tick' };
+  | { t: 'tick' }
+  /** The node is leaving: everything queued is answered `unavailable`, which the shell hands to other nodes. */
+  | { t: 'drain' };
 
 export type BatcherEffect<R extends QueueItem> =
   | { t: 'run'; batch: Batch<R> }
@@ -161,6 +163,9 @@ export function transition<R extends QueueItem>(s: BatcherState<R>, msg: Batcher
     }
     case 'tick':
       expire(s, now, fx);
+      break;
+    case 'drain':
+      rejectAll(s, () => unavailable('node is leaving'), fx);
       break;
     default:
       return assertNever(msg);

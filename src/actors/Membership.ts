@@ -101,11 +101,52 @@ export class Membership {
     this.heartbeat();
   }
 
+  /** The models this node offers (a model whose workers all gave up is withdrawn). */
+  setModels(models: string[]): void {
+    this.apply({ t: 'selfModels', models });
+    this.heartbeat();
+  }
+
   /** Sends to a peer's router over our link; false when there is no open link. */
   send(nodeId: string, msg: PeerMsg, to = 'router'): boolean {
     const link = this.links.get(nodeId);
-    return link !== undefined && link.send({ to, from: this.state.self.nodeId, msg });
+    if (!link?.open || this.cut.has(nodeId)) return false;
+    const env: Envelope = { to, from: this.state.self.nodeId, msg };
+    const f = this.faults;
+    if (f.dropFraction > 0 && Math.random() < f.dropFraction) return true; // lost on the wire, as far as the sender knows
+    if (f.delayMs > 0) {
+      const t = setTimeout(() => void link.send(env), f.delayMs);
+      t.unref();
+      return true;
+    }
+    return link.send(env);
   }
+
+  /** Chaos: outgoing peer messages are dropped with this probability and delayed by this much. */
+  readonly faults = { dropFraction: 0, delayMs: 0 };
+  private readonly cut = new Set<string>();
+
+  /** Chaos: cut the link to a peer both ways until healed (this node's side of a partition). */
+  cutLink(nodeId: string): boolean {
+    const link = this.links.get(nodeId);
+    if (!link) return false;
+    this.cut.add(nodeId);
+    link.blocked = true;
+    link.breakConnection();
+    for (const ws of this.inbound.get(nodeId) ?? []) ws.terminate();
+    return true;
+  }
+
+  heal(nodeId?: string): void {
+    for (const id of nodeId ? [nodeId] : [...this.cut]) {
+      this.cut.delete(id);
+      const link = this.links.get(id);
+      if (link) link.blocked = false;
+    }
+  }
+
+  /** Inbound sockets per peer, so a cut can close them too. */
+  private readonly inbound = new Map<string, Set<WebSocket>>();
 
   view(): MemberView[] {
     const self = this.state.self;
@@ -154,7 +195,10 @@ export class Membership {
     const timer = setTimeout(() => peer || refuse('handshake timed out'), 5_000);
     ws.on('close', () => {
       clearTimeout(timer);
-      if (peer) this.log.debug({ peer: peer.nodeId }, 'inbound peer link closed');
+      if (peer) {
+        this.inbound.get(peer.nodeId)?.delete(ws);
+        this.log.debug({ peer: peer.nodeId }, 'inbound peer link closed');
+      }
     });
     ws.on('error', (e) => this.log.debug({ remote, err: e.message }, 'inbound peer link error'));
     ws.on('message', (data: Buffer) => {
@@ -172,7 +216,10 @@ export class Membership {
         const want = proof(this.o.secret!, 'dialer', nonce, this.o.cluster, f.member.nodeId, self.nodeId);
         if (!proofMatches(want, f.proof)) return refuse(`bad proof from ${f.member.nodeId} (wrong secret or replayed handshake)`);
         if (f.member.nodeId === self.nodeId) return refuse('peer claims our node id');
+        if (this.cut.has(f.member.nodeId)) return ws.terminate();
         peer = f.member;
+        if (!this.inbound.has(peer.nodeId)) this.inbound.set(peer.nodeId, new Set());
+        this.inbound.get(peer.nodeId)!.add(ws);
         clearTimeout(timer);
         const accept: AcceptFrame = { t: 'accept', proof: proof(this.o.secret!, 'listener', f.nonce, this.o.cluster, self.nodeId, f.member.nodeId) };
         ws.send(encode(accept));
@@ -194,7 +241,7 @@ export class Membership {
       if (!msg || typeof msg !== 'object') continue;
       if (msg.t === 'hb') {
         this.loads.set(peer.nodeId, msg.load ?? {});
-        this.apply({ t: 'gossip', from: peer.nodeId, state: msg.state, view: Array.isArray(msg.view) ? msg.view : [] });
+        this.apply({ t: 'gossip', from: peer.nodeId, state: msg.state, models: Array.isArray(msg.models) ? msg.models : undefined, view: Array.isArray(msg.view) ? msg.view : [] });
         this.publish();
       } else {
         this.o.onMessage(peer.nodeId, msg);
@@ -205,8 +252,8 @@ export class Membership {
   private heartbeat(): void {
     const self = this.state.self;
     const view: MemberInfo[] = memberList(this.state).filter((m) => m.status !== 'down').map((m) => m.info);
-    const msg: PeerMsg = { t: 'hb', state: self.state, view, load: this.o.localLoad() };
-    for (const link of this.links.values()) link.send({ to: 'membership', from: self.nodeId, msg });
+    const msg: PeerMsg = { t: 'hb', state: self.state, models: self.models, view, load: this.o.localLoad() };
+    for (const id of this.links.keys()) this.send(id, msg, 'membership');
   }
 
   private dial(addr: string, nodeId: string | undefined): PeerLink {

@@ -34,9 +34,10 @@ export interface MembershipState {
 export type MembershipMsg =
   | { t: 'hello'; info: MemberInfo }
   | { t: 'heard'; nodeId: string; incarnation: number }
-  | { t: 'gossip'; from: string; state: MemberInfo['state']; view: MemberInfo[] }
+  | { t: 'gossip'; from: string; state: MemberInfo['state']; models?: string[] | undefined; view: MemberInfo[] }
   | { t: 'linkLost'; nodeId: string }
   | { t: 'selfState'; state: MemberInfo['state'] }
+  | { t: 'selfModels'; models: string[] }
   | { t: 'tick' };
 
 export type MembershipEffect =
@@ -71,6 +72,11 @@ export function membershipTransition(s: MembershipState, msg: MembershipMsg, now
         if (sender.status !== 'suspect' && sender.status !== 'down') sender.status = msg.state;
         fx.push({ t: 'changed' });
       }
+      // A node drops a model whose workers all gave up; only the node itself says so.
+      if (sender && msg.models && msg.models.join() !== sender.info.models.join()) {
+        sender.info = { ...sender.info, models: [...msg.models] };
+        fx.push({ t: 'changed' });
+      }
       for (const info of msg.view) if (info.nodeId !== msg.from) learn(s, info, now, fx);
       break;
     }
@@ -82,6 +88,12 @@ export function membershipTransition(s: MembershipState, msg: MembershipMsg, now
       }
       break;
     }
+    case 'selfModels':
+      if (s.self.models.join() !== msg.models.join()) {
+        s.self = { ...s.self, models: [...msg.models] };
+        fx.push({ t: 'changed' });
+      }
+      break;
     case 'selfState':
       if (s.self.state !== msg.state) {
         s.self = { ...s.self, state: msg.state };

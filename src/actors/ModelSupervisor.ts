@@ -10,7 +10,7 @@ import type { ModelSpec } from '../models/registry.js';
 import type { ThreadFaults } from '../models/threadProtocol.js';
 import { spawnBatcher } from './Batcher.js';
 import type { MemoryBudget } from './BatcherLogic.js';
-import type { BatcherActorMsg, WorkerMsg } from './messages.js';
+import type { BatcherActorMsg, InferRequest, WorkerMsg } from './messages.js';
 import type { RestartPolicy } from './RestartIntensity.js';
 import { spawnWorker, type WorkerHandle } from './Worker.js';
 
@@ -25,6 +25,8 @@ export interface ModelSupervisorOptions {
   onLoad?: (queued: number, running: number, readyWorkers: number) => void;
   metrics?: Metrics;
   budget?: MemoryBudget;
+  handoff?: (req: InferRequest, canRunHere: boolean) => void;
+  onGaveUp?: () => void;
 }
 
 export interface ModelHandle {
@@ -43,6 +45,8 @@ export function spawnModelSupervisor(parent: Ref<unknown>, o: ModelSupervisorOpt
     ...(o.onLoad ? { onLoad: o.onLoad } : {}),
     ...(o.metrics ? { metrics: o.metrics } : {}),
     ...(o.budget ? { budget: o.budget } : {}),
+    ...(o.handoff ? { handoff: o.handoff } : {}),
+    ...(o.onGaveUp ? { onGaveUp: o.onGaveUp } : {}),
   });
   const workers = names.map((name) => {
     const { ref, handle } = spawnWorker(sup, {

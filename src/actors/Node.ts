@@ -26,6 +26,8 @@ import type { PhiOptions } from './PhiAccrual.js';
 import { checkRestartPolicy, defaultRestartPolicy, type RestartPolicy } from './RestartIntensity.js';
 import { spawnRouter } from './Router.js';
 import { spawnSession } from './Session.js';
+import { applyChaos, checkChaos, type ChaosTarget } from '../chaos/Chaos.js';
+import { readBody } from '../transport/http/body.js';
 import { bearer, TokenSet } from '../transport/Auth.js';
 import { decodeUntrusted } from '../transport/codec.js';
 import { checkHello } from '../transport/protocol.js';
@@ -52,6 +54,8 @@ export interface NodeOptions {
   epsilon?: number;
   /** Memory budget for queued and running request tensors on this node. Default 512 MiB. */
   maxQueuedBytes?: number;
+  /** Enable the chaos interface (node.chaos, and POST /v1/admin/chaos with the admin token). */
+  chaos?: boolean;
   /** Client tokens: when set, every client and HTTP infer call must present one. */
   authTokens?: TokenSet;
   /** Admin token for /v1/admin/* (and chaos); without it, admin calls are taken from loopback only. */
@@ -103,6 +107,8 @@ export class ActorserveNode {
   }
   /** Started workers per model, for per-model readiness. */
   private readonly workersUp = new Map<string, number>();
+  /** Models whose workers all gave up: no longer offered to the cluster. */
+  private readonly withdrawn = new Set<string>();
   private readonly sessions = new Map<string, Ref<SessionMsg>>();
   /** Resolved when the node has stopped, whatever stopped it. */
   readonly done: Promise<void>;
@@ -167,6 +173,7 @@ export class ActorserveNode {
     const node = new ActorserveNode(opts.nodeId, log);
     try {
       node.auth = { clients: opts.authTokens, admin: opts.adminToken };
+    node.chaosEnabled = opts.chaos ?? false;
     const maxBufferedBytes = positive('maxBufferedBytes', opts.maxBufferedBytes ?? 8 * 1024 * 1024);
     await node.boot(opts, { maxInFlight, maxFrameBytes, restart, runTimeoutMs, seeds, maxBufferedBytes });
     } catch (e) {
@@ -196,6 +203,11 @@ export class ActorserveNode {
         log,
         metrics: this.metrics,
         budget,
+        handoff: (req, canRunHere) => dispatch(router, { t: 'handoff', req, canRunHere }),
+        onGaveUp: () => {
+          this.withdrawn.add(spec.name);
+          this.membership?.setModels(opts.models.map((m) => m.name).filter((m) => !this.withdrawn.has(m)));
+        },
         onLoad: (queued, running, ready) => {
           this.workersUp.set(spec.name, ready);
           this.localLoad.set(spec.name, queued + running);
@@ -333,6 +345,8 @@ export class ActorserveNode {
             return dispatch(router, { t: 'remoteReply', from, key: msg.key, frame: msg.frame });
           case 'cancel':
             return dispatch(router, { t: 'remoteCancel', from, model: msg.model, key: msg.key });
+          case 'moved':
+            return dispatch(router, { t: 'moved', key: msg.key, to: msg.to });
           case 'hb':
             return;
         }
@@ -341,6 +355,8 @@ export class ActorserveNode {
     this.membership.start();
 
     await this.waitForModels(opts.loadTimeoutMs ?? 60_000);
+    if (this.withdrawn.size === this.models.size) throw new Error(`no model could be loaded (${[...this.withdrawn].join(', ')})`);
+    if (this.withdrawn.size > 0) this.membership.setModels(opts.models.map((m) => m.name).filter((m) => !this.withdrawn.has(m)));
     if (c.seeds.length > 0) await this.waitForPeers(opts.joinTimeoutMs ?? 3_000);
     this.membership.setSelfState('up');
     this.ready = true;
@@ -406,12 +422,57 @@ export class ActorserveNode {
       json(res, 401, { error: 'a client token is required' });
       return true;
     }
+    if (req.method === 'POST' && path === '/v1/admin/chaos') {
+      void this.chaosRoute(req, res);
+      return true;
+    }
     if (req.method === 'POST' && path === '/v1/admin/leave') {
       json(res, 202, { leaving: true });
       void this.leave();
       return true;
     }
     return false;
+  }
+
+  /**
+   * Fault injection (only with `chaos: true`): crash, hang or exit a worker,
+   * drop or delay peer messages, cut a link, kill the node.
+   */
+  get chaos(): ChaosTarget {
+    if (!this.chaosEnabled) throw new Error('chaos is off: start the node with chaos: true (--chaos)');
+    const membership = this.membership;
+    return {
+      workerFault: (model, worker, fault) => {
+        const thread = this.models.get(model)?.workers[worker]?.thread();
+        thread?.inject(fault);
+        return thread !== undefined;
+      },
+      peerFaults: membership?.faults ?? { dropFraction: 0, delayMs: 0 },
+      cutLink: (peer) => membership?.cutLink(peer) ?? false,
+      heal: (peer) => membership?.heal(peer),
+      kill: () => process.kill(process.pid, 'SIGKILL'),
+    };
+  }
+
+  private chaosEnabled = false;
+
+  private async chaosRoute(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    // Chaos needs both the flag and a configured admin token: loopback alone is not enough.
+    if (!this.chaosEnabled || !this.auth.admin) return json(res, 404, { error: 'chaos is off on this node' });
+    let body: unknown;
+    try {
+      body = JSON.parse((await readBody(req, 64 * 1024)).toString('utf8'));
+    } catch (e) {
+      return json(res, 400, { error: `bad chaos request: ${(e as Error).message}` });
+    }
+    if (!checkChaos.Check(body)) return json(res, 400, { error: 'bad chaos request: see ChaosRequest in src/chaos/Chaos.ts' });
+    try {
+      const done = applyChaos(this.chaos, body);
+      this.log.warn({ chaos: body }, `chaos: ${done}`);
+      json(res, 200, { ok: true, done });
+    } catch (e) {
+      json(res, 404, { error: (e as Error).message });
+    }
   }
 
   /** The admin token when the node has one; otherwise only a caller on this machine. */
@@ -429,7 +490,12 @@ export class ActorserveNode {
         const stats = await this.batcherStats(m.spec.name);
         const states = Object.values(stats.workers);
         if (states.some((s) => s === 'idle' || s === 'busy')) break;
-        if (states.every((s) => s === 'stopped')) throw new Error(`model ${m.spec.name} could not be loaded (workers gave up)`);
+        if (states.every((s) => s === 'stopped')) {
+          // One broken model (a corrupt file) must not take the node's other models down with it.
+          this.log.error({ model: m.spec.name }, 'model could not be loaded; not offering it');
+          this.withdrawn.add(m.spec.name);
+          break;
+        }
         if (Date.now() > until) throw new Error(`model ${m.spec.name} did not load within ${timeoutMs} ms`);
         await sleep(20);
       }
@@ -461,8 +527,9 @@ export class ActorserveNode {
       this.membership?.setSelfState('leaving');
       const until = Date.now() + drainTimeoutMs;
       const busy = () => [...this.localLoad.values()].some((n) => n > 0) || this.outstanding > 0;
-      // Give the peers a heartbeat to learn we are leaving before we judge the queues empty.
+      // Give the peers a heartbeat to learn we are leaving, then hand what is queued here to them.
       await sleep(300);
+      for (const m of this.models.values()) dispatch(m.batcher, { t: 'drain' });
       while (busy() && Date.now() < until) await sleep(20);
       if (busy()) this.log.warn({ outstanding: this.outstanding }, 'drain timed out');
       this.log.info('left');

@@ -70,8 +70,11 @@ export function spawnRouter(parent: Ref<unknown>, o: RouterOptions): Ref<RouterM
     else answer(req, modelNotFound(`model ${req.spec.name} is not served on ${o.nodeId}`));
   };
 
-  /** Picks a node and hands the request over; a failed send tries the next choice at once. */
-  const route = (req: InferRequest, exclude: Set<string> = new Set()) => {
+  /**
+   * Picks a node and hands the request over; a failed send tries the next
+   * choice at once. `fallbackHere`: when no other node can take it, run it here.
+   */
+  const route = (req: InferRequest, exclude: Set<string> = new Set(), fallbackHere = !exclude.has(o.nodeId)) => {
     for (;;) {
       const view = candidates(exclude);
       const model = req.spec.name;
@@ -81,7 +84,7 @@ export function spawnRouter(parent: Ref<unknown>, o: RouterOptions): Ref<RouterM
         : powerOfTwoChoices(eligible(view, model), load, o.nodeId, Math.random);
       if (target === undefined) {
         // No node is up for it; while we still hold the model ourselves (joining, leaving), run it here.
-        if (o.batchers.has(model) && !exclude.has(o.nodeId)) return runLocally(req);
+        if (o.batchers.has(model) && fallbackHere) return runLocally(req);
         return answer(req, o.specs.has(model) || members.some((m) => m.models.includes(model))
           ? unavailable(`no node serving ${model} is reachable`)
           : modelNotFound(`model ${model} is not served in this cluster`));
@@ -94,6 +97,14 @@ export function spawnRouter(parent: Ref<unknown>, o: RouterOptions): Ref<RouterM
       }
       exclude.add(target);
     }
+  };
+
+  /** Moves work off this node; a remote origin learns where it went, so a later loss of that node re-routes it. */
+  const handoff = (req: InferRequest, canRunHere: boolean) => {
+    route(req, new Set([o.nodeId]), canRunHere);
+    if (req.origin === undefined) return;
+    const moved = settle(req.key);
+    if (moved) o.send(req.origin, { t: 'moved', key: req.key, to: moved.node });
   };
 
   const settle = (key: string): Sent | undefined => {
@@ -128,7 +139,7 @@ export function spawnRouter(parent: Ref<unknown>, o: RouterOptions): Ref<RouterM
             return st;
           }
           // While leaving we pass new work on rather than start it; run it only if nobody else can.
-          if (self.state === 'leaving') route(req, new Set([o.nodeId, msg.from]));
+          if (self.state === 'leaving') handoff(req, true);
           else runLocally(req);
           return st;
         }
@@ -149,6 +160,18 @@ export function spawnRouter(parent: Ref<unknown>, o: RouterOptions): Ref<RouterM
           members = msg.members;
           self = msg.self;
           return st;
+        case 'handoff':
+          handoff(msg.req, msg.canRunHere);
+          return st;
+        case 'moved': {
+          const s = sent.get(msg.key);
+          if (s) {
+            sentTo.set(s.node, Math.max(0, (sentTo.get(s.node) ?? 1) - 1));
+            s.node = msg.to;
+            sentTo.set(msg.to, (sentTo.get(msg.to) ?? 0) + 1);
+          }
+          return st;
+        }
         case 'nodeLost': {
           const moving = [...sent.values()].filter((s) => s.node === msg.nodeId);
           if (moving.length > 0) log.info({ peer: msg.nodeId, requests: moving.length }, 're-routing work sent to a lost node');

@@ -37,7 +37,11 @@ export type RouterMsg =
   | { t: 'remoteCancel'; from: string; model: string; key: string }
   | { t: 'view'; members: RouteMember[]; self: RouteMember }
   /** A node may be gone: what we sent it goes elsewhere now. */
-  | { t: 'nodeLost'; nodeId: string };
+  | { t: 'nodeLost'; nodeId: string }
+  /** A local batcher cannot run this (its workers gave up, or the node leaves): move it to another node. */
+  | { t: 'handoff'; req: InferRequest; canRunHere: boolean }
+  /** A peer moved one of our requests to another node. */
+  | { t: 'moved'; key: string; to: string };
 
 /** A node as the router sees it: membership status plus link state and load. */
 export interface RouteMember {
@@ -59,6 +63,7 @@ export type BatcherActorMsg =
   | { t: 'workerCrashed'; worker: string; error: string }
   | { t: 'workerStopped'; worker: string; error: string }
   | { t: 'tick' }
+  | { t: 'drain' }
   | { t: 'stats'; replyTo: Ref<BatcherStats> };
 
 export interface BatcherStats {

@@ -7,7 +7,7 @@ import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { projectRoot } from './registry.js';
-import type { FromThread, ThreadFaults, ThreadTensor, ToThread } from './threadProtocol.js';
+import type { FromThread, ThreadFault, ThreadFaults, ThreadTensor, ToThread } from './threadProtocol.js';
 
 /**
  * The thread runs compiled JS. Under vitest this module is loaded from
@@ -84,6 +84,11 @@ export class InferenceThread {
 
   onDeath(listener: (e: Error) => void): void {
     this.deathListeners.push(listener);
+  }
+
+  /** Chaos: inject a fault into the thread. */
+  inject(fault: ThreadFault): void {
+    if (!this.dead) this.worker.postMessage({ t: 'fault', fault } satisfies ToThread);
   }
 
   /** Test and chaos hook: the thread exits as if it had crashed natively. */

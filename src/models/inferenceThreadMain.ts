@@ -13,6 +13,7 @@ const port = parentPort;
 
 let session: ort.InferenceSession | undefined;
 let faults: ThreadFaults = {};
+let nextFault: 'throwNext' | 'hangNext' | undefined;
 
 const post = (msg: FromThread, transfer: ArrayBuffer[] = []) => port.postMessage(msg, transfer);
 
@@ -60,10 +61,19 @@ port.on('message', async (msg: ToThread) => {
         post({ t: 'loadFailed', message: (e as Error).message });
       }
       return;
+    case 'fault':
+      if (msg.fault === 'exit') process.exit(70);
+      nextFault = msg.fault;
+      return;
     case 'run': {
       try {
         if (!session) throw new Error('run before load');
         if (poisoned(msg.inputs)) throw new Error('poisoned input (fault injection)');
+        const fault = nextFault;
+        nextFault = undefined;
+        if (fault === 'throwNext') throw new Error('injected worker crash (chaos)');
+        // A hung native run: block this thread until the watchdog terminates it.
+        if (fault === 'hangNext') Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
         const feeds: Record<string, ort.Tensor> = {};
         for (const [name, t] of Object.entries(msg.inputs)) feeds[name] = new ort.Tensor(t.dtype, typedArray(t), t.shape);
         const started = performance.now();

@@ -76,6 +76,8 @@ const builtins: Record<string, () => ModelSpec> = {
 export const builtinModelNames = Object.keys(builtins);
 
 export interface ModelOverrides {
+  /** Model file per model name, instead of the built-in one. */
+  paths?: Record<string, string>;
   workers?: number;
   intraOpThreads?: number;
   maxBatch?: number;
@@ -91,6 +93,8 @@ export function resolveModels(names: readonly string[], overrides: ModelOverride
     const make = builtins[name];
     if (!make) throw new RangeError(`unknown model "${name}" (known: ${builtinModelNames.join(', ')})`);
     const spec = make();
+    const path = overrides.paths?.[name];
+    if (path !== undefined) spec.path = path;
     if (overrides.workers !== undefined) spec.workers = positiveInt('workers', overrides.workers);
     if (overrides.intraOpThreads !== undefined)
       spec.intraOpThreads = positiveInt('intraOpThreads', overrides.intraOpThreads);

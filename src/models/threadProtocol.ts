@@ -13,8 +13,12 @@ export interface ThreadFaults {
   poisonValue?: number;
 }
 
+/** Injected faults (chaos): the next run throws or hangs, or the thread exits now. */
+export type ThreadFault = 'throwNext' | 'hangNext' | 'exit';
+
 export type ToThread =
   | { t: 'load'; path: string; intraOpThreads: number; faults?: ThreadFaults }
+  | { t: 'fault'; fault: ThreadFault }
   | { t: 'run'; batchId: number; inputs: Record<string, ThreadTensor> };
 
 export type FromThread =

@@ -86,6 +86,9 @@ export class PeerLink {
     this.ws?.terminate();
   }
 
+  /** Chaos: while blocked, the link stays down and does not reconnect (a partition). */
+  blocked = false;
+
   private flush(): void {
     this.flushScheduled = false;
     const batch = this.pending;
@@ -98,6 +101,10 @@ export class PeerLink {
 
   private connect(): void {
     if (this.closed) return;
+    if (this.blocked) {
+      this.timer = setTimeout(() => this.connect(), 100);
+      return;
+    }
     const scheme = this.o.tls ? 'wss' : 'ws';
     const ws = new WebSocket(`${scheme}://${this.o.addr}/cluster`, {
       maxPayload: this.o.maxPayload,

@@ -91,7 +91,9 @@ export interface WireRequest {
 }
 
 export type PeerMsg =
-  | { t: 'hb'; state: MemberInfo['state']; view: MemberInfo[]; load: Record<string, number> }
+  | { t: 'hb'; state: MemberInfo['state']; models?: string[]; view: MemberInfo[]; load: Record<string, number> }
+  /** Tells an origin that the node holding its request handed it to `to`. */
+  | { t: 'moved'; key: string; to: string }
   | { t: 'infer'; req: WireRequest }
   | { t: 'reply'; key: string; frame: ResultFrame | ErrorFrame }
   | { t: 'cancel'; model: string; key: string };

@@ -57,8 +57,11 @@ export const InferFrame = Type.Object(
     id: RequestId,
     model: Name,
     version: Type.Optional(Type.String({ minLength: 1, maxLength: 32 })),
-    inputs: Type.Record(Type.String({ maxLength: LIMITS.maxNameLength }), WireTensor, {
+    // A key pattern, not maxLength (TypeBox ignores it on record keys), and no unmatched keys: with the
+    // default pattern `^(.*)$` a name holding a line break skipped the tensor check altogether.
+    inputs: Type.Record(Type.String({ pattern: `^[\\s\\S]{0,${LIMITS.maxNameLength}}$` }), WireTensor, {
       maxProperties: LIMITS.maxInputs,
+      additionalProperties: false,
     }),
     priority: Type.Optional(Type.Union(PRIORITIES.map((p) => Type.Literal(p)))),
     deadlineMs: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: LIMITS.maxDeadlineMs })),
@@ -155,6 +158,11 @@ export function parseClientFrame(value: unknown): ParsedFrame {
   const id = checkId.Check(v['id']) ? (v['id'] as RequestId) : null;
   switch (v['t']) {
     case 'infer':
+      // TypeBox lists every own property of a record it checks: a typed-array extension of a million
+      // elements where the inputs map belongs cost seconds of event loop. Only plain maps go on.
+      if (!isMap(v['inputs']) || !Object.values(v['inputs']).every(isMap)) {
+        return { ok: false, id, message: '/inputs: Expected a map of tensor maps' };
+      }
       if (checkInfer.Check(v)) return { ok: true, frame: v };
       return { ok: false, id, message: describe(checkInfer, v) };
     case 'cancel':
@@ -164,9 +172,17 @@ export function parseClientFrame(value: unknown): ParsedFrame {
       if (checkHello.Check(v)) return { ok: true, frame: v };
       return { ok: false, id, message: describe(checkHello, v) };
     default:
-      return { ok: false, id, message: `unknown frame type ${JSON.stringify(String(v['t']).slice(0, 32))}` };
+      // String() of a decoded map such as {toString: 1} throws: name only what is safe to name.
+      return { ok: false, id, message: `unknown frame type ${JSON.stringify(v['t'] !== null && typeof v['t'] === 'object' ? 'object' : String(v['t']).slice(0, 32))}` };
   }
 }
+
+/** A decoded msgpack map: a plain object, not an extension decoded to a class instance. */
+const isMap = (x: unknown): x is Record<string, unknown> => {
+  if (typeof x !== 'object' || x === null) return false;
+  const proto: unknown = Object.getPrototypeOf(x);
+  return proto === Object.prototype || proto === null; // null: maps built in-process without a prototype (HTTP API)
+};
 
 function describe(check: TypeCheck<TSchema>, value: unknown): string {
   const first = check.Errors(value).First();
