@@ -7,6 +7,7 @@ import { promises as dns } from 'node:dns';
 import { networkInterfaces } from 'node:os';
 import { existsSync, readFileSync } from 'node:fs';
 import { TokenSet } from './transport/Auth.js';
+import { defaultRestartPolicy, type RestartPolicy } from './actors/RestartIntensity.js';
 import { ActorserveNode } from './actors/Node.js';
 import { createLogger } from './log.js';
 import { builtinModelNames, irisModelPath, resolveModels, type ModelOverrides } from './models/registry.js';
@@ -57,6 +58,8 @@ Limits and security:
 Operations:
   --model-path NAME=FILE  load model NAME from FILE instead of its built-in source (repeatable)
   --chaos             enable fault injection at POST /v1/admin/chaos (needs --admin-token)
+  --run-timeout-ms N  a batch running longer is a hung worker: its thread is killed (default 30000)
+  --restart-intensity R/T  at most R worker restarts in T ms, then the model gives up (default 5/10000)
 
 SIGTERM, SIGINT or \`actorserve leave\` make the node leave gracefully: it turns unready,
 stops taking new work, finishes or passes on what it holds, then exits 0.
@@ -104,6 +107,8 @@ export async function main(argv: string[]): Promise<number> {
       'tls-ca': { type: 'string' },
       'model-path': { type: 'string', multiple: true },
       chaos: { type: 'boolean' },
+      'run-timeout-ms': { type: 'string' },
+      'restart-intensity': { type: 'string' },
     },
   });
   if (values.help || positionals.length === 0) {
@@ -149,6 +154,13 @@ export async function main(argv: string[]): Promise<number> {
   }
   const maxInFlight = intOpt('max-in-flight', values['max-in-flight']);
   const maxQueuedBytes = intOpt('max-queued-bytes', values['max-queued-bytes']);
+  const runTimeoutMs = intOpt('run-timeout-ms', values['run-timeout-ms']);
+  let restart: RestartPolicy | undefined;
+  if (values['restart-intensity'] !== undefined) {
+    const m = /^(\d+)\/(\d+)$/.exec(values['restart-intensity']);
+    if (!m) throw new RangeError(`--restart-intensity must be R/T (restarts/ms), got ${JSON.stringify(values['restart-intensity'])}`);
+    restart = { ...defaultRestartPolicy, maxRestarts: Number(m[1]), periodMs: Number(m[2]) };
+  }
   const maxBufferedBytes = intOpt('max-buffered-bytes', values['max-buffered-bytes']);
   const envTokens = process.env['ACTORSERVE_AUTH_TOKENS']?.split(',').map((t) => t.trim()).filter(Boolean);
   const authTokens = values['auth-tokens'] ? TokenSet.fromFile(values['auth-tokens']) : envTokens?.length ? new TokenSet(envTokens) : undefined;
@@ -175,6 +187,8 @@ export async function main(argv: string[]): Promise<number> {
     ...(adminToken ? { adminToken: new TokenSet([adminToken]) } : {}),
     ...(tls ? { tls } : {}),
     ...(values.chaos ? { chaos: true } : {}),
+    ...(runTimeoutMs !== undefined ? { runTimeoutMs } : {}),
+    ...(restart ? { restart } : {}),
     ...(maxFrameBytes !== undefined ? { maxFrameBytes } : {}),
     log,
   });

@@ -39,10 +39,20 @@ export function spawnBatcher(parent: Ref<unknown>, o: BatcherOptions): Ref<Batch
   const state: BatcherState<InferRequest> = initialBatcherState(o.spec.batching, o.workerNames, o.budget);
   // The outputs of the batchDone being handled, for the `complete` effect it yields.
   let done: { outputs: Record<string, ThreadTensor>; inferMs: number } | undefined;
+  // When each request of a crashed batch lost its worker, to time the re-run (bounded by the ledger).
+  const crashedAt = new Map<string, number>();
 
   const run = (fx: BatcherEffect<InferRequest>) => {
     switch (fx.t) {
       case 'run': {
+        if (crashedAt.size > 0) {
+          for (const r of fx.batch.requests) {
+            const at = crashedAt.get(r.key);
+            if (at === undefined) continue;
+            crashedAt.delete(r.key);
+            o.metrics?.rerunAfterCrash(o.spec.name, fx.batch.startedAt - at);
+          }
+        }
         const worker = o.workers.get(fx.batch.worker);
         if (worker) dispatch(worker, { t: 'run', batch: fx.batch });
         return;
@@ -81,6 +91,10 @@ export function spawnBatcher(parent: Ref<unknown>, o: BatcherOptions): Ref<Batch
         case 'workerCrashed':
         case 'workerStopped':
           log.warn({ worker: msg.worker, err: msg.error, event: msg.t }, 'worker lost; its batch goes back to the queue');
+          {
+            const slot = state.workers.get(msg.worker);
+            if (slot?.state === 'busy') for (const r of slot.batch.requests) crashedAt.set(r.key, now);
+          }
           logicMsg = { t: msg.t, worker: msg.worker };
           if (msg.t === 'workerStopped' && [...state.workers].every(([w, slot]) => w === msg.worker || slot.state === 'stopped')) {
             log.error('every worker gave up: queued work moves to other nodes');

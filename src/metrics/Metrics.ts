@@ -66,6 +66,13 @@ export class Metrics {
     labelNames: ['link', 'direction'] as const,
     registers: [this.registry],
   });
+  private readonly rerun = new Histogram({
+    name: 'actorserve_crash_rerun_seconds',
+    help: 'Time from a worker crash until the requests of its batch run again.',
+    labelNames: ['model'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  });
   readonly duplicates = new Counter({
     name: 'actorserve_duplicate_replies_total',
     help: 'Late or repeated replies dropped by the origin (first terminal reply wins).',
@@ -138,6 +145,10 @@ export class Metrics {
     c.batch.observe(size);
     c.infer.observe(inferMs / 1000);
     for (const q of queueMs) c.queue.observe(q / 1000);
+  }
+
+  rerunAfterCrash(model: string, ms: number): void {
+    this.rerun.labels(model).observe(ms / 1000);
   }
 
   workerRestarted(model: string): void {
