@@ -7,7 +7,7 @@ import { promises as dns } from 'node:dns';
 import { networkInterfaces } from 'node:os';
 import { existsSync, readFileSync } from 'node:fs';
 import { TokenSet } from './transport/Auth.js';
-import { defaultRestartPolicy, type RestartPolicy } from './actors/RestartIntensity.js';
+import type { SupervisionSettings } from './actors/Supervision.js';
 import { ActorserveNode } from './actors/Node.js';
 import { createLogger } from './log.js';
 import { builtinModelNames, irisModelPath, resolveModels, type ModelOverrides } from './models/registry.js';
@@ -60,6 +60,8 @@ Operations:
   --chaos             enable fault injection at POST /v1/admin/chaos (needs --admin-token)
   --run-timeout-ms N  a batch running longer is a hung worker: its thread is killed (default 30000)
   --restart-intensity R/T  at most R worker restarts in T ms, then the model gives up (default 5/10000)
+  --strategy S        how a model's supervisor restarts workers: one_for_one (default),
+                      one_for_all or rest_for_one
 
 SIGTERM, SIGINT or \`actorserve leave\` make the node leave gracefully: it turns unready,
 stops taking new work, finishes or passes on what it holds, then exits 0.
@@ -109,6 +111,7 @@ export async function main(argv: string[]): Promise<number> {
       chaos: { type: 'boolean' },
       'run-timeout-ms': { type: 'string' },
       'restart-intensity': { type: 'string' },
+      strategy: { type: 'string' },
     },
   });
   if (values.help || positionals.length === 0) {
@@ -155,11 +158,16 @@ export async function main(argv: string[]): Promise<number> {
   const maxInFlight = intOpt('max-in-flight', values['max-in-flight']);
   const maxQueuedBytes = intOpt('max-queued-bytes', values['max-queued-bytes']);
   const runTimeoutMs = intOpt('run-timeout-ms', values['run-timeout-ms']);
-  let restart: RestartPolicy | undefined;
+  const supervision: Partial<SupervisionSettings> = {};
   if (values['restart-intensity'] !== undefined) {
     const m = /^(\d+)\/(\d+)$/.exec(values['restart-intensity']);
     if (!m) throw new RangeError(`--restart-intensity must be R/T (restarts/ms), got ${JSON.stringify(values['restart-intensity'])}`);
-    restart = { ...defaultRestartPolicy, maxRestarts: Number(m[1]), periodMs: Number(m[2]) };
+    supervision.intensity = Number(m[1]);
+    supervision.periodMs = Number(m[2]);
+  }
+  if (values.strategy !== undefined) {
+    if (!['one_for_one', 'one_for_all', 'rest_for_one'].includes(values.strategy)) throw new RangeError(`--strategy must be one_for_one, one_for_all or rest_for_one, got ${values.strategy}`);
+    supervision.strategy = values.strategy as SupervisionSettings['strategy'];
   }
   const maxBufferedBytes = intOpt('max-buffered-bytes', values['max-buffered-bytes']);
   const envTokens = process.env['ACTORSERVE_AUTH_TOKENS']?.split(',').map((t) => t.trim()).filter(Boolean);
@@ -188,7 +196,7 @@ export async function main(argv: string[]): Promise<number> {
     ...(tls ? { tls } : {}),
     ...(values.chaos ? { chaos: true } : {}),
     ...(runTimeoutMs !== undefined ? { runTimeoutMs } : {}),
-    ...(restart ? { restart } : {}),
+    supervision,
     ...(maxFrameBytes !== undefined ? { maxFrameBytes } : {}),
     log,
   });

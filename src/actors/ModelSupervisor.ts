@@ -11,13 +11,15 @@ import type { ThreadFaults } from '../models/threadProtocol.js';
 import { spawnBatcher } from './Batcher.js';
 import type { MemoryBudget } from './BatcherLogic.js';
 import type { BatcherActorMsg, InferRequest, WorkerMsg } from './messages.js';
-import type { RestartPolicy } from './RestartIntensity.js';
+import { Supervision, type SupervisionSettings } from './Supervision.js';
 import { spawnWorker, type WorkerHandle } from './Worker.js';
 
 export interface ModelSupervisorOptions {
   spec: ModelSpec;
   nodeId: string;
-  policy: RestartPolicy;
+  supervision: SupervisionSettings;
+  /** The model's supervisor gave up (restart intensity exceeded): the parent decides. */
+  onEscalate?: () => void;
   runTimeoutMs: number;
   faults?: ThreadFaults;
   log: Logger;
@@ -33,6 +35,7 @@ export interface ModelHandle {
   spec: ModelSpec;
   batcher: Ref<BatcherActorMsg>;
   workers: WorkerHandle[];
+  supervision: Supervision;
 }
 
 export function spawnModelSupervisor(parent: Ref<unknown>, o: ModelSupervisorOptions): ModelHandle {
@@ -48,12 +51,16 @@ export function spawnModelSupervisor(parent: Ref<unknown>, o: ModelSupervisorOpt
     ...(o.handoff ? { handoff: o.handoff } : {}),
     ...(o.onGaveUp ? { onGaveUp: o.onGaveUp } : {}),
   });
+  const supervision = new Supervision(names, o.supervision, (child) => {
+    o.log.error({ model: o.spec.name, child }, 'model supervisor reached its restart intensity; escalating');
+    o.onEscalate?.();
+  });
   const workers = names.map((name) => {
     const { ref, handle } = spawnWorker(sup, {
       name,
       spec: o.spec,
       batcher,
-      policy: o.policy,
+      supervision,
       runTimeoutMs: o.runTimeoutMs,
       ...(o.faults ? { faults: o.faults } : {}),
       log: o.log,
@@ -62,5 +69,5 @@ export function spawnModelSupervisor(parent: Ref<unknown>, o: ModelSupervisorOpt
     workerRefs.set(name, ref);
     return handle;
   });
-  return { spec: o.spec, batcher, workers };
+  return { spec: o.spec, batcher, workers, supervision };
 }

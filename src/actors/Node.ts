@@ -23,7 +23,7 @@ import { admit } from './admit.js';
 import { errorFrame, type BatcherStats, type InferRequest, type RouterMsg, type SessionMsg } from './messages.js';
 import { spawnModelSupervisor, type ModelHandle } from './ModelSupervisor.js';
 import type { PhiOptions } from './PhiAccrual.js';
-import { checkRestartPolicy, defaultRestartPolicy, type RestartPolicy } from './RestartIntensity.js';
+import { defaultSupervision, type SupervisionSettings } from './Supervision.js';
 import { spawnRouter } from './Router.js';
 import { spawnSession } from './Session.js';
 import { applyChaos, checkChaos, type ChaosTarget } from '../chaos/Chaos.js';
@@ -68,8 +68,11 @@ export interface NodeOptions {
   maxInFlight?: number;
   /** Largest client frame; bigger closes the connection with 1009. Default 8 MiB. */
   maxFrameBytes?: number;
-  /** Worker restart intensity and backoff. Default 5 restarts in 10 s, 10 ms doubling to 2 s. */
-  restart?: RestartPolicy;
+  /**
+   * How each model's supervisor treats its workers (a model's own settings win):
+   * strategy, restart intensity, backoff. Default one_for_one, 5 restarts in 10 s, 10 ms doubling to 2 s.
+   */
+  supervision?: Partial<SupervisionSettings>;
   /** A batch running longer than this counts as a hung worker. Default 30 000 ms. */
   runTimeoutMs?: number;
   /** Fault injection in the inference threads (tests and --chaos only). */
@@ -164,7 +167,7 @@ export class ActorserveNode {
     if (opts.models.length === 0) throw new RangeError('a node needs at least one model');
     const maxInFlight = positive('maxInFlight', opts.maxInFlight ?? 1024);
     const maxFrameBytes = positive('maxFrameBytes', opts.maxFrameBytes ?? 8 * 1024 * 1024);
-    const restart = checkRestartPolicy(opts.restart ?? defaultRestartPolicy);
+    const supervision: SupervisionSettings = { ...defaultSupervision, ...opts.supervision };
     const runTimeoutMs = positive('runTimeoutMs', opts.runTimeoutMs ?? 30_000);
     const seeds = opts.seeds ?? [];
     for (const s of seeds) if (!/^[^\s/]+:\d{1,5}$/.test(s)) throw new RangeError(`seed ${JSON.stringify(s)} is not host:port`);
@@ -175,7 +178,7 @@ export class ActorserveNode {
       node.auth = { clients: opts.authTokens, admin: opts.adminToken };
     node.chaosEnabled = opts.chaos ?? false;
     const maxBufferedBytes = positive('maxBufferedBytes', opts.maxBufferedBytes ?? 8 * 1024 * 1024);
-    await node.boot(opts, { maxInFlight, maxFrameBytes, restart, runTimeoutMs, seeds, maxBufferedBytes });
+    await node.boot(opts, { maxInFlight, maxFrameBytes, supervision, runTimeoutMs, seeds, maxBufferedBytes });
     } catch (e) {
       await node.stop();
       throw e;
@@ -185,7 +188,7 @@ export class ActorserveNode {
 
   private async boot(
     opts: NodeOptions,
-    c: { maxInFlight: number; maxFrameBytes: number; restart: RestartPolicy; runTimeoutMs: number; seeds: readonly string[]; maxBufferedBytes: number },
+    c: { maxInFlight: number; maxFrameBytes: number; supervision: SupervisionSettings; runTimeoutMs: number; seeds: readonly string[]; maxBufferedBytes: number },
   ): Promise<void> {
     const { log, system } = this;
     const modelsSup = spawnStateless(system, () => undefined, 'models');
@@ -197,7 +200,9 @@ export class ActorserveNode {
       this.models.set(spec.name, spawnModelSupervisor(modelsSup, {
         spec,
         nodeId: this.nodeId,
-        policy: c.restart,
+        supervision: { ...c.supervision, ...spec.supervision },
+        // The node's answer to a model that gives up: stop offering it (its queue has moved to other nodes).
+        onEscalate: () => this.log.error({ model: spec.name }, 'model withdrawn after its supervisor gave up'),
         runTimeoutMs: c.runTimeoutMs,
         ...(opts.faults ? { faults: opts.faults } : {}),
         log,
@@ -545,6 +550,7 @@ export class ActorserveNode {
       for (const t of this.timers) clearInterval(t);
       this.membership?.stop();
       await this.server?.close();
+      for (const m of this.models.values()) m.supervision.close();
       await Promise.all([...this.models.values()].flatMap((m) => m.workers.map((w) => w.shutdown())));
       stop(this.system);
       this.resolveDone();

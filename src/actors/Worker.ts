@@ -7,20 +7,20 @@
  * restarts it with backoff until the restart intensity is exceeded.
  */
 import { dispatch, spawn, type Ref } from 'nact';
-import { performance } from 'node:perf_hooks';
 import type { Logger } from '../log.js';
 import { InferenceThread } from '../models/InferenceThread.js';
 import type { ModelSpec } from '../models/registry.js';
 import type { ThreadFaults, ThreadTensor } from '../models/threadProtocol.js';
 import type { Batch } from './BatcherLogic.js';
 import type { BatcherActorMsg, InferRequest, WorkerMsg } from './messages.js';
-import { onCrash, type RestartPolicy } from './RestartIntensity.js';
+import type { Supervision } from './Supervision.js';
 
 export interface WorkerOptions {
   name: string;
   spec: ModelSpec;
   batcher: Ref<BatcherActorMsg>;
-  policy: RestartPolicy;
+  /** The model's supervisor: decides whether a crashed worker restarts (and when), or stops. */
+  supervision: Supervision;
   /** A run longer than this is treated as a hung worker. */
   runTimeoutMs: number;
   faults?: ThreadFaults;
@@ -38,7 +38,7 @@ export interface WorkerHandle {
 
 export function spawnWorker(parent: Ref<unknown>, o: WorkerOptions): { ref: Ref<WorkerMsg>; handle: WorkerHandle } {
   // Lives outside nact's state so the crash policy can reach the thread of the failed incarnation.
-  const slot = { thread: undefined as InferenceThread | undefined, generation: 0, restarts: [] as number[], closed: false };
+  const slot = { thread: undefined as InferenceThread | undefined, generation: 0, closed: false };
   const log = o.log.child({ actor: `${o.spec.name}/${o.name}` });
 
   const startThread = (self: Ref<WorkerMsg>) => {
@@ -94,21 +94,26 @@ export function spawnWorker(parent: Ref<unknown>, o: WorkerOptions): { ref: Ref<
         slot.generation++;
         void old?.terminate();
         if (slot.closed) return ctx.stop;
-        const decision = onCrash(o.policy, slot.restarts, performance.now());
         const error = err?.message ?? 'unknown error';
-        if (decision.t === 'giveUp') {
-          log.error({ err: error, restarts: slot.restarts.length }, 'worker crashed too often; giving up');
+        // The batch in flight goes back to the queue now, not after the backoff.
+        dispatch(o.batcher, { t: 'workerCrashed', worker: o.name, error });
+        log.warn({ err: error }, 'worker crashed');
+        const decision = await o.supervision.exited(o.name, o.supervision.gen(o.name));
+        if (decision === 'stop' || slot.closed) {
+          log.error({ err: error }, 'worker stopped by its supervisor');
           dispatch(o.batcher, { t: 'workerStopped', worker: o.name, error });
           return ctx.stop;
         }
-        log.warn({ err: error, backoffMs: decision.afterMs }, 'worker crashed; restarting');
-        dispatch(o.batcher, { t: 'workerCrashed', worker: o.name, error });
         o.onRestart?.();
-        if (decision.afterMs > 0) await new Promise((r) => setTimeout(r, decision.afterMs));
-        return slot.closed ? ctx.stop : ctx.reset;
+        return ctx.reset;
       },
     },
   );
+
+  o.supervision.register(o.name, {
+    // A sibling's restart takes this worker down too (one_for_all, rest_for_one): its thread dies, the actor crashes.
+    stopForRestart: () => void slot.thread?.terminate(),
+  });
 
   const handle: WorkerHandle = {
     name: o.name,

@@ -9,6 +9,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ModelInfo, TensorSpec } from '../transport/protocol.js';
+import type { SupervisionSettings } from '../actors/Supervision.js';
 
 export interface BatchingSettings {
   /** Most rows (dimension 0) in one batch. */
@@ -31,6 +32,8 @@ export interface ModelSpec {
   intraOpThreads: number;
   /** Worker threads (each with its own session) per model on a node. */
   workers: number;
+  /** How the model's supervisor treats its workers; the node's settings fill what is missing. */
+  supervision?: Partial<SupervisionSettings>;
 }
 
 export const projectRoot = (() => {
