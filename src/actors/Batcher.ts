@@ -95,7 +95,7 @@ export function spawnBatcher(parent: Ref<unknown>, o: BatcherOptions): Ref<Batch
             const slot = state.workers.get(msg.worker);
             if (slot?.state === 'busy') for (const r of slot.batch.requests) crashedAt.set(r.key, now);
           }
-          logicMsg = { t: msg.t, worker: msg.worker };
+          logicMsg = { t: msg.t, worker: msg.worker, ...(msg.innocent ? { innocent: true } : {}) };
           if (msg.t === 'workerStopped' && [...state.workers].every(([w, slot]) => w === msg.worker || slot.state === 'stopped')) {
             log.error('every worker gave up: queued work moves to other nodes');
             o.onGaveUp?.();

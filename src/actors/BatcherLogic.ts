@@ -89,8 +89,9 @@ export type BatcherMsg<R extends QueueItem> =
   | { t: 'cancel'; key: string }
   | { t: 'workerReady'; worker: string }
   | { t: 'batchDone'; worker: string; batchId: number; inferMs: number }
-  | { t: 'workerCrashed'; worker: string }
-  | { t: 'workerStopped'; worker: string }
+  /** `innocent`: the worker was taken down from outside (a sibling's restart), not by its batch. */
+  | { t: 'workerCrashed'; worker: string; innocent?: boolean }
+  | { t: 'workerStopped'; worker: string; innocent?: boolean }
   | { t: 'tick' }
   /** The node is leaving: everything queued is answered `unavailable`, which the shell hands to other nodes. */
   | { t: 'drain' };
@@ -157,7 +158,7 @@ export function transition<R extends QueueItem>(s: BatcherState<R>, msg: Batcher
       const slot = s.workers.get(msg.worker);
       if (slot === undefined || slot.state === 'stopped') break;
       s.workers.set(msg.worker, { state: msg.t === 'workerCrashed' ? 'starting' : 'stopped' });
-      if (slot.state === 'busy') requeueCrashed(s, slot.batch, fx);
+      if (slot.state === 'busy') requeueCrashed(s, slot.batch, fx, !msg.innocent);
       if (!hasLiveWorker(s)) rejectAll(s, () => unavailable('no worker is left for this model'), fx);
       break;
     }
@@ -321,10 +322,16 @@ function cancel<R extends QueueItem>(s: BatcherState<R>, key: string, fx: Batche
   }
 }
 
-function requeueCrashed<R extends QueueItem>(s: BatcherState<R>, batch: Batch<R>, fx: BatcherEffect<R>[]): void {
+function requeueCrashed<R extends QueueItem>(s: BatcherState<R>, batch: Batch<R>, fx: BatcherEffect<R>[], blame: boolean): void {
   // Back to the front, newest first, so the batch keeps its order ahead of later arrivals.
   for (let i = batch.requests.length - 1; i >= 0; i--) {
     const req = batch.requests[i]!;
+    if (!blame) {
+      // Not this batch's fault: the run does not count, and it may batch again.
+      req.attempts--;
+      queueBack(s, req, true);
+      continue;
+    }
     if (req.attempts >= s.settings.maxAttempts) {
       s.budget.used -= req.bytes ?? 0;
       fx.push({ t: 'reject', req, error: internal(`request crashed the model's worker ${req.attempts} times`) });

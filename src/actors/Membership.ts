@@ -16,6 +16,7 @@ import { PeerLink } from '../transport/PeerLink.js';
 import {
   PEER_PROTOCOL_VERSION,
   checkHello,
+  isPeerMsg,
   newNonce,
   proof,
   proofMatches,
@@ -207,6 +208,7 @@ export class Membership {
       try {
         f = decodePeer(data);
       } catch {
+        if (!peer) return refuse('undecodable hello');
         return ws.close(CloseCode.invalidPayload, 'undecodable peer frame');
       }
       if (!peer) {
@@ -236,9 +238,13 @@ export class Membership {
   private receive(peer: MemberInfo, frame: unknown): void {
     if (!Array.isArray(frame)) return;
     this.apply({ t: 'heard', nodeId: peer.nodeId, incarnation: peer.incarnation });
-    for (const env of frame as Envelope[]) {
-      const msg = env?.msg;
-      if (!msg || typeof msg !== 'object') continue;
+    let malformed = 0;
+    for (const env of frame as unknown[]) {
+      const msg = (env as Partial<Envelope> | null | undefined)?.msg;
+      if (!isPeerMsg(msg)) {
+        malformed++;
+        continue;
+      }
       if (msg.t === 'hb') {
         this.loads.set(peer.nodeId, msg.load ?? {});
         this.apply({ t: 'gossip', from: peer.nodeId, state: msg.state, models: Array.isArray(msg.models) ? msg.models : undefined, view: Array.isArray(msg.view) ? msg.view : [] });
@@ -247,6 +253,7 @@ export class Membership {
         this.o.onMessage(peer.nodeId, msg);
       }
     }
+    if (malformed > 0) this.log.warn({ peer: peer.nodeId, malformed }, 'malformed peer messages dropped');
   }
 
   private heartbeat(): void {

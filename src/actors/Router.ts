@@ -10,6 +10,7 @@ import { performance } from 'node:perf_hooks';
 import { ActorserveError, modelNotFound, unavailable } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { ModelSpec } from '../models/registry.js';
+import { validateInputs } from '../models/validate.js';
 import type { PeerMsg, WireRequest } from '../transport/peerProtocol.js';
 import { errorFrame, type BatcherActorMsg, type InferRequest, type RouteMember, type RouterMsg, type SessionMsg } from './messages.js';
 import { ownerOf } from './admit.js';
@@ -133,7 +134,14 @@ export function spawnRouter(parent: Ref<unknown>, o: RouterOptions): Ref<RouterM
         }
         case 'remoteInfer': {
           const spec = o.specs.get(msg.req.model);
-          const req = fromWire(msg.req, spec, msg.from, o.outbox);
+          let req: InferRequest | undefined;
+          try {
+            req = fromWire(msg.req, spec, msg.from, o.outbox);
+          } catch (e) {
+            if (!ActorserveError.is(e)) throw e;
+            o.send(msg.from, { t: 'reply', key: msg.req.key, frame: errorFrame(msg.req.id, e) });
+            return st;
+          }
           if (!req) {
             o.send(msg.from, { t: 'reply', key: msg.req.key, frame: errorFrame(msg.req.id, modelNotFound(`model ${msg.req.model} is not served on ${o.nodeId}`)) });
             return st;
@@ -204,14 +212,16 @@ function toWire(req: InferRequest): WireRequest {
 
 function fromWire(w: WireRequest, spec: ModelSpec | undefined, origin: string, outbox: Ref<SessionMsg>): InferRequest | undefined {
   if (!spec || spec.version !== w.version) return undefined;
+  // Rows and bucket from the tensors, not the peer's word: a batch built on wrong ones misaligns every request in it.
+  const { rows, bucket } = validateInputs(spec, w.inputs);
   const now = performance.now();
   return {
     key: w.key,
     id: w.id,
     spec,
     inputs: w.inputs,
-    rows: w.rows,
-    bucket: w.bucket,
+    rows,
+    bucket,
     priority: w.priority,
     deadline: w.remainingMs === null ? Infinity : now + w.remainingMs,
     enqueuedAt: now,

@@ -65,6 +65,11 @@ export class Supervision {
     this.children.set(id, child);
   }
 
+  /** The supervisor is taking this child down itself (a sibling's restart, or giving up). */
+  isStopping(id: string): boolean {
+    return this.stoppedBySupervisor.has(id);
+  }
+
   /** The generation of the child's current incarnation. */
   gen(id: string): number {
     return this.gens.get(id) ?? 0;

@@ -95,8 +95,10 @@ export function spawnWorker(parent: Ref<unknown>, o: WorkerOptions): { ref: Ref<
         void old?.terminate();
         if (slot.closed) return ctx.stop;
         const error = err?.message ?? 'unknown error';
-        // The batch in flight goes back to the queue now, not after the backoff.
-        dispatch(o.batcher, { t: 'workerCrashed', worker: o.name, error });
+        // The batch in flight goes back to the queue now, not after the backoff; it is not to blame
+        // when the supervisor took this worker down for a sibling.
+        const innocent = o.supervision.isStopping(o.name);
+        dispatch(o.batcher, { t: 'workerCrashed', worker: o.name, error, ...(innocent ? { innocent } : {}) });
         log.warn({ err: error }, 'worker crashed');
         const decision = await o.supervision.exited(o.name, o.supervision.gen(o.name));
         if (decision === 'stop' || slot.closed) {

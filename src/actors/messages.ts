@@ -60,8 +60,8 @@ export type BatcherActorMsg =
   | { t: 'cancel'; key: string }
   | { t: 'workerReady'; worker: string }
   | { t: 'batchDone'; worker: string; batchId: number; inferMs: number; outputs: Record<string, ThreadTensor> }
-  | { t: 'workerCrashed'; worker: string; error: string }
-  | { t: 'workerStopped'; worker: string; error: string }
+  | { t: 'workerCrashed'; worker: string; error: string; innocent?: boolean }
+  | { t: 'workerStopped'; worker: string; error: string; innocent?: boolean }
   | { t: 'tick' }
   | { t: 'drain' }
   | { t: 'stats'; replyTo: Ref<BatcherStats> };
