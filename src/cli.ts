@@ -32,6 +32,7 @@ Node options:
   --max-in-flight N   unanswered requests per connection (default 1024)
   --max-frame-bytes N largest client frame in bytes (default 8388608)
   --log-level L       trace|debug|info|warn|error|silent (default info)
+  --log-pretty        human-readable log lines instead of JSON (for a terminal)
 
 Cluster options:
   --seeds H:P,H:P     nodes to join through (none: start a new cluster)
@@ -94,6 +95,7 @@ export async function main(argv: string[]): Promise<number> {
       'max-in-flight': { type: 'string' },
       'max-frame-bytes': { type: 'string' },
       'log-level': { type: 'string' },
+      'log-pretty': { type: 'boolean' },
       seeds: { type: 'string' },
       discovery: { type: 'string' },
       cluster: { type: 'string' },
@@ -126,7 +128,7 @@ export async function main(argv: string[]): Promise<number> {
   const level = values['log-level'] ?? 'info';
   if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(level)) throw new RangeError(`--log-level ${level} is not a level`);
   const nodeId = values['node-id'] ?? process.env['ACTORSERVE_NODE_ID'] ?? 'n1';
-  const log = createLogger({ level: level as 'info' });
+  const log = createLogger({ level: level as 'info', pretty: values['log-pretty'] ?? false });
   const names = (values.models ?? process.env['ACTORSERVE_MODELS'] ?? builtinModelNames.join(',')).split(',').map((s) => s.trim()).filter(Boolean);
   const overrides: ModelOverrides = {};
   const set = (k: Exclude<keyof ModelOverrides, 'paths'>, v: number | undefined) => { if (v !== undefined) overrides[k] = v; };

@@ -57,8 +57,15 @@ export function spawnSession(parent: Ref<unknown>, o: SessionOptions): Ref<Sessi
   };
   /** An error for a request that never entered the ledger. */
   const fail = (id: RequestId | null, e: ActorserveError, model = '', version = '') => {
-    o.metrics?.answered(model, version, e.code);
+    // A model this node does not serve is logged by name but counted under "" (clients choose names: unbounded labels).
+    o.metrics?.answered(o.models.has(model) ? model : '', version, e.code);
+    logAnswer(id, model, e.code, e.message);
     send(errorFrame(id, e));
+  };
+  /** Every line about a request carries its id and model (the node is bound on the logger). */
+  const logAnswer = (id: RequestId | null, model: string, code: string, message: string) => {
+    if (code === 'internal' || code === 'unavailable') o.log.warn({ reqId: id, model, code }, message);
+    else o.log.debug({ reqId: id, model, code }, message);
   };
 
   const onInfer = (f: InferFrame) => {
@@ -72,7 +79,7 @@ export function spawnSession(parent: Ref<unknown>, o: SessionOptions): Ref<Sessi
     } catch (e) {
       if (!ActorserveError.is(e)) throw e;
       const spec = o.models.get(f.model);
-      return fail(f.id, e, spec?.name, spec?.version);
+      return fail(f.id, e, f.model, spec?.version);
     }
     const { key, spec } = req;
     outstanding.set(f.id, { key, model: spec.name, version: spec.version });
@@ -125,8 +132,13 @@ export function spawnSession(parent: Ref<unknown>, o: SessionOptions): Ref<Sessi
           outstanding.delete(msg.frame.id as RequestId);
           o.onOutstanding?.(-1);
           const f = msg.frame;
-          if (f.t === 'result') o.metrics?.answered(entry.model, entry.version, 'ok', f.timings.totalMs);
-          else o.metrics?.answered(entry.model, entry.version, f.code);
+          if (f.t === 'result') {
+            o.metrics?.answered(entry.model, entry.version, 'ok', f.timings.totalMs);
+            if (o.log.isLevelEnabled('trace')) o.log.trace({ reqId: f.id, model: entry.model, worker: f.worker, totalMs: f.timings.totalMs }, 'result');
+          } else {
+            o.metrics?.answered(entry.model, entry.version, f.code);
+            logAnswer(f.id, entry.model, f.code, f.message);
+          }
           send(f);
           return s;
         }

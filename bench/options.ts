@@ -1,0 +1,145 @@
+/**
+ * The bench's command line: defaults first, `--quick` defaults second,
+ * explicit flags last; every value is checked at once (RangeError with the
+ * flag's name).
+ */
+import { parseArgs } from 'node:util';
+
+export const USAGE = `usage: npm run bench -- [options]        (build first: npm run build)
+
+Measures actorserve against two baselines in one run and writes
+bench/results/<timestamp>/{results.json,summary.md,*.svg}:
+  1. the in-process ceiling: onnxruntime-node on one thread with the node's
+     settings (resolveModels: model file, intra-op threads), best batch size;
+  2. a plain HTTP JSON server (bench/plainServer.ts: node:http, one session.run
+     per request on the main thread, no batching), its own process;
+  3. actorserve: one node (node bin/actorserve.js node ...), its own process;
+     closed loop at the same concurrency as the plain server, then an open-loop
+     sweep of both servers at shares of actorserve's measured capacity;
+  4. a local cluster (--cluster N, iris, keyless): CPU per request of N nodes
+     vs one node alone at the same open-loop rate (CPU from /proc/PID/stat),
+     then, under closed-loop load, a node joining (spawn → first result) and a
+     node SIGKILLed (kill → marked down on a survivor's GET /v1/cluster).
+The load generator runs in its own child process(es) over WebSocket (actorserve)
+or HTTP/1.1 keep-alive (plain server); latency goes into HDR histograms, the
+warm-up is left out, and open-loop latency counts from the scheduled send time.
+
+Options (defaults; --quick defaults in brackets):
+  --models A,B          models to bench (iris,text-orientation)
+  --duration S          measured seconds per closed-loop phase and per cluster
+                        CPU phase (4) [1]
+  --warmup S            warm-up before every phase, not measured (1) [0.3]
+  --sweep P,P,...       open-loop rates as % of actorserve's closed-loop
+                        throughput; "none" skips the sweep (25,50,75,100,150) [50,150]
+  --sweep-duration S    measured seconds per sweep point (2) [1]
+  --concurrency N       requests in flight in closed loop, for actorserve and the
+                        plain server alike (per model: iris 256, text-orientation 32)
+  --connections N       WebSocket connections to actorserve, and pipelined HTTP
+                        connections in open loop (4); closed-loop HTTP uses one
+                        connection per request in flight
+  --generators N        load-generator processes (1); concurrency and rate are
+                        split between them and their histograms merged
+  --ceiling-batches B,B batch sizes for the in-process ceiling (1,4,8,16,32)
+  --ceiling-seconds S   seconds per ceiling batch size (0.5) [0.2]
+  --cluster N           nodes in the cluster phase; 0 or 1 skips it (3)
+  --cluster-rate P      open-loop rate of the CPU comparison, % of one node's
+                        iris capacity (50)
+  --no-plain            skip the plain HTTP server
+  --out DIR             write the report here (bench/results/<timestamp>)
+  --quick               smoke run of every phase, about 40 s on 2 cores
+  -h, --help            this text
+
+Every load loop is bounded in count and time; every child process is stopped
+by its pid at the end, on error and on SIGINT/SIGTERM.`;
+
+export interface BenchOptions {
+  models: string[];
+  durationS: number;
+  warmupS: number;
+  sweepPct: number[];
+  sweepDurationS: number;
+  concurrency: Record<string, number>;
+  connections: number;
+  generators: number;
+  ceilingBatches: number[];
+  ceilingSeconds: number;
+  cluster: number;
+  clusterRatePct: number;
+  plain: boolean;
+  out: string | undefined;
+  quick: boolean;
+  help: boolean;
+}
+
+export const DEFAULT_CONCURRENCY: Record<string, number> = { iris: 256, 'text-orientation': 32 };
+const FALLBACK_CONCURRENCY = 32;
+
+function positive(flag: string, s: string): number {
+  const n = Number(s);
+  if (s.trim() === '' || !Number.isFinite(n) || n <= 0) throw new RangeError(`--${flag} must be a positive number, got ${JSON.stringify(s)}`);
+  return n;
+}
+
+function positiveInt(flag: string, s: string, max = 1_000_000): number {
+  const n = positive(flag, s);
+  if (!Number.isInteger(n) || n > max) throw new RangeError(`--${flag} must be an integer in 1..${max}, got ${JSON.stringify(s)}`);
+  return n;
+}
+
+function list(flag: string, s: string, each: (flag: string, v: string) => number): number[] {
+  const parts = s.split(',').map((x) => x.trim()).filter(Boolean);
+  if (parts.length === 0) throw new RangeError(`--${flag} is empty`);
+  return parts.map((p) => each(flag, p));
+}
+
+/** @throws RangeError for a bad value, TypeError (from parseArgs) for an unknown flag. */
+export function parseOptions(argv: string[]): BenchOptions {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    options: {
+      models: { type: 'string' },
+      duration: { type: 'string' },
+      warmup: { type: 'string' },
+      sweep: { type: 'string' },
+      'sweep-duration': { type: 'string' },
+      concurrency: { type: 'string' },
+      connections: { type: 'string' },
+      generators: { type: 'string' },
+      'ceiling-batches': { type: 'string' },
+      'ceiling-seconds': { type: 'string' },
+      cluster: { type: 'string' },
+      'cluster-rate': { type: 'string' },
+      'no-plain': { type: 'boolean', default: false },
+      out: { type: 'string' },
+      quick: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  const quick = values.quick;
+  const models = (values.models ?? 'iris,text-orientation').split(',').map((s) => s.trim()).filter(Boolean);
+  if (models.length === 0) throw new RangeError('--models is empty');
+  const concurrency: Record<string, number> = {};
+  const c = values.concurrency === undefined ? undefined : positiveInt('concurrency', values.concurrency, 100_000);
+  for (const m of models) concurrency[m] = c ?? DEFAULT_CONCURRENCY[m] ?? FALLBACK_CONCURRENCY;
+  const cluster = values.cluster === undefined ? 3 : values.cluster === '0' ? 0 : positiveInt('cluster', values.cluster, 16);
+  const sweep = values.sweep ?? (quick ? '50,150' : '25,50,75,100,150');
+  return {
+    models,
+    durationS: values.duration === undefined ? (quick ? 1 : 4) : positive('duration', values.duration),
+    warmupS: values.warmup === undefined ? (quick ? 0.3 : 1) : values.warmup === '0' ? 0 : positive('warmup', values.warmup),
+    sweepPct: sweep === 'none' ? [] : list('sweep', sweep, positive),
+    sweepDurationS: values['sweep-duration'] === undefined ? (quick ? 1 : 2) : positive('sweep-duration', values['sweep-duration']),
+    concurrency,
+    connections: values.connections === undefined ? 4 : positiveInt('connections', values.connections, 1024),
+    generators: values.generators === undefined ? 1 : positiveInt('generators', values.generators, 16),
+    ceilingBatches: list('ceiling-batches', values['ceiling-batches'] ?? '1,4,8,16,32', (f, v) => positiveInt(f, v, 4096)),
+    ceilingSeconds: values['ceiling-seconds'] === undefined ? (quick ? 0.2 : 0.5) : positive('ceiling-seconds', values['ceiling-seconds']),
+    cluster,
+    clusterRatePct: values['cluster-rate'] === undefined ? 50 : positive('cluster-rate', values['cluster-rate']),
+    plain: !values['no-plain'],
+    out: values.out,
+    quick,
+    help: values.help,
+  };
+}

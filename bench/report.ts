@@ -1,0 +1,317 @@
+/**
+ * Writes one run's report into a folder: `results.json` (everything),
+ * `summary.md` (the tables) and SVG charts. A pure function of
+ * {@link BenchResults} plus file writes, so tests can feed it a small run.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { CeilingPoint } from './ceiling.js';
+import type { BenchResults, ModelResults, PhaseResult } from './results.js';
+import { barChart, lineChart, type BarGroup, type Marker, type Series } from './svg.js';
+
+export interface WrittenReport {
+  dir: string;
+  files: string[];
+}
+
+/** Writes results.json, summary.md and the charts into `dir` (created if needed). */
+export function writeReport(results: BenchResults, dir: string): WrittenReport {
+  mkdirSync(dir, { recursive: true });
+  const files: string[] = [];
+  const put = (name: string, text: string) => {
+    writeFileSync(join(dir, name), text);
+    files.push(name);
+  };
+  put('results.json', `${JSON.stringify(results, null, 2)}\n`);
+  const charts = renderCharts(results);
+  for (const [name, svg] of Object.entries(charts)) put(name, svg);
+  put('summary.md', renderSummary(results, Object.keys(charts)));
+  return { dir, files };
+}
+
+// ---------------------------------------------------------------- formatting
+
+export function num(n: number | null | undefined, digits = 0): string {
+  if (n === null || n === undefined || !Number.isFinite(n)) return 'n/a';
+  return n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+}
+
+/** A ratio with 2 significant digits and a ×: 0.0061×, 1.1×, 12×. */
+export function ratio(n: number | null | undefined): string {
+  if (n === null || n === undefined || !Number.isFinite(n)) return 'n/a';
+  return `${Number(n.toPrecision(2))}×`;
+}
+
+const errorsText = (p: PhaseResult | null): string => {
+  if (p === null) return 'n/a';
+  const parts = Object.entries(p.errors).map(([k, v]) => `${k} ${v}`);
+  if (p.unanswered > 0) parts.push(`unanswered ${p.unanswered}`);
+  return parts.join(', ') || 'none';
+};
+
+const ms = (p: PhaseResult | null, k: 'p50' | 'p99' | 'p999' | 'max'): string => (p === null || p.latencyMs.count === 0 ? 'n/a' : num(p.latencyMs[k], 2));
+
+/** Other processes took more than this share of a core during a phase: its figures are suspect. */
+export const DISTURBED_OTHERS_PCT = 50;
+const disturbed = (p: PhaseResult | null): boolean => (p?.machine.othersPct ?? 0) > DISTURBED_OTHERS_PCT;
+const flag = (p: PhaseResult | null): string => (disturbed(p) ? ' ⚠' : '');
+
+const ceilingLabel = (c: CeilingPoint, threads: number) => `batch ${c.batch}, ${threads} intra-op thread${threads === 1 ? '' : 's'}`;
+
+// ---------------------------------------------------------------- summary.md
+
+export function renderSummary(r: BenchResults, charts: readonly string[] = []): string {
+  const out: string[] = [];
+  const m = r.machine;
+  out.push(`# actorserve bench — ${r.startedAt}`);
+  out.push('');
+  out.push(`\`${r.commandLine}\``);
+  out.push('');
+  out.push(
+    `Node ${m.node} on ${m.platform}/${m.arch}, ${m.cpus} × ${m.cpuModel}, ${num(m.totalMemGiB, 1)} GiB; ` +
+      `onnxruntime-node ${m.onnxruntime}; load average ${m.loadAverageAtStart.map((x) => x.toFixed(2)).join(' ')} at start, ` +
+      `${m.loadAverageAtEnd.map((x) => x.toFixed(2)).join(' ')} at the end. The node, the baselines and the load generator share these CPUs: ` +
+      'compare figures of one run with each other (ratios), not across machines or runs.',
+  );
+  out.push('');
+
+  out.push('## actorserve vs the in-process ceiling vs a plain HTTP server');
+  out.push('');
+  out.push('Closed loop, the same number of requests in flight for both servers, one request = one row. Ceiling rows: rows/s of back-to-back ' +
+    '`session.run` on one thread with the node\'s settings, and the time of one run.');
+  out.push('');
+  out.push('| model | system | throughput /s | p50 ms | p99 ms | p99.9 ms | ÷ ceiling (best) | ÷ plain HTTP | errors |');
+  out.push('|---|---|---:|---:|---:|---:|---:|---:|---|');
+  for (const mr of r.models) {
+    const c = mr.ceiling;
+    if (c !== null) {
+      out.push(`| ${mr.model} | in-process ceiling, best (${ceilingLabel(c.best, c.intraOpThreads)}) | ${num(c.best.itemsPerSec)} | ${num(c.best.runMs.p50, 3)} | ${num(c.best.runMs.p99, 3)} | ${num(c.best.runMs.p999, 3)} | 1× | | |`);
+      if (c.batch1 !== null && c.batch1 !== c.best) {
+        out.push(`| ${mr.model} | in-process, ${ceilingLabel(c.batch1, c.intraOpThreads)} | ${num(c.batch1.itemsPerSec)} | ${num(c.batch1.runMs.p50, 3)} | ${num(c.batch1.runMs.p99, 3)} | ${num(c.batch1.runMs.p999, 3)} | ${ratio(c.batch1.itemsPerSec / c.best.itemsPerSec)} | | |`);
+      }
+    }
+    const row = (name: string, p: PhaseResult | null, vsPlain: string) => {
+      if (p === null) return;
+      out.push(`| ${mr.model} | ${name}, ${p.concurrency} in flight${flag(p)} | ${num(p.throughput)} | ${ms(p, 'p50')} | ${ms(p, 'p99')} | ${ms(p, 'p999')} | ` +
+        `${c ? ratio(p.throughput / c.best.itemsPerSec) : 'n/a'} | ${vsPlain} | ${errorsText(p)} |`);
+    };
+    row('plain HTTP server (JSON, 1 run per request)', mr.plain.closed, mr.plain.closed ? '1×' : 'n/a');
+    row(`actorserve, 1 node (WebSocket, ${mr.actorserve.closed?.connections ?? '?'} conn.)`, mr.actorserve.closed, ratio(mr.ratios.throughputVsPlain));
+  }
+  out.push('');
+  for (const mr of r.models) {
+    const q = mr.ratios;
+    out.push(`- **${mr.model}**: actorserve ÷ plain HTTP: throughput ${ratio(q.throughputVsPlain)}, p50 ${ratio(q.p50VsPlain)}, p99 ${ratio(q.p99VsPlain)} ` +
+      `(latency below 1× = actorserve faster); actorserve ÷ in-process ceiling: ${ratio(q.throughputVsCeilingBest)} of the best batch, ` +
+      `${ratio(q.throughputVsCeilingBatch1)} of batch 1; plain ÷ batch-1 ceiling: ${ratio(q.plainThroughputVsCeilingBatch1)}.`);
+  }
+  out.push('');
+
+  out.push('## Under load (closed loop)');
+  out.push('');
+  out.push('| model | system | server CPU % | server CPU µs / request | max event-loop delay ms | mean batch | generator CPU % | generator loop max ms | other processes CPU % |');
+  out.push('|---|---|---:|---:|---:|---:|---:|---:|---:|');
+  for (const mr of r.models) {
+    for (const [name, p] of [['plain HTTP', mr.plain.closed], ['actorserve', mr.actorserve.closed]] as const) {
+      if (p === null) continue;
+      out.push(`| ${mr.model} | ${name} | ${num(p.server.cpuPct)} | ${num(p.server.cpuPerRequestUs, 1)} | ${num(p.server.eventLoopDelayMaxMs, 1)} | ` +
+        `${num(p.meanBatch, 1)} | ${num(p.generator.cpuPct)} | ${num(p.generator.loopMaxMs, 1)} | ${num(p.machine.othersPct)}${flag(p)} |`);
+    }
+  }
+  out.push('');
+  out.push('Event-loop delay is the max of `nodejs_eventloop_lag_max_seconds` scraped every 500 ms (prom-client resets it at each scrape; ' +
+    'its `monitorEventLoopDelay` resolution is 10 ms, so an idle loop reads about 10 ms). The plain server reports the same gauge. ' +
+    'CPU % is of one core. "Other processes" is the machine\'s busy CPU (/proc/stat) less the server and the generators: ' +
+    `⚠ marks a phase where it passed ${DISTURBED_OTHERS_PCT}% of a core, so something outside the bench competed for the CPUs.`);
+  out.push('');
+
+  const swept = r.models.filter((mr) => mr.actorserve.sweep.length > 0 || mr.plain.sweep.length > 0);
+  if (swept.length > 0) {
+    out.push('## Open loop: latency against offered load');
+    out.push('');
+    out.push('Requests sent on a fixed schedule whatever the replies; latency counted from the scheduled send time (no coordinated omission). ' +
+      'Rates are shares of actorserve\'s closed-loop throughput above.');
+    out.push('');
+    out.push('| model | offered /s | % of capacity | actorserve done /s | p50 ms | p99 ms | p99.9 ms | errors | plain done /s | p50 ms | p99 ms | p99.9 ms | errors |');
+    out.push('|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|');
+    for (const mr of swept) {
+      const n = Math.max(mr.actorserve.sweep.length, mr.plain.sweep.length);
+      for (let i = 0; i < n; i++) {
+        const a = mr.actorserve.sweep[i] ?? null;
+        const p = mr.plain.sweep[i] ?? null;
+        const any = a ?? p!;
+        out.push(`| ${mr.model} | ${num(any.offeredRate)} | ${num(any.offeredPctOfCapacity)} | ` +
+          `${a ? num(a.throughput) : 'n/a'}${flag(a)} | ${ms(a, 'p50')} | ${ms(a, 'p99')} | ${ms(a, 'p999')} | ${errorsText(a)} | ` +
+          `${p ? num(p.throughput) : 'n/a'}${flag(p)} | ${ms(p, 'p50')} | ${ms(p, 'p99')} | ${ms(p, 'p999')} | ${errorsText(p)} |`);
+      }
+    }
+    out.push('');
+  }
+
+  const cl = r.cluster;
+  if (cl !== null) {
+    out.push(`## ${cl.nodes}-node local cluster (${cl.model}, keyless)`);
+    out.push('');
+    out.push(`CPU comparison: open loop at ${num(cl.rate)} req/s (${num(cl.ratePctOfSoloCapacity)}% of one node's closed-loop capacity, ` +
+      `${num(cl.soloCapacity)} req/s): CPU time of every node process (utime + stime from /proc/PID/stat) from the start of the measured window ` +
+      'until every answer was in ÷ results that arrived in that span. Both sides get the same unrecorded closed-loop warm-up first.');
+    out.push('');
+    out.push('| figure | value | target |');
+    out.push('|---|---:|---|');
+    const cpu = (p: PhaseResult | null) =>
+      p === null ? 'n/a' : `${num(p.server.cpuPerRequestUs, 1)} µs (${num(p.throughput)} /s, p99 ${ms(p, 'p99')} ms, others ${num(p.machine.othersPct)}%${flag(p)})`;
+    const meets = (x: number | null) => (x === null ? ' (not measured)' : x <= cl.target ? ': met ✅' : ': missed ❌');
+    out.push(`| CPU per request, one node alone | ${cpu(cl.solo)} | |`);
+    out.push(`| CPU per request, ${cl.nodes} nodes, clients on every node | ${cpu(cl.spread)} | |`);
+    out.push(`| ratio (clients on every node), forwarded ${num((cl.spread?.forwardedShare ?? Number.NaN) * 100)}% | ${ratio(cl.cpuPerRequestRatio.spread)} | at most ${cl.target}×${meets(cl.cpuPerRequestRatio.spread)} |`);
+    if (cl.entry !== null || cl.cpuPerRequestRatio.entry !== null) {
+      out.push(`| CPU per request, ${cl.nodes} nodes, all clients on one node | ${cpu(cl.entry)} | |`);
+      out.push(`| ratio (all clients on one node), forwarded ${num((cl.entry?.forwardedShare ?? Number.NaN) * 100)}% | ${ratio(cl.cpuPerRequestRatio.entry)} | at most ${cl.target}×${meets(cl.cpuPerRequestRatio.entry)} |`);
+    }
+    if (cl.join !== null) {
+      out.push(`| join under load: spawn of ${cl.join.node} → ready | ${num(cl.join.spawnToReadyMs)} ms | |`);
+      out.push(`| join under load: spawn of ${cl.join.node} → its first result | ${num(cl.join.spawnToFirstResultMs)} ms | |`);
+    }
+    if (cl.kill !== null) {
+      out.push(`| SIGKILL of ${cl.kill.node} → marked down on ${cl.kill.survivor} | ${num(cl.kill.killToDownMs)} ms | within 3 000 ms (README) |`);
+    }
+    if (cl.churn !== null) {
+      out.push(`| requests during join and kill (closed loop, ${cl.churn.concurrency} in flight) | ${num(cl.churn.ok)} ok, errors: ${errorsText(cl.churn)} | every request answered |`);
+    }
+    const perNode = (p: PhaseResult | null) => (p === null ? 'n/a' : Object.entries(p.perNode).sort().map(([k, v]) => `${k} ${num(v)}`).join(', ') || 'none');
+    out.push(`| requests per node, clients on every node | ${perNode(cl.spread)} | |`);
+    if (cl.entry !== null) out.push(`| requests per node, all clients on one node | ${perNode(cl.entry)} | |`);
+    if (cl.churn !== null) out.push(`| requests per node, join and kill run | ${perNode(cl.churn)} | |`);
+    const eld = [cl.solo, cl.spread, cl.entry, cl.churn].filter((p): p is PhaseResult => p !== null).map((p) => p.server.eventLoopDelayMaxMs).filter((x): x is number => x !== null);
+    if (eld.length > 0) out.push(`| max event-loop delay of any node, cluster phases | ${num(Math.max(...eld), 1)} ms | |`);
+    out.push('');
+  }
+
+  if (charts.length > 0) {
+    out.push('## Charts');
+    out.push('');
+    for (const c of charts) out.push(`![${c.replace(/\.svg$/, '')}](${c})`);
+    out.push('');
+  }
+  if (r.errors.length > 0) {
+    out.push('## Errors');
+    out.push('');
+    for (const e of r.errors) out.push(`- ${e.phase}: ${e.message.split('\n')[0]}`);
+    out.push('');
+  }
+  out.push(`Processes started and stopped: ${r.processes.length}. All figures, histograms and timelines: results.json.`);
+  out.push('');
+  return out.join('\n');
+}
+
+// ---------------------------------------------------------------- charts
+
+function sweepSeries(mr: ModelResults): Series[] {
+  const s: Series[] = [];
+  const add = (name: string, phases: readonly PhaseResult[], k: 'p50' | 'p99' | 'p999', dashed: boolean) => {
+    if (phases.length === 0) return;
+    s.push({ name, dashed, points: phases.map((p) => [p.offeredRate ?? 0, p.latencyMs[k]] as const) });
+  };
+  add('actorserve p50', mr.actorserve.sweep, 'p50', false);
+  add('actorserve p99', mr.actorserve.sweep, 'p99', false);
+  add('actorserve p99.9', mr.actorserve.sweep, 'p999', false);
+  add('plain HTTP p50', mr.plain.sweep, 'p50', true);
+  add('plain HTTP p99', mr.plain.sweep, 'p99', true);
+  add('plain HTTP p99.9', mr.plain.sweep, 'p999', true);
+  return s;
+}
+
+function timelineSeries(p: PhaseResult): Series[] {
+  const sec = p.timeline.bucketMs / 1000;
+  // Only whole buckets up to the end of the measured window: a partial last one would read as a drop.
+  const whole = Math.max(1, Math.floor((p.timeline.measureTo - p.timeline.startAt) / p.timeline.bucketMs));
+  // Bucket i covers [i, i+1) s; plot it at its middle.
+  const pts = (xs: readonly number[]) => xs.slice(0, whole).map((v, i) => [(i + 0.5) * sec, v / sec] as const);
+  const s: Series[] = [{ name: 'results /s', points: pts(p.timeline.ok) }];
+  if (p.timeline.errors.some((v) => v > 0)) s.push({ name: 'errors /s', points: pts(p.timeline.errors) });
+  return s;
+}
+
+export function renderCharts(r: BenchResults): Record<string, string> {
+  const charts: Record<string, string> = {};
+  for (const mr of r.models) {
+    const series = sweepSeries(mr);
+    if (series.length === 0) continue;
+    charts[`latency-vs-load-${mr.model}.svg`] = lineChart({
+      title: `${mr.model}: latency against offered load (open loop)`,
+      xLabel: 'offered load, requests/s',
+      yLabel: 'latency, ms',
+      yLog: true,
+      series,
+    });
+    const done: Series[] = [];
+    if (mr.actorserve.sweep.length > 0) done.push({ name: 'actorserve', points: mr.actorserve.sweep.map((p) => [p.offeredRate ?? 0, p.throughput] as const) });
+    if (mr.plain.sweep.length > 0) done.push({ name: 'plain HTTP', dashed: true, points: mr.plain.sweep.map((p) => [p.offeredRate ?? 0, p.throughput] as const) });
+    const offered = [...mr.actorserve.sweep, ...mr.plain.sweep].map((p) => p.offeredRate ?? 0);
+    if (offered.length > 0) done.push({ name: 'offered', dashed: true, points: [[0, 0], [Math.max(...offered), Math.max(...offered)]] });
+    charts[`throughput-vs-load-${mr.model}.svg`] = lineChart({
+      title: `${mr.model}: results per second against offered load (open loop)`,
+      xLabel: 'offered load, requests/s',
+      yLabel: 'results/s',
+      series: done,
+    });
+  }
+
+  const bars: BarGroup[] = r.models.map((mr) => ({
+    label: mr.model,
+    bars: [
+      ...(mr.ceiling?.batch1 ? [{ name: 'in-process, batch 1', value: mr.ceiling.batch1.itemsPerSec }] : []),
+      ...(mr.plain.closed ? [{ name: 'plain HTTP', value: mr.plain.closed.throughput }] : []),
+      ...(mr.actorserve.closed ? [{ name: 'actorserve, 1 node', value: mr.actorserve.closed.throughput }] : []),
+    ],
+  }));
+  if (bars.some((g) => g.bars.length > 0)) {
+    // One chart per model: iris and text-orientation differ by orders of magnitude.
+    for (const g of bars) {
+      if (g.bars.length === 0) continue;
+      charts[`throughput-${g.label}.svg`] = barChart({ title: `${g.label}: throughput, closed loop`, yLabel: 'requests/s', groups: [g] });
+    }
+  }
+
+  const cl = r.cluster;
+  if (cl?.churn) {
+    const p = cl.churn;
+    const markers: Marker[] = p.events.map((e) => ({ x: e.atS, label: e.label }));
+    markers.push({ x: (p.timeline.measureFrom - p.timeline.startAt) / 1000, label: 'warm-up ends' });
+    charts['throughput-timeline.svg'] = lineChart({
+      title: `${cl.nodes}-node cluster under closed-loop load: join and SIGKILL (${cl.model})`,
+      xLabel: 'seconds',
+      yLabel: 'per second (1 s buckets)',
+      series: timelineSeries(p),
+      markers,
+    });
+  } else {
+    const p = r.models.map((mr) => mr.actorserve.closed).find((x): x is PhaseResult => x !== null);
+    if (p !== undefined) {
+      charts['throughput-timeline.svg'] = lineChart({
+        title: `actorserve, 1 node, closed loop (${p.model})`,
+        xLabel: 'seconds',
+        yLabel: 'per second (1 s buckets)',
+        series: timelineSeries(p),
+        markers: [{ x: (p.timeline.measureFrom - p.timeline.startAt) / 1000, label: 'warm-up ends' }],
+      });
+    }
+  }
+
+  const nodeGroups: BarGroup[] = [];
+  const nodeBars = (label: string, p: PhaseResult | null) => {
+    if (p === null || Object.keys(p.perNode).length === 0) return;
+    nodeGroups.push({ label, bars: Object.entries(p.perNode).sort().map(([name, value]) => ({ name, value })) });
+  };
+  if (cl !== null) {
+    nodeBars('clients on every node', cl.spread);
+    nodeBars('clients on one node', cl.entry);
+    nodeBars('join + kill run', cl.churn);
+  } else {
+    for (const mr of r.models) nodeBars(`${mr.model}, 1 node`, mr.actorserve.closed);
+  }
+  if (nodeGroups.length > 0) {
+    charts['requests-per-node.svg'] = barChart({ title: 'Requests per node (the node field of each result)', yLabel: 'results in the measured window', groups: nodeGroups });
+  }
+  return charts;
+}

@@ -1,0 +1,146 @@
+/**
+ * The shape of `results.json`: everything one bench run measured. The
+ * report writer (report.ts) renders it; nothing in it depends on how it was
+ * measured, so a test can hand the writer a small real run.
+ */
+import type { CeilingResult } from './ceiling.js';
+import type { LatencySummary } from './histogram.js';
+
+export const RESULTS_SCHEMA = 'actorserve-bench/1';
+
+export type SystemName = 'actorserve' | 'plain' | 'cluster';
+
+export interface PhaseResult {
+  label: string;
+  system: SystemName;
+  model: string;
+  mode: 'closed' | 'open';
+  /** Closed loop: requests in flight. */
+  concurrency: number | null;
+  /** Open loop: offered requests per second, and as a share of the measured capacity it was derived from. */
+  offeredRate: number | null;
+  offeredPctOfCapacity: number | null;
+  connections: number;
+  generators: number;
+  warmupS: number;
+  /** Seconds of the measured window actually run. */
+  durationS: number;
+  sent: number;
+  /** Results of requests sent (scheduled, in open loop) inside the window. */
+  ok: number;
+  /** Results per second that completed inside the window. */
+  throughput: number;
+  errors: Record<string, number>;
+  /** Measured requests with no answer at the end of the drain (in the latency histogram at their lower bound). */
+  unanswered: number;
+  /** Latency of measured results, from the (scheduled) send time, ms. */
+  latencyMs: LatencySummary;
+  /** The same latencies as an HDR histogram (µs), compressed base64: `hdr.decodeFromCompressedBase64`. */
+  histogram: string;
+  /** Results and errors per `bucketMs` from `startAt` (epoch ms), over the whole run. */
+  timeline: { startAt: number; measureFrom: number; measureTo: number; bucketMs: number; ok: number[]; errors: number[] };
+  /** Measured results by the node that ran them. */
+  perNode: Record<string, number>;
+  /** Share of measured results run by another node than the one the client was connected to. */
+  forwardedShare: number | null;
+  /** Mean batch size the results report (actorserve). */
+  meanBatch: number | null;
+  generator: { cpuPct: number; loopMaxMs: number };
+  /**
+   * The machine over the measured window, in % of one core: all busy CPU (/proc/stat, less the bench script itself), and what
+   * was left after the server and the generators (other processes; high means a disturbed phase).
+   */
+  machine: { busyPct: number | null; othersPct: number | null };
+  /** The server processes over the measured window (CPU from /proc/PID/stat utime+stime). */
+  server: {
+    pids: number[];
+    cpuSeconds: number | null;
+    /** CPU % of one core over the measured window. */
+    cpuPct: number | null;
+    /** CPU seconds of each pid from the start of the window until every answer was in. */
+    cpuSecondsToDrainByPid: Record<string, number> | null;
+    /**
+     * CPU from the start of the window until every answer was in ÷ results that arrived in that
+     * span: work taken in during the window is charged even when it completes in the drain.
+     */
+    cpuPerRequestUs: number | null;
+    /** Max of `nodejs_eventloop_lag_max_seconds` sampled every 500 ms (prom-client resets it at each scrape), ms. */
+    eventLoopDelayMaxMs: number | null;
+    eventLoopSamples: number;
+  };
+}
+
+export interface ModelResults {
+  model: string;
+  concurrency: number;
+  ceiling: CeilingResult | null;
+  plain: { closed: PhaseResult | null; sweep: PhaseResult[] };
+  actorserve: { closed: PhaseResult | null; sweep: PhaseResult[] };
+  /** actorserve ÷ baseline; null where a side is missing. Latency ratios: below 1 means actorserve is faster. */
+  ratios: {
+    throughputVsCeilingBest: number | null;
+    throughputVsCeilingBatch1: number | null;
+    throughputVsPlain: number | null;
+    p50VsPlain: number | null;
+    p99VsPlain: number | null;
+    plainThroughputVsCeilingBatch1: number | null;
+  };
+}
+
+export interface TimelineEvent {
+  /** Seconds from the start of the phase's timeline. */
+  atS: number;
+  label: string;
+}
+
+export interface ClusterResults {
+  nodes: number;
+  model: string;
+  /** Open-loop rate of the CPU comparison, req/s, and as % of one node's closed-loop capacity. */
+  rate: number;
+  ratePctOfSoloCapacity: number;
+  soloCapacity: number;
+  solo: PhaseResult | null;
+  /** Clients spread over every node (what a load balancer in front does). */
+  spread: PhaseResult | null;
+  /** Every client on the first node: the others are reached only through routing. */
+  entry: PhaseResult | null;
+  /** Cluster CPU per request ÷ one node's CPU per request (target: at most `target`). */
+  cpuPerRequestRatio: { spread: number | null; entry: number | null };
+  target: number;
+  meetsTarget: boolean | null;
+  join: { node: string; spawnToReadyMs: number | null; spawnToFirstResultMs: number | null } | null;
+  kill: { node: string; survivor: string; killToDownMs: number | null } | null;
+  /** Closed-loop run through the join and the kill, with its events. */
+  churn: (PhaseResult & { events: TimelineEvent[] }) | null;
+}
+
+export interface BenchError {
+  phase: string;
+  message: string;
+}
+
+export interface BenchResults {
+  schema: typeof RESULTS_SCHEMA;
+  startedAt: string;
+  finishedAt: string;
+  /** As typed: `npm run bench -- ARGS` runs `node dist/bench/bench.js ARGS`. */
+  commandLine: string;
+  options: Record<string, unknown>;
+  machine: {
+    node: string;
+    platform: string;
+    arch: string;
+    cpuModel: string;
+    cpus: number;
+    totalMemGiB: number;
+    loadAverageAtStart: number[];
+    loadAverageAtEnd: number[];
+    onnxruntime: string;
+  };
+  models: ModelResults[];
+  cluster: ClusterResults | null;
+  /** Every process the bench started (all stopped before it wrote this file). */
+  processes: { role: string; pid: number }[];
+  errors: BenchError[];
+}

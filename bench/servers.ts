@@ -1,0 +1,62 @@
+/**
+ * Starting the systems under test as child processes: an actorserve node
+ * (`node bin/actorserve.js node ...`, the command users run) and the plain
+ * HTTP baseline (`node dist/bench/plainServer.js`). Each is ready when its
+ * readiness endpoint answers 200.
+ */
+import { join } from 'node:path';
+import { projectRoot } from '../src/models/registry.js';
+import { spawnNodeProcess, waitReady, type Tracked } from './processes.js';
+
+export const ACTORSERVE_BIN = join(projectRoot, 'bin', 'actorserve.js');
+export const PLAIN_SERVER_PATH = join(projectRoot, 'dist', 'bench', 'plainServer.js');
+
+const READY_TIMEOUT_MS = 90_000;
+
+export interface RunningServer {
+  proc: Tracked;
+  id: string;
+  port: number;
+  base: string;
+}
+
+export interface NodeStart {
+  id: string;
+  port: number;
+  models: readonly string[];
+  /** Ports of the seed nodes on 127.0.0.1 (none: a node alone). */
+  seeds?: readonly number[];
+  /** Shared cluster secret, passed in the environment (never argv). */
+  secret?: string;
+  cluster?: string;
+}
+
+/**
+ * Spawns an actorserve node; `ready` resolves once `GET /v2/health/ready`
+ * answers 200. The node logs at warn so logging costs nothing on the path
+ * being measured.
+ */
+export function spawnActorserveNode(o: NodeStart): { server: RunningServer; ready: Promise<void> } {
+  const args = [ACTORSERVE_BIN, 'node', '--port', String(o.port), '--node-id', o.id, '--models', o.models.join(','), '--log-level', 'warn'];
+  if (o.seeds !== undefined && o.seeds.length > 0) args.push('--seeds', o.seeds.map((p) => `127.0.0.1:${p}`).join(','));
+  if (o.cluster !== undefined) args.push('--cluster', o.cluster);
+  const env = { ...process.env };
+  if (o.secret !== undefined) env['ACTORSERVE_CLUSTER_SECRET'] = o.secret;
+  else delete env['ACTORSERVE_CLUSTER_SECRET'];
+  const proc = spawnNodeProcess(`actorserve node ${o.id}`, args, { cwd: projectRoot, env });
+  const base = `http://127.0.0.1:${o.port}`;
+  return { server: { proc, id: o.id, port: o.port, base }, ready: waitReady(proc, `${base}/v2/health/ready`, READY_TIMEOUT_MS) };
+}
+
+export async function startActorserveNode(o: NodeStart): Promise<RunningServer> {
+  const { server, ready } = spawnActorserveNode(o);
+  await ready;
+  return server;
+}
+
+export async function startPlainServer(port: number, models: readonly string[]): Promise<RunningServer> {
+  const proc = spawnNodeProcess('plain HTTP server', [PLAIN_SERVER_PATH, '--port', String(port), '--models', models.join(',')], { cwd: projectRoot });
+  const base = `http://127.0.0.1:${port}`;
+  await waitReady(proc, `${base}/ready`, READY_TIMEOUT_MS);
+  return { proc, id: 'plain', port, base };
+}

@@ -1,0 +1,205 @@
+/**
+ * The bench's report pipeline on a real, short run: the built script with
+ * `--quick --duration 1 --models iris` (every phase, a few seconds each),
+ * then the files it writes. Benchmarks are not tests: nothing here checks a
+ * timing value, only the report's structure and that measured figures are
+ * positive numbers.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { renderCharts, renderSummary } from '../../bench/report.js';
+import type { BenchResults, PhaseResult } from '../../bench/results.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const BENCH = join(ROOT, 'dist', 'bench', 'bench.js');
+const RUN_LIMIT_MS = 150_000;
+
+interface Run {
+  code: number | string | null;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+/** Runs the built bench; past the limit, SIGINT (it kills its children by pid), then SIGKILL. */
+function runBench(args: string[]): Promise<Run> {
+  const t0 = performance.now();
+  const proc = spawn(process.execPath, [BENCH, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  proc.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  return new Promise((resolve) => {
+    let hard: NodeJS.Timeout | undefined;
+    const soft = setTimeout(() => {
+      if (proc.pid !== undefined) process.kill(proc.pid, 'SIGINT');
+      hard = setTimeout(() => proc.pid !== undefined && proc.kill('SIGKILL'), 5_000);
+    }, RUN_LIMIT_MS);
+    proc.once('exit', (code, signal) => {
+      clearTimeout(soft);
+      clearTimeout(hard);
+      resolve({ code: signal ?? code, stdout, stderr, ms: performance.now() - t0 });
+    });
+  });
+}
+
+/** Well-formed enough: one <svg> root, every element closed in order. */
+function checkSvg(text: string): void {
+  expect(text.trimStart().startsWith('<svg')).toBe(true);
+  expect(text.trimEnd().endsWith('</svg>')).toBe(true);
+  const stack: string[] = [];
+  for (const m of text.matchAll(/<(\/?)([a-zA-Z][\w:-]*)\b[^>]*?(\/?)>/g)) {
+    const [, closing, name, selfClosing] = m;
+    if (selfClosing) continue;
+    if (closing) expect(stack.pop()).toBe(name);
+    else stack.push(name!);
+  }
+  expect(stack).toEqual([]);
+}
+
+const positive = (x: unknown) => typeof x === 'number' && Number.isFinite(x) && x > 0;
+
+function expectMeasured(p: PhaseResult | null, what: string): void {
+  expect(p, what).not.toBeNull();
+  expect(positive(p!.throughput), `${what} throughput`).toBe(true);
+  expect(positive(p!.ok), `${what} ok`).toBe(true);
+  for (const k of ['p50', 'p90', 'p99', 'p999', 'max'] as const) expect(positive(p!.latencyMs[k]), `${what} ${k}`).toBe(true);
+  expect(p!.latencyMs.p50).toBeLessThanOrEqual(p!.latencyMs.p99);
+  expect(p!.histogram.length).toBeGreaterThan(0);
+}
+
+describe('npm run bench', () => {
+  it('documents every flag under --help and refuses a bad value with exit code 2', () => {
+    const help = spawnSync(process.execPath, [BENCH, '--help'], { encoding: 'utf8', timeout: 20_000 });
+    expect(help.status).toBe(0);
+    for (const flag of ['--duration', '--quick', '--models', '--concurrency', '--sweep', '--cluster', '--out', '--generators']) expect(help.stdout).toContain(flag);
+    const bad = spawnSync(process.execPath, [BENCH, '--duration', 'soon'], { encoding: 'utf8', timeout: 20_000 });
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toMatch(/--duration/);
+  });
+
+  describe('a --quick run on iris', () => {
+    let dir: string;
+    let run: Run;
+    let results: BenchResults;
+
+    beforeAll(async () => {
+      expect(existsSync(BENCH), `${BENCH} is missing: npm run build`).toBe(true);
+      dir = mkdtempSync(join(tmpdir(), 'actorserve-bench-'));
+      run = await runBench(['--quick', '--duration', '1', '--models', 'iris', '--out', dir]);
+      expect(existsSync(join(dir, 'results.json')), `no results.json; bench said:\n${run.stderr}`).toBe(true);
+      results = JSON.parse(readFileSync(join(dir, 'results.json'), 'utf8')) as BenchResults;
+    }, RUN_LIMIT_MS + 15_000);
+
+    afterAll(() => {
+      if (dir) rmSync(dir, { recursive: true, force: true });
+    });
+
+    it('finishes, prints the summary and writes results.json, summary.md and the charts', () => {
+      expect([0, 1]).toContain(run.code); // 1: it finished but recorded a failed phase (listed in results.errors)
+      const files = readdirSync(dir).sort();
+      for (const f of ['results.json', 'summary.md', 'latency-vs-load-iris.svg', 'throughput-timeline.svg', 'requests-per-node.svg']) expect(files).toContain(f);
+      expect(run.stdout).toContain('# actorserve bench');
+      console.info(`bench --quick --duration 1 --models iris: ${(run.ms / 1000).toFixed(1)} s`);
+    });
+
+    it('holds the baselines and the system figures, all positive, with the ratio fields', () => {
+      expect(results.schema).toBe('actorserve-bench/1');
+      expect(results.commandLine).toContain('--quick');
+      expect(results.machine.cpus).toBeGreaterThan(0);
+      expect(results.machine.loadAverageAtStart).toHaveLength(3);
+      const iris = results.models.find((m) => m.model === 'iris')!;
+      expect(iris).toBeDefined();
+      expect(iris.ceiling).not.toBeNull();
+      expect(iris.ceiling!.byBatch.map((p) => p.batch)).toEqual([1, 4, 8, 16, 32]);
+      for (const p of iris.ceiling!.byBatch) expect(positive(p.itemsPerSec)).toBe(true);
+      expect(positive(iris.ceiling!.best.itemsPerSec)).toBe(true);
+      expectMeasured(iris.plain.closed, 'plain closed loop');
+      expectMeasured(iris.actorserve.closed, 'actorserve closed loop');
+      expect(iris.plain.closed!.concurrency).toBe(iris.actorserve.closed!.concurrency);
+      expect(iris.actorserve.sweep.length).toBeGreaterThan(0);
+      for (const p of [...iris.actorserve.sweep, ...iris.plain.sweep]) {
+        expect(p.mode).toBe('open');
+        expect(positive(p.offeredRate)).toBe(true);
+      }
+      for (const k of ['throughputVsCeilingBest', 'throughputVsCeilingBatch1', 'throughputVsPlain', 'p50VsPlain', 'p99VsPlain', 'plainThroughputVsCeilingBatch1'] as const) {
+        expect(positive(iris.ratios[k]), k).toBe(true);
+      }
+      const server = iris.actorserve.closed!.server;
+      expect(positive(server.cpuPerRequestUs)).toBe(true);
+      expect(positive(server.eventLoopDelayMaxMs)).toBe(true);
+    });
+
+    it('holds the cluster figures: CPU per request of one node and of the cluster, their ratio, the join and the kill', () => {
+      const cl = results.cluster!;
+      expect(cl).not.toBeNull();
+      expect(cl.nodes).toBe(3);
+      expect(cl.target).toBe(1.5);
+      expectMeasured(cl.solo, 'one node alone');
+      expect(positive(cl.solo!.server.cpuPerRequestUs)).toBe(true);
+      expect(Object.keys(cl.cpuPerRequestRatio).sort()).toEqual(['entry', 'spread']);
+      const failed = (phase: string) => results.errors.some((e) => e.phase.startsWith(phase));
+      if (!failed('cluster: clients on every node')) {
+        expectMeasured(cl.spread, 'cluster, clients on every node');
+        expect(positive(cl.cpuPerRequestRatio.spread)).toBe(true);
+        expect(Object.keys(cl.spread!.perNode).sort()).toEqual(['n1', 'n2', 'n3']);
+      }
+      // A figure is either measured (positive) or its failure is in results.errors.
+      expect(cl.join).not.toBeNull();
+      expect(positive(cl.join!.spawnToReadyMs) || failed('cluster: n4')).toBe(true);
+      expect(positive(cl.join!.spawnToFirstResultMs) || failed('cluster: join')).toBe(true);
+      expect(cl.kill).not.toBeNull();
+      expect(positive(cl.kill!.killToDownMs) || failed('cluster: kill')).toBe(true);
+      expect(cl.churn).not.toBeNull();
+      expect(cl.churn!.events.map((e) => e.label)).toEqual(expect.arrayContaining(['n4 spawned', 'SIGKILL n3']));
+      expect(cl.churn!.timeline.ok.some((v) => v > 0)).toBe(true);
+    });
+
+    it('stops every process it started', () => {
+      expect(results.processes.length).toBeGreaterThanOrEqual(10);
+      const alive = results.processes.filter(({ pid }) => {
+        try {
+          process.kill(pid, 0);
+          return true;
+        } catch {
+          return false;
+        }
+      });
+      expect(alive).toEqual([]);
+    });
+
+    it('writes charts that are well-formed SVG', () => {
+      const svgs = readdirSync(dir).filter((f) => f.endsWith('.svg'));
+      expect(svgs.length).toBeGreaterThanOrEqual(4);
+      for (const f of svgs) checkSvg(readFileSync(join(dir, f), 'utf8'));
+      const timeline = readFileSync(join(dir, 'throughput-timeline.svg'), 'utf8');
+      expect(timeline).toContain('SIGKILL n3');
+      expect(timeline).toContain('n4 spawned');
+    });
+
+    it('writes summary.md with the comparison table and the cluster figures', () => {
+      const md = readFileSync(join(dir, 'summary.md'), 'utf8');
+      expect(md).toMatch(/^\| model \| system \| throughput \/s \| p50 ms \| p99 ms \|/m);
+      expect(md).toMatch(/^\|---\|---\|---:\|/m);
+      expect(md).toMatch(/^\| iris \| in-process ceiling, best/m);
+      expect(md).toMatch(/^\| iris \| plain HTTP server/m);
+      expect(md).toMatch(/^\| iris \| actorserve, 1 node/m);
+      expect(md).toContain('3-node local cluster');
+      expect(md).toMatch(/CPU per request, one node alone/);
+      expect(md).toMatch(/SIGKILL of n3 → marked down/);
+      expect(md).toMatch(/spawn of n4 → its first result/);
+      for (const f of readdirSync(dir).filter((x) => x.endsWith('.svg'))) expect(md).toContain(`](${f})`);
+    });
+
+    it('renders the same summary and charts again from results.json alone', () => {
+      const charts = renderCharts(results);
+      expect(Object.keys(charts).sort()).toEqual(readdirSync(dir).filter((f) => f.endsWith('.svg')).sort());
+      for (const [f, svg] of Object.entries(charts)) expect(svg).toBe(readFileSync(join(dir, f), 'utf8'));
+      expect(renderSummary(results, Object.keys(charts))).toBe(readFileSync(join(dir, 'summary.md'), 'utf8'));
+    });
+  });
+});
