@@ -204,6 +204,8 @@ export class Membership {
     ws.on('error', (e) => this.log.debug({ remote, err: e.message }, 'inbound peer link error'));
     ws.on('message', (data: Buffer) => {
       this.o.metrics?.bytesReceived('peer', data.byteLength);
+      // Before the handshake anyone may connect: a hello is a few KiB, and decoding a 64 MiB map first cost seconds of event loop.
+      if (!peer && data.byteLength > 64 * 1024) return refuse(`oversized hello (${data.byteLength} bytes)`);
       let f: unknown;
       try {
         f = decodePeer(data);

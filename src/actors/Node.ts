@@ -233,9 +233,14 @@ export class ActorserveNode {
       maxBodyBytes: c.maxFrameBytes * 4,
     };
     const send = (nodeId: string, msg: PeerMsg) => this.membership?.send(nodeId, msg) ?? false;
-    // Replies for requests that came from peers go back to their origin node.
+    // Replies for requests that came from peers go back to their origin node. A peer that hands work
+    // off (it leaves, or its workers gave up) may hand it back to its origin, this node: there is no
+    // link to ourselves, so the reply goes to our router as a peer's would, which settles it there.
     const outbox = spawnStateless(system, (msg: SessionMsg) => {
-      if (msg.t === 'reply') send(msg.key.split('/')[0]!, { t: 'reply', key: msg.key, frame: msg.frame });
+      if (msg.t !== 'reply') return;
+      const origin = msg.key.split('/')[0]!;
+      if (origin === this.nodeId) dispatch(router, { t: 'remoteReply', from: this.nodeId, key: msg.key, frame: msg.frame });
+      else send(origin, { t: 'reply', key: msg.key, frame: msg.frame });
     }, 'outbox');
     const router: Ref<RouterMsg> = spawnRouter(system, {
       nodeId: this.nodeId,

@@ -39,6 +39,9 @@ export interface PeerLinkOptions {
   onClose: (link: PeerLink, peer: { nodeId: string; incarnation: number } | undefined, reason: string) => void;
 }
 
+/** Bytes a peer may leave unsent in our socket before we stop giving it work. */
+export const PEER_HIGH_WATERMARK = 32 * 1024 * 1024;
+
 export class PeerLink {
   private ws: WebSocket | undefined;
   private pending: Envelope[] = [];
@@ -57,9 +60,13 @@ export class PeerLink {
     return this.o.addr;
   }
 
-  /** Queues an envelope for the next frame; false when the link is not open (the caller re-routes). */
+  /**
+   * Queues an envelope for the next frame; false when the link is not open or
+   * the peer is not keeping up (past the high watermark), so the caller re-routes.
+   */
   send(env: Envelope): boolean {
     if (!this.open) return false;
+    if ((this.ws?.bufferedAmount ?? 0) > PEER_HIGH_WATERMARK) return false;
     this.pending.push(env);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
@@ -106,12 +113,21 @@ export class PeerLink {
       return;
     }
     const scheme = this.o.tls ? 'wss' : 'ws';
-    const ws = new WebSocket(`${scheme}://${this.o.addr}/cluster`, {
-      maxPayload: this.o.maxPayload,
-      perMessageDeflate: false,
-      handshakeTimeout: 5_000,
-      ...(this.o.tls?.ca ? { ca: this.o.tls.ca } : {}),
-    });
+    let ws: WebSocket;
+    try {
+      ws = new WebSocket(`${scheme}://${this.o.addr}/cluster`, {
+        maxPayload: this.o.maxPayload,
+        perMessageDeflate: false,
+        handshakeTimeout: 5_000,
+        ...(this.o.tls?.ca ? { ca: this.o.tls.ca } : {}),
+      });
+    } catch (e) {
+      // An address that makes no URL (a hello or gossip may carry any string) threw out of the message handler
+      // that learnt it, and took the node down. There is nothing to dial, now or later.
+      this.o.log.warn({ peer: this.o.addr, err: (e as Error).message }, 'peer address is unusable; not dialling it');
+      this.closed = true;
+      return;
+    }
     this.ws = ws;
     const nonce = newNonce();
     let listenerId: string | undefined;

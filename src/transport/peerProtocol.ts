@@ -6,7 +6,8 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { Type, type Static } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
-import type { ErrorFrame, Priority, RequestId, ResultFrame, WireTensor } from './protocol.js';
+import { ERROR_CODES } from '../errors.js';
+import { LIMITS, PRIORITIES, RequestId, WireTensor, type ErrorFrame, type Priority, type ResultFrame } from './protocol.js';
 
 export const PEER_PROTOCOL_VERSION = 1;
 
@@ -97,6 +98,80 @@ export type PeerMsg =
   | { t: 'infer'; req: WireRequest }
   | { t: 'reply'; key: string; frame: ResultFrame | ErrorFrame }
   | { t: 'cancel'; model: string; key: string };
+
+const isMap = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && Object.getPrototypeOf(x) === Object.prototype;
+const AnyKey = Type.String({ pattern: '^[\\s\\S]*$' });
+const Tensors = Type.Record(Type.String({ pattern: `^[\\s\\S]{0,${LIMITS.maxNameLength}}$` }), WireTensor, { maxProperties: LIMITS.maxInputs, additionalProperties: false });
+const PeerMsgSchema = Type.Union([
+  Type.Object({
+    t: Type.Literal('hb'),
+    state: MemberInfoSchema.properties.state,
+    models: Type.Optional(Type.Array(Str(128), { maxItems: 256 })),
+    view: Type.Array(MemberInfoSchema, { maxItems: 4096 }),
+    load: Type.Record(AnyKey, Type.Number({ minimum: 0 }), { additionalProperties: false }),
+  }),
+  Type.Object({ t: Type.Literal('moved'), key: Str(512), to: Str(64) }),
+  Type.Object({
+    t: Type.Literal('infer'),
+    req: Type.Object({
+      key: Str(512),
+      id: RequestId,
+      model: Str(128),
+      version: Str(32),
+      inputs: Tensors,
+      rows: Type.Integer({ minimum: 1 }),
+      bucket: Type.String({ maxLength: 4096 }),
+      priority: Type.Union(PRIORITIES.map((p) => Type.Literal(p))),
+      remainingMs: Type.Union([Type.Number({ minimum: 0 }), Type.Null()]),
+      attempts: Type.Integer({ minimum: 0 }),
+    }),
+  }),
+  Type.Object({
+    t: Type.Literal('reply'),
+    key: Str(512),
+    frame: Type.Union([
+      Type.Object({
+        t: Type.Literal('result'),
+        id: RequestId,
+        model: Type.String(),
+        version: Type.String(),
+        outputs: Type.Record(AnyKey, WireTensor, { additionalProperties: false }),
+        node: Type.String(),
+        worker: Type.String(),
+        batchSize: Type.Integer({ minimum: 0 }),
+        timings: Type.Object({ queueMs: Type.Number(), inferMs: Type.Number(), totalMs: Type.Number() }),
+      }),
+      Type.Object({
+        t: Type.Literal('error'),
+        id: Type.Union([RequestId, Type.Null()]),
+        code: Type.Union(ERROR_CODES.map((c) => Type.Literal(c))),
+        message: Type.String(),
+        retryAfterMs: Type.Optional(Type.Number({ minimum: 0 })),
+      }),
+    ]),
+  }),
+  Type.Object({ t: Type.Literal('cancel'), model: Str(128), key: Str(512) }),
+]);
+const checkPeerMsg = TypeCompiler.Compile(PeerMsgSchema);
+/** Does not compile when PeerMsg gains a variant the schema above does not know (isPeerMsg would drop it). */
+type KnownToSchema<T extends Static<typeof PeerMsgSchema>['t']> = T;
+export type PeerMsgTag = KnownToSchema<PeerMsg['t']>;
+
+/**
+ * A peer message of a known shape. Peers are authenticated, not infallible:
+ * a malformed message crashed the actor that read it (the router, a
+ * session). Only plain maps go where records belong, since TypeBox lists
+ * every own property of a record (a typed array: one string per element).
+ */
+export function isPeerMsg(msg: unknown): msg is PeerMsg {
+  if (!isMap(msg)) return false;
+  const req = msg['req'];
+  const frame = msg['frame'];
+  const records =
+    msg['t'] === 'hb' ? [msg['load']] : msg['t'] === 'infer' && isMap(req) ? [req['inputs']] : msg['t'] === 'reply' && isMap(frame) && frame['t'] === 'result' ? [frame['outputs']] : [];
+  if (!records.every((r) => isMap(r) && Object.values(r).every((v) => typeof v !== 'object' || isMap(v)))) return false;
+  return checkPeerMsg.Check(msg);
+}
 
 export interface Envelope {
   /** Actor path on the receiving node (`router`, `gateway`, `membership`). */
