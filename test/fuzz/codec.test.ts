@@ -38,7 +38,8 @@ import {
 const CALL_MS = 100;
 
 /** msgpackr's class for the never-used 0xc1 byte: the only non-built-in prototype a decode may produce. */
-const C1_PROTO = new Set([Object.getPrototypeOf(decodeUntrusted(bytes(0xc1))) as object]);
+// The structure check refuses 0xc1 before msgpackr could turn it into a C1Type: no foreign prototype is allowed.
+const C1_PROTO = new Set<object>();
 
 /** A frame decoded after every hostile one: the decoder keeps module state, which must not leak across frames. */
 const CANARY = { t: 'infer', id: 'canary', model: 'iris', inputs: { input: { dtype: 'float32', shape: [1, 4], data: new Uint8Array(16) } } };
