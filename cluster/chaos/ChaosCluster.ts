@@ -53,6 +53,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export class ChaosCluster {
   private readonly nodes = new Map<string, ClusterNode>();
+  /** Every process this cluster started (respawns included), with its node id. */
+  readonly history: { id: string; process: NodeProcess }[] = [];
   private readonly env: NodeJS.ProcessEnv;
   private stopped = false;
 
@@ -88,6 +90,7 @@ export class ChaosCluster {
           ...(spec.extra ?? []), ...(spec.perNode?.[id] ?? []),
         ];
         const process = await NodeProcess.start({ args, env: cluster.env });
+        cluster.history.push({ id, process });
         cluster.nodes.set(id, { id, port: ports[i]!, peerPort: peerPort(i), proxy: proxies.get(id), process, args });
       }));
       for (const p of proxies.values()) if (![...cluster.nodes.values()].some((n) => n.proxy === p)) await p.close();
@@ -144,6 +147,11 @@ export class ChaosCluster {
     return res.text();
   }
 
+  /** Processes of this cluster that ended without being killed by us (crashes), described. */
+  unexpectedExits(): string[] {
+    return this.history.flatMap(({ id, process }) => (process.unexpectedExit ? [`node ${id} (pid ${process.pid}) ${process.unexpectedExit}`] : []));
+  }
+
   /** Node ids whose process is running. */
   liveIds(): string[] {
     return this.ids.filter((id) => this.node(id).process.alive);
@@ -181,6 +189,7 @@ export class ChaosCluster {
     if (n.process.alive) throw new Error(`node ${id} is still running (pid ${n.process.pid})`);
     n.proxy?.setMode('pass');
     n.process = await NodeProcess.start({ args: n.args, env: this.env });
+    this.history.push({ id, process: n.process });
   }
 
   /**

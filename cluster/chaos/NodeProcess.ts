@@ -33,7 +33,7 @@ export interface NodeEvent {
 /** pino's warn level; lines at or above it are always kept. */
 const WARN = 40;
 /** Info lines worth keeping: membership, routing and supervision. */
-const KEPT_INFO = new Set(['listening', 'peer joined', 'peer link closed', 're-routing work sent to a lost node', 'left', 'leaving: draining']);
+const KEPT_INFO = new Set(['listening', 'peer joined', 'peer link closed', 're-routing work sent to a lost node', 'leaving on signal', 'leaving: draining', 'left']);
 /** Cap on kept events per process: a crash-looping node must not grow the runner without end. */
 const MAX_EVENTS = 20_000;
 
@@ -63,12 +63,16 @@ export class NodeProcess {
   readonly exited: Promise<number | null>;
   private stderr = '';
   private exitCode: number | null | undefined;
+  private exitSignal: NodeJS.Signals | null = null;
+  /** Whether we sent it SIGKILL (an exit we caused, not one to report). */
+  private killedByUs = false;
 
   private constructor(readonly proc: ChildProcess) {
     this.exited = new Promise((resolve) =>
-      proc.once('exit', (code) => {
+      proc.once('exit', (code, signal) => {
         live.delete(proc);
         this.exitCode = code;
+        this.exitSignal = signal;
         resolve(code);
       }),
     );
@@ -87,6 +91,13 @@ export class NodeProcess {
 
   get stderrText(): string {
     return this.stderr;
+  }
+
+  /** How it ended, when it ended without us killing it (a crash to report); undefined while running or after our SIGKILL. */
+  get unexpectedExit(): string | undefined {
+    if (this.alive || this.killedByUs) return undefined;
+    const tail = this.stderr.trim().split('\n').slice(-5).join(' | ');
+    return `exited ${this.exitSignal ? `by ${this.exitSignal}` : `with code ${this.exitCode}`}${tail ? `; stderr: ${tail}` : ''}`;
   }
 
   /**
@@ -135,6 +146,7 @@ export class NodeProcess {
   /** Sends a signal to this process by its pid; false when it has exited. */
   signal(sig: NodeJS.Signals): boolean {
     if (!this.alive) return false;
+    if (sig === 'SIGKILL') this.killedByUs = true;
     try {
       return this.proc.kill(sig);
     } catch {

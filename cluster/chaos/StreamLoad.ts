@@ -156,7 +156,7 @@ export class StreamLoad {
     return this.seq;
   }
 
-  /** Starts (or resumes) sending: fills the window, then one new request per reply. */
+  /** Starts (or resumes) sending: closed loop, a new request per reply; paced, what the rate allows, never past the window. */
   start(): void {
     this.sending = true;
     if (this.o.rate !== undefined && !this.timer) {

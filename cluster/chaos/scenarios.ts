@@ -804,11 +804,14 @@ export async function runScenario(def: ScenarioDef, o: RunOptions): Promise<Scen
   let workerRestarts: number | null = null;
   let cluster: ChaosCluster | undefined;
   let broken = false;
+  let since = now();
+  let exitsBefore = new Set<string>();
   try {
     o.log?.(`${def.name}: starting the cluster`);
     cluster = await o.clusters.acquire(def.cluster, def.loads.map((l) => l.model));
     const repeats = def.repeats?.(timing) ?? 1;
-    const since = now();
+    since = now();
+    exitsBefore = new Set(cluster.unexpectedExits());
     const clientBefore = await scrape(cluster, def.client);
     const targetBefore = await scrape(cluster, def.target);
     let dupDropped = 0;
@@ -829,21 +832,24 @@ export async function runScenario(def: ScenarioDef, o: RunOptions): Promise<Scen
     lateRepliesDropped = clientAfter ? dupDropped : null;
     crashRerun = crashRerunOf(targetAfter, targetBefore);
     if (targetAfter) workerRestarts = counterValue(targetAfter, 'actorserve_worker_restarts_total') - (targetBefore ? counterValue(targetBefore, 'actorserve_worker_restarts_total') : 0);
-    for (const id of cluster.ids) {
-      const counts: Record<string, number> = {};
-      for (const e of cluster.node(id).process.eventsSince(since)) {
-        const msg = e.line.msg ?? '?';
-        if (msg === 'listening' || msg.startsWith('chaos:')) continue;
-        counts[msg] = (counts[msg] ?? 0) + 1;
-      }
-      if (Object.keys(counts).length > 0) events[id] = counts;
-      logs.push(...cluster.node(id).process.eventsSince(since).filter((e) => (e.line.level ?? 0) >= 40).map((e) => `${id} +${Math.round(e.at - since)}ms ${JSON.stringify(e.line)}`));
-    }
   } catch (e) {
     broken = true;
     failures.push(`scenario could not run: ${(e as Error).message}`);
   } finally {
-    if (cluster) await o.clusters.release(def.cluster, cluster, broken).catch(() => undefined);
+    if (cluster) {
+      // Logged by every incarnation of every node during the scenario, also when it could not finish.
+      for (const { id, process } of cluster.history) {
+        for (const e of process.eventsSince(since)) {
+          const msg = e.line.msg ?? '?';
+          if (msg !== 'listening' && !msg.startsWith('chaos:')) (events[id] ??= {})[msg] = (events[id]?.[msg] ?? 0) + 1;
+          if ((e.line.level ?? 0) >= 40) logs.push(`${id} +${Math.round(e.at - since)}ms ${JSON.stringify(e.line)}`);
+        }
+      }
+      logs.sort((x, y) => Number(/\+(\d+)ms/.exec(x)?.[1]) - Number(/\+(\d+)ms/.exec(y)?.[1]));
+      // A node that died without being killed is a runtime crash, whatever the load saw.
+      for (const exit of cluster.unexpectedExits()) if (!exitsBefore.has(exit)) failures.push(exit);
+      await o.clusters.release(def.cluster, cluster, broken).catch(() => undefined);
+    }
   }
 
   const sum = (pick: (s: StreamResult) => number) => phases.reduce((n, p) => n + p.streams.reduce((m, s) => m + pick(s), 0), 0);

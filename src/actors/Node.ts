@@ -247,6 +247,7 @@ export class ActorserveNode {
       batchers: new Map([...this.models].map(([k, v]) => [k, v.batcher])),
       specs,
       localLoad: this.localLoad,
+      localReady: this.workersUp,
       send,
       outbox,
       sessions: this.sessions,

@@ -22,6 +22,8 @@ export interface RouterOptions {
   specs: ReadonlyMap<string, ModelSpec>;
   /** Live load of the local batchers (queued + running), by model. */
   localLoad: ReadonlyMap<string, number>;
+  /** Ready (started, not stopped) workers per local model; none ready sends work elsewhere while others can take it. */
+  localReady?: ReadonlyMap<string, number>;
   /** Sends to a peer's router; false when the link is not open. */
   send: (nodeId: string, msg: PeerMsg) => boolean;
   /** Where replies for requests that came from peers go. */
@@ -48,10 +50,13 @@ export function spawnRouter(parent: Ref<unknown>, o: RouterOptions): Ref<RouterM
   const sent = new Map<string, Sent>();
   const sentTo = new Map<string, number>();
 
+  // A peer's reported load already includes what we sent it (up to a heartbeat ago): take the larger
+  // of the two rather than their sum, or every peer looks busier than it is and work sticks here.
+  // Locally, a model with no ready worker (restarting, hung) counts as fully loaded.
   const loadOf = (model: string) => (nodeId: string) =>
     nodeId === o.nodeId
-      ? o.localLoad.get(model) ?? 0
-      : (members.find((m) => m.nodeId === nodeId)?.load[model] ?? 0) + (sentTo.get(nodeId) ?? 0);
+      ? (o.localReady?.get(model) ?? 1) > 0 ? o.localLoad.get(model) ?? 0 : Number.MAX_SAFE_INTEGER
+      : Math.max(members.find((m) => m.nodeId === nodeId)?.load[model] ?? 0, sentTo.get(nodeId) ?? 0);
 
   const candidates = (exclude: ReadonlySet<string>): RouteCandidate[] => {
     const view: RouteCandidate[] = [];
@@ -177,6 +182,13 @@ export function spawnRouter(parent: Ref<unknown>, o: RouterOptions): Ref<RouterM
             sentTo.set(s.node, Math.max(0, (sentTo.get(s.node) ?? 1) - 1));
             s.node = msg.to;
             sentTo.set(msg.to, (sentTo.get(msg.to) ?? 0) + 1);
+            // Moved to a node we already count as lost: its reply cannot reach us, and its nodeLost has
+            // come and gone (a heal before it is marked down brings none), so nothing would re-route it.
+            const to = members.find((m) => m.nodeId === msg.to);
+            if (msg.to !== o.nodeId && (!to || to.state === 'suspect' || to.state === 'down')) {
+              settle(msg.key);
+              route(s.req, new Set([msg.to]));
+            }
           }
           return st;
         }
