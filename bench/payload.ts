@@ -3,6 +3,7 @@
  * in-process ceiling, the plain HTTP server and actorserve, so the three
  * run the same model on the same numbers.
  */
+import { mulberry32 as rng } from '../src/random.js';
 
 /** What a load phase needs to know about a model's single input. */
 export interface ModelInput {
@@ -12,16 +13,6 @@ export interface ModelInput {
   rowShape: number[];
 }
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** `rows` rows of the model's row shape; iris gets flower-like values, images values in [-1, 1). */
 export function sampleInput(model: string, rowShape: readonly number[], rows: number, seed = 7): Float32Array {

