@@ -293,7 +293,9 @@ export class ActorserveNode {
           const name = `session-${sessionCount++}`;
           const slog = log.child({ session: name });
           slog.debug({ remote: req.socket.remoteAddress }, 'client connected');
+          let frameHandled = () => {};
           const session = spawnSession(gateway, {
+            onFrameHandled: () => frameHandled(),
             name,
             keyPrefix: `${this.nodeId}/${this.incarnation}/${name}`,
             ws,
@@ -310,8 +312,25 @@ export class ActorserveNode {
             onOutstanding: (d) => void (this.outstanding += d),
           });
           this.sessions.set(name, session);
+          // Inbound flow control: nact mailboxes are unbounded, so stop reading a client whose frames
+          // pile up unhandled; TCP then pushes back on it, and work already queued (and the batchers'
+          // own messages) is not stuck behind a flood.
+          let unhandled = 0;
+          let paused = false;
+          frameHandled = () => {
+            unhandled--;
+            if (paused && unhandled <= INBOUND_LOW_WATER) {
+              paused = false;
+              ws.resume();
+            }
+          };
           ws.on('message', (data: Buffer, isBinary) => {
             if (!isBinary) return ws.close(CloseCode.unsupportedData, 'frames must be binary msgpack');
+            unhandled++;
+            if (!paused && unhandled >= INBOUND_HIGH_WATER) {
+              paused = true;
+              ws.pause();
+            }
             dispatch(session, { t: 'frame', data });
           });
           ws.on('close', (code) => {
@@ -590,6 +609,10 @@ function awaitHello(ws: WebSocket, tokens: TokenSet, log: Logger, open: () => vo
     open();
   });
 }
+
+/** Client frames received but not yet handled, per connection, at which reading pauses and resumes. */
+const INBOUND_HIGH_WATER = 64;
+const INBOUND_LOW_WATER = 16;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

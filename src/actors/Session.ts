@@ -29,6 +29,8 @@ export interface SessionOptions {
   metrics?: Metrics;
   /** Results buffered in the socket past this close the connection (a reader that stopped reading). */
   maxBufferedBytes: number;
+  /** Told after each client frame is handled (inbound flow control). */
+  onFrameHandled?: () => void;
   /** Told every change of this session's unanswered requests (+1 / -n), for draining. */
   onOutstanding?: (delta: number) => void;
 }
@@ -121,7 +123,11 @@ export function spawnSession(parent: Ref<unknown>, o: SessionOptions): Ref<Sessi
     (s: null, msg: SessionMsg) => {
       switch (msg.t) {
         case 'frame':
-          onFrame(msg.data);
+          try {
+            onFrame(msg.data);
+          } finally {
+            o.onFrameHandled?.();
+          }
           return s;
         case 'reply': {
           const entry = outstanding.get(msg.frame.id as RequestId);

@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import type { ErrorFrame, Priority, ResultFrame } from '../../src/transport/protocol.js';
 import { RawClient } from '../helpers/RawClient.js';
 import { IrisLoad } from '../helpers/load.js';
+import { eventually } from '../helpers/cluster.js';
 import { spawnNode, type NodeProcess } from '../helpers/spawnNode.js';
 
 const started: NodeProcess[] = [];
@@ -27,7 +28,9 @@ const rssBytes = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`
 
 describe('three times more traffic than capacity', () => {
   it('answers every request exactly once, serves all high priority, refuses the rest with retryAfterMs, stays within its memory budget and keeps serving', async () => {
-    const budget = 6 * 1024 * 1024;
+    // Roomy enough that the queue limit binds first (48 + a batch of 16 at 110 KiB each is about 7 MiB):
+    // shedding under the budget itself is covered by the batcher tests; here RSS and the gauge must stay under it.
+    const budget = 16 * 1024 * 1024;
     const node = await spawnNode(['--port', '0', '--node-id', 'peak', '--models', 'text-orientation', '--max-queue', '48', '--max-queued-bytes', String(budget), '--max-in-flight', '8192']);
     started.push(node);
 
@@ -131,9 +134,10 @@ describe('a client that stops reading', () => {
       }
       if (i % 20_000 === 19_999 && node.lines.some((l) => (l as { msg?: string }).msg === 'slow consumer closed at the high watermark')) break;
     }
+    // What was sent may still be in the client's own socket buffer (the node reads a flooding client at its own pace).
+    await eventually(async () => node.lines.some((l) => (l as { msg?: string }).msg === 'slow consumer closed at the high watermark'), 30_000, 50);
     slow.ws.resume();
     await Promise.race([slow.closed, new Promise((r) => setTimeout(r, 5_000))]);
-    expect(node.lines.some((l) => (l as { msg?: string }).msg === 'slow consumer closed at the high watermark')).toBe(true);
     expect(slow.ws.readyState).toBe(slow.ws.CLOSED);
 
     load.stop();
