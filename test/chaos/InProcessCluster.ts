@@ -280,6 +280,20 @@ export class InProcessCluster {
     this.note(`partition ${nodeId} from ${others.map((o) => o.id).join(',')} (${cut}/${rec.asked} links cut)`);
   }
 
+  /**
+   * Cuts the one link between two nodes, both ways, leaving each linked to
+   * everyone else: reachability stops being transitive (a and b both see c).
+   */
+  async cutBetween(a: string, b: string): Promise<void> {
+    const ra = this.nodes.get(a)!;
+    const rb = this.nodes.get(b)!;
+    const until = performance.now() + 2_000;
+    while (!(this.sees(ra, b) && this.sees(rb, a)) && performance.now() < until) await sleep(20);
+    const cut = Number(ra.node.chaos.cutLink(b)) + Number(rb.node.chaos.cutLink(a));
+    this.cuts.push({ node: a, peers: [b], from: this.now(), to: undefined, cut, asked: 2 });
+    this.note(`cut ${a}-${b} (${cut}/2 links cut)`);
+  }
+
   healAll(): void {
     for (const n of this.live()) n.node.chaos.heal();
     const at = this.now();
