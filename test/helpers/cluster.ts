@@ -2,22 +2,12 @@
  * Real multi-process clusters on loopback for tests: free ports, seeds,
  * the secret, and stopping every process by its own pid.
  */
-import { createServer } from 'node:net';
+import { freePorts } from '../../cluster/ports.js';
 import { spawnNode, type NodeProcess } from './spawnNode.js';
 
 export const SECRET = 'test-cluster-secret';
 
-export async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: n }, () => new Promise<import('node:net').Server>((resolve) => {
-      const s = createServer();
-      s.listen(0, '127.0.0.1', () => resolve(s));
-    })),
-  );
-  const ports = servers.map((s) => (s.address() as { port: number }).port);
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-  return ports;
-}
+export { freePorts };
 
 export interface ClusterMember {
   id: string;
