@@ -58,12 +58,17 @@ export function spawnRouter(parent: Ref<unknown>, o: RouterOptions): Ref<RouterM
       ? (o.localReady?.get(model) ?? 1) > 0 ? o.localLoad.get(model) ?? 0 : Number.MAX_SAFE_INTEGER
       : Math.max(members.find((m) => m.nodeId === nodeId)?.load[model] ?? 0, sentTo.get(nodeId) ?? 0);
 
+  // The routing view changes only with membership: build it once per change, not per request. The same
+  // array also lets routeKeyed find its cached ring by identity instead of re-deriving the eligible set.
+  let fullView: RouteCandidate[] | undefined;
   const candidates = (exclude: ReadonlySet<string>): RouteCandidate[] => {
+    if (exclude.size === 0 && fullView) return fullView;
     const view: RouteCandidate[] = [];
     if (!exclude.has(o.nodeId)) view.push({ nodeId: o.nodeId, state: self.state === 'up' ? 'up' : self.state, models: self.models });
     for (const m of members) {
       if (!exclude.has(m.nodeId)) view.push({ nodeId: m.nodeId, state: m.linked ? m.state : 'suspect', models: m.models });
     }
+    if (exclude.size === 0) fullView = view;
     return view;
   };
 
@@ -172,6 +177,7 @@ export function spawnRouter(parent: Ref<unknown>, o: RouterOptions): Ref<RouterM
         case 'view':
           members = msg.members;
           self = msg.self;
+          fullView = undefined;
           return st;
         case 'handoff':
           handoff(msg.req, msg.canRunHere);
