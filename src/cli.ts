@@ -29,6 +29,10 @@ Node options:
   --threads T         onnxruntime intra-op threads per worker (default per model)
   --max-batch N       cap on rows per batch (default per model)
   --max-queue N       cap on queued requests per model (default per model)
+  --max-queue-delay-ms N
+                      refuse (overloaded) a request whose expected queue wait is past N ms;
+                      high priority counts only high work ahead, low is held to N/2;
+                      0 turns it off (default 250)
   --max-in-flight N   unanswered requests per connection (default 1024)
   --max-frame-bytes N largest client frame in bytes (default 8388608)
   --log-level L       trace|debug|info|warn|error|silent (default info)
@@ -92,6 +96,7 @@ export async function main(argv: string[]): Promise<number> {
       threads: { type: 'string' },
       'max-batch': { type: 'string' },
       'max-queue': { type: 'string' },
+      'max-queue-delay-ms': { type: 'string' },
       'max-in-flight': { type: 'string' },
       'max-frame-bytes': { type: 'string' },
       'log-level': { type: 'string' },
@@ -141,6 +146,7 @@ export async function main(argv: string[]): Promise<number> {
   set('intraOpThreads', intOpt('threads', values.threads));
   set('maxBatch', intOpt('max-batch', values['max-batch']));
   set('maxQueue', intOpt('max-queue', values['max-queue']));
+  set('maxQueueDelayMs', intOpt('max-queue-delay-ms', values['max-queue-delay-ms']));
   const models = resolveModels(names, overrides);
 
   if (names.includes('iris') && !existsSync(irisModelPath)) {

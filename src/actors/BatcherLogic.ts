@@ -48,6 +48,14 @@ export interface BatcherSettings {
   maxAttempts: number;
   /** Past this many queued requests, low priority is refused and no owner may exceed its fair share. Default ⌈0.75·maxQueue⌉. */
   softQueue?: number;
+  /**
+   * Longest expected wait a request is admitted into, in ms: the rows that
+   * would run before it (queued ahead of it and running now) times the
+   * smoothed ms per row, over the live workers. Past it the answer is
+   * `overloaded` at once rather than a late result. High priority counts only
+   * the high rows ahead of it; low priority is held to half. Default: none.
+   */
+  maxQueueDelayMs?: number;
 }
 
 export interface Batch<R extends QueueItem> {
@@ -81,6 +89,8 @@ export interface BatcherState<R extends QueueItem> {
   readonly softQueue: number;
   /** Queued requests per owner. */
   readonly owners: Map<string, number>;
+  /** Queued rows per lane (high, normal, low), for the expected wait. */
+  readonly rowsByLane: number[];
   readonly budget: MemoryBudget;
 }
 
@@ -118,6 +128,7 @@ export function initialBatcherState<R extends QueueItem>(
   return {
     softQueue,
     owners: new Map(),
+    rowsByLane: LANES.map(() => 0),
     budget,
     settings,
     lanes: LANES.map(() => new Map()),
@@ -181,8 +192,26 @@ export function queuedByPriority<R extends QueueItem>(s: BatcherState<R>): Recor
   return { high: count(s.lanes[0]!), normal: count(s.lanes[1]!), low: count(s.lanes[2]!) };
 }
 
+/** Rows in running batches. */
+function runningRows<R extends QueueItem>(s: BatcherState<R>): number {
+  let rows = 0;
+  for (const w of s.workers.values()) if (w.state === 'busy') rows += w.batch.rows;
+  return rows;
+}
+
+function liveWorkers<R extends QueueItem>(s: BatcherState<R>): number {
+  let n = 0;
+  for (const w of s.workers.values()) if (w.state !== 'stopped') n++;
+  return n;
+}
+
+/** Expected ms until `rowsAhead` more rows and the running batches are done. */
+const expectedWaitMs = <R extends QueueItem>(s: BatcherState<R>, rowsAhead: number): number =>
+  ((rowsAhead + runningRows(s)) * s.msPerRow) / Math.max(1, liveWorkers(s));
+
+/** When to come back: about the time the whole queue takes to drain, 5 ms to 10 s. */
 export const retryAfterMs = <R extends QueueItem>(s: BatcherState<R>): number =>
-  Math.max(5, Math.min(10_000, Math.round(s.queued * s.msPerRow)));
+  Math.max(5, Math.min(10_000, Math.round(expectedWaitMs(s, s.rowsByLane.reduce((a, b) => a + b, 0)))));
 
 function enqueue<R extends QueueItem>(s: BatcherState<R>, req: R, now: number, fx: BatcherEffect<R>[]): void {
   // Gateways validate this already; requests from peers arrive pre-validated too, but a request that
@@ -211,7 +240,8 @@ function enqueue<R extends QueueItem>(s: BatcherState<R>, req: R, now: number, f
 }
 
 /**
- * Load shedding, cheapest loss first: low priority goes once the queue is
+ * Load shedding, cheapest loss first: a request that would wait past the
+ * queue-delay bound is refused at once; low priority goes once the queue is
  * past its soft limit; a full queue or memory budget makes room for a
  * higher priority by dropping the newest request of the lowest priority
  * below it; under pressure no owner may hold more than its share of normal
@@ -219,6 +249,9 @@ function enqueue<R extends QueueItem>(s: BatcherState<R>, req: R, now: number, f
  * Returns why the request is refused, or undefined to admit it.
  */
 function admission<R extends QueueItem>(s: BatcherState<R>, req: R, fx: BatcherEffect<R>[]): string | undefined {
+  // First, and independent of shedding: only rows of its own priority or higher are ahead of a request.
+  const late = queueDelayRefusal(s, req);
+  if (late) return late;
   const needCount = s.queued - s.settings.maxQueue + 1;
   const needBytes = s.budget.used + (req.bytes ?? 0) - s.budget.max;
   if (needCount > 0 || needBytes > 0) {
@@ -242,6 +275,18 @@ function admission<R extends QueueItem>(s: BatcherState<R>, req: R, fx: BatcherE
     }
   }
   return undefined;
+}
+
+/** The queue-delay bound of {@link BatcherSettings.maxQueueDelayMs}, or undefined to admit. */
+function queueDelayRefusal<R extends QueueItem>(s: BatcherState<R>, req: R): string | undefined {
+  const limit = s.settings.maxQueueDelayMs;
+  if (limit === undefined) return undefined;
+  const lane = laneOf(req.priority);
+  let ahead = 0;
+  for (let li = 0; li <= lane; li++) ahead += s.rowsByLane[li]!;
+  const bound = req.priority === 'low' ? limit / 2 : limit;
+  const wait = expectedWaitMs(s, ahead);
+  return wait > bound ? `expected queue wait ${Math.round(wait)} ms is past ${Math.round(bound)} ms` : undefined;
 }
 
 /**
@@ -284,12 +329,14 @@ function queueBack<R extends QueueItem>(s: BatcherState<R>, req: R, front = fals
   if (front) q.unshift(req);
   else q.push(req);
   s.queued++;
+  s.rowsByLane[laneOf(req.priority)]! += req.rows;
   if (req.owner !== undefined) s.owners.set(req.owner, (s.owners.get(req.owner) ?? 0) + 1);
 }
 
 /** Accounting when a request leaves a queue (to run, or answered). */
 function dequeued<R extends QueueItem>(s: BatcherState<R>, req: R): void {
   s.queued--;
+  s.rowsByLane[laneOf(req.priority)]! -= req.rows;
   if (req.owner !== undefined) {
     const n = (s.owners.get(req.owner) ?? 1) - 1;
     if (n > 0) s.owners.set(req.owner, n);

@@ -18,7 +18,12 @@ export interface BatchingSettings {
   maxQueue: number;
   /** Tries per request across worker crashes before it is answered `internal`. */
   maxAttempts: number;
+  /** Longest expected queue wait a request is admitted into (ms); past it, `overloaded` at once. */
+  maxQueueDelayMs?: number;
 }
+
+/** Default queue-delay bound: a few dozen batches of work, never seconds of it. */
+export const DEFAULT_MAX_QUEUE_DELAY_MS = 250;
 
 export interface ModelSpec {
   name: string;
@@ -59,7 +64,7 @@ const builtins: Record<string, () => ModelSpec> = {
     inputs: [{ name: 'input', dtype: 'float32', shape: [-1, 4] }],
     outputs: [{ name: 'probabilities', dtype: 'float32', shape: [-1, 3] }],
     labels: ['setosa', 'versicolor', 'virginica'],
-    batching: { maxBatch: 256, maxQueue: 8192, maxAttempts: 2 },
+    batching: { maxBatch: 256, maxQueue: 8192, maxAttempts: 2, maxQueueDelayMs: DEFAULT_MAX_QUEUE_DELAY_MS },
     intraOpThreads: 1,
     workers: 1,
   }),
@@ -70,7 +75,7 @@ const builtins: Record<string, () => ModelSpec> = {
     inputs: [{ name: 'x', dtype: 'float32', shape: [-1, 3, 48, 192] }],
     outputs: [{ name: 'softmax_0.tmp_0', dtype: 'float32', shape: [-1, 2] }],
     labels: ['0', '180'],
-    batching: { maxBatch: 16, maxQueue: 1024, maxAttempts: 2 },
+    batching: { maxBatch: 16, maxQueue: 1024, maxAttempts: 2, maxQueueDelayMs: DEFAULT_MAX_QUEUE_DELAY_MS },
     intraOpThreads: 2,
     workers: 1,
   }),
@@ -85,6 +90,8 @@ export interface ModelOverrides {
   intraOpThreads?: number;
   maxBatch?: number;
   maxQueue?: number;
+  /** 0 turns the queue-delay bound off. */
+  maxQueueDelayMs?: number;
 }
 
 /**
@@ -103,6 +110,8 @@ export function resolveModels(names: readonly string[], overrides: ModelOverride
       spec.intraOpThreads = positiveInt('intraOpThreads', overrides.intraOpThreads);
     if (overrides.maxBatch !== undefined) spec.batching.maxBatch = positiveInt('maxBatch', overrides.maxBatch);
     if (overrides.maxQueue !== undefined) spec.batching.maxQueue = positiveInt('maxQueue', overrides.maxQueue);
+    if (overrides.maxQueueDelayMs === 0) delete spec.batching.maxQueueDelayMs;
+    else if (overrides.maxQueueDelayMs !== undefined) spec.batching.maxQueueDelayMs = positiveInt('maxQueueDelayMs', overrides.maxQueueDelayMs);
     return spec;
   });
 }

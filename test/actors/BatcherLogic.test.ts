@@ -52,6 +52,8 @@ interface Step {
   readonly busyBefore: ReadonlyMap<string, Batch<QueueItem>>;
   /** Requests of the batch a crashed or stopped worker was running, captured before the transition. */
   readonly crashedBatch: readonly QueueItem[];
+  /** Expected queue wait (ms) of a new request of each priority, from the state before the transition. */
+  readonly waitBefore: Readonly<Record<Priority, number>>;
 }
 
 interface Invariant {
@@ -100,6 +102,7 @@ class World {
     const queuedBefore = queuedKeys(s);
     const allStoppedBefore = allStopped(s);
     const busyBefore = new Map(this.busy);
+    const waitBefore = this.expectedWait(s, queuedBefore, busyBefore);
     if (msg.t === 'workerStopped') this.stopped.add(msg.worker);
     let crashedBatch: QueueItem[] = [];
     if (msg.t === 'workerCrashed' || msg.t === 'workerStopped') {
@@ -157,7 +160,7 @@ class World {
         }
       }
     }
-    const step: Step = { state: s, msg, now: this.now, fx, queuedBefore, queuedAfter: queuedKeys(s), allStoppedBefore, busyBefore, crashedBatch };
+    const step: Step = { state: s, msg, now: this.now, fx, queuedBefore, queuedAfter: queuedKeys(s), allStoppedBefore, busyBefore, crashedBatch, waitBefore };
     try {
       this.invariant.afterTransition?.(this, step);
     } catch (err) {
@@ -172,6 +175,24 @@ class World {
       }
     }
     return fx;
+  }
+
+  /**
+   * The queue-delay estimate, from the test's own tracks: rows queued at the
+   * priority or above plus rows running, times ms per row, over live workers.
+   */
+  expectedWait(s: State, queued: ReadonlySet<string>, busy: ReadonlyMap<string, Batch<QueueItem>>): Record<Priority, number> {
+    const running = [...busy.values()].reduce((n, b) => n + b.rows, 0);
+    const live = Math.max(1, this.workers.filter((w) => !this.stopped.has(w)).length);
+    const wait = (p: Priority) => {
+      let ahead = 0;
+      for (const k of queued) {
+        const r = this.tracks.get(k)!.req;
+        if (laneOf(r.priority) <= laneOf(p)) ahead += r.rows;
+      }
+      return ((ahead + running) * s.msPerRow) / live;
+    };
+    return { high: wait('high'), normal: wait('normal'), low: wait('low') };
   }
 
   /** Lets every deadline pass and every live worker finish, so every request reaches its end. */
@@ -360,11 +381,16 @@ const commandArb: fc.Arbitrary<Cmd> = fc.oneof(
   { weight: 3, arbitrary: fc.tuple(fc.constantFrom(1, 5, 10), fc.boolean()).map(([dt, tick]) => new AdvanceCmd(dt, tick)) },
 );
 
-const settingsArb: fc.Arbitrary<BatcherSettings> = fc.record({
-  maxBatch: fc.integer({ min: 1, max: 8 }),
-  maxQueue: fc.integer({ min: 1, max: 12 }),
-  maxAttempts: fc.integer({ min: 1, max: 3 }),
-});
+const settingsArb: fc.Arbitrary<BatcherSettings> = fc.record(
+  {
+    maxBatch: fc.integer({ min: 1, max: 8 }),
+    maxQueue: fc.integer({ min: 1, max: 12 }),
+    maxAttempts: fc.integer({ min: 1, max: 3 }),
+    // Batches take 0–50 ms here, so bounds of a few to a hundred ms both bite and let work in.
+    maxQueueDelayMs: fc.integer({ min: 1, max: 120 }),
+  },
+  { requiredKeys: ['maxBatch', 'maxQueue', 'maxAttempts'] },
+);
 
 const NUM_RUNS = 200;
 
@@ -565,7 +591,7 @@ describe('BatcherLogic invariants (model-based, fc.commands)', () => {
     });
   });
 
-  it('every rejection carries the code of its cause; a request is refused overloaded exactly when the queue is full with nothing of lower priority to shed, or past its soft limit for low priority; only lower priority is shed', () => {
+  it('every rejection carries the code of its cause; a request is refused overloaded exactly when its expected wait is past maxQueueDelayMs (half for low, high counting only high work ahead), or the queue is full with nothing of lower priority to shed, or past its soft limit for low priority; only lower priority is shed', () => {
     checkInvariant({
       afterTransition(w, step) {
         const s = step.state;
@@ -575,8 +601,11 @@ describe('BatcherLogic invariants (model-based, fc.commands)', () => {
           const full = step.queuedBefore.size >= w.settings.maxQueue;
           // Crash requeues can leave more than maxQueue queued: room needs that many lower-priority victims.
           const lower = [...step.queuedBefore].filter((k) => rank(w.tracks.get(k)!.req.priority) > rank(req.priority)).length;
-          const expected = full ? lower < step.queuedBefore.size - w.settings.maxQueue + 1 : req.priority === 'low' && step.queuedBefore.size >= s.softQueue;
-          expect(refused, `${req.key} (${req.priority}) with ${step.queuedBefore.size} queued`).toBe(expected);
+          const late = lateFor(w, step, req.priority);
+          const expected = late || (full ? lower < step.queuedBefore.size - w.settings.maxQueue + 1 : req.priority === 'low' && step.queuedBefore.size >= s.softQueue);
+          expect(refused, `${req.key} (${req.priority}) with ${step.queuedBefore.size} queued, expected wait ${step.waitBefore[req.priority]} ms`).toBe(expected);
+          // A request refused for its wait sheds nothing.
+          if (late) expect(step.fx.filter((e) => e.t === 'reject').map((e) => e.req)).toEqual([req]);
         }
         for (const e of step.fx) {
           if (e.t !== 'reject') continue;
@@ -594,7 +623,7 @@ describe('BatcherLogic invariants (model-based, fc.commands)', () => {
               expect(step.msg.t === 'enqueue', why).toBe(true);
               const incoming = step.msg.t === 'enqueue' ? step.msg.req : e.req;
               if (incoming === e.req) {
-                expect(step.queuedBefore.size >= s.softQueue, why).toBe(true);
+                expect(lateFor(w, step, e.req.priority) || step.queuedBefore.size >= s.softQueue, why).toBe(true);
               } else {
                 // A shed victim: it was queued, of strictly lower priority, and the queue was full.
                 expect(step.queuedBefore.has(e.req.key), why).toBe(true);
@@ -744,6 +773,13 @@ describe('the ledger guards its own preconditions', () => {
   });
 });
 
+/** Would a new request of `p` wait past the bound before this step? */
+function lateFor(w: World, step: Step, p: Priority): boolean {
+  const limit = w.settings.maxQueueDelayMs;
+  if (limit === undefined) return false;
+  return step.waitBefore[p] > (p === 'low' ? limit / 2 : limit);
+}
+
 function rank(p: Priority): number {
   return p === 'high' ? 0 : p === 'normal' ? 1 : 2;
 }
@@ -782,6 +818,30 @@ describe('load shedding', () => {
     expect(rejected(transition(s, { t: 'enqueue', req: item('b0', 'normal', { owner: 'B' }) }, 0))).toEqual([]);
     expect(rejected(transition(s, { t: 'enqueue', req: item('a4', 'normal', { owner: 'A' }) }, 0))).toEqual(['a4:overloaded']);
     expect(rejected(transition(s, { t: 'enqueue', req: item('b1', 'normal', { owner: 'B' }) }, 0))).toEqual([]);
+  });
+
+  it('refuses at once a request whose expected wait is past maxQueueDelayMs: low at half of it, high counting only high work ahead', () => {
+    const s = fresh({ maxQueue: 100, maxQueueDelayMs: 40 });
+    const run = transition(s, { t: 'workerReady', worker: 'w' }, 0); // idle, nothing to run
+    expect(run).toEqual([]);
+    // Teach the ledger 10 ms per row with one batch of 4 rows taking 40 ms.
+    const fx = transition(s, { t: 'enqueue', req: item('warm', 'normal', { rows: 4 }) }, 0);
+    const batch = fx.find((e) => e.t === 'run');
+    if (batch?.t !== 'run') return expect.fail('expected a run');
+    for (let i = 0; i < 20; i++) s.msPerRow = 0.8 * s.msPerRow + 0.2 * 10; // as if many such batches had run
+    // Running: 4 rows = 40 ms ahead of anything new. A low request is held to 20 ms: refused.
+    expect(rejected(transition(s, { t: 'enqueue', req: item('l1', 'low') }, 1))).toEqual(['l1:overloaded']);
+    transition(s, { t: 'batchDone', worker: 'w', batchId: batch.batch.id, inferMs: 40 }, 40);
+    // Nothing runs or waits now; three normal rows queue behind a fresh batch of one.
+    for (const k of ['n1', 'n2', 'n3', 'n4']) expect(rejected(transition(s, { t: 'enqueue', req: item(k, 'normal') }, 41))).toEqual([]);
+    // 1 running + 3 queued = 40 ms: a fifth normal would wait 40 ms, at the bound, so it is admitted; a sixth is not.
+    expect(rejected(transition(s, { t: 'enqueue', req: item('n5', 'normal') }, 41))).toEqual([]);
+    const refused = transition(s, { t: 'enqueue', req: item('n6', 'normal') }, 41);
+    expect(rejected(refused)).toEqual(['n6:overloaded']);
+    const err = refused.find((e) => e.t === 'reject');
+    expect(err?.t === 'reject' && err.error.retryAfterMs).toBeGreaterThanOrEqual(40);
+    // High waits only behind the running row and other high work.
+    expect(rejected(transition(s, { t: 'enqueue', req: item('h1', 'high') }, 41))).toEqual([]);
   });
 
   it('counts tensor bytes against a shared memory budget and frees them when requests are answered', () => {
