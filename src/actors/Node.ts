@@ -3,6 +3,7 @@
  * ModelSupervisor per model), the router, the gateway (a Session per client
  * connection) and membership, behind one HTTP/WebSocket port.
  */
+import './nactScheduling.js';
 import { dispatch, query, spawnStateless, start, stop, type Ref } from 'nact';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { WebSocket } from 'ws';
