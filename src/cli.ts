@@ -27,6 +27,8 @@ Node options:
   --models A,B        models to serve (default ${builtinModelNames.join(',')})
   --workers K         worker threads per model (default 1)
   --threads T         onnxruntime intra-op threads per worker (default per model)
+  --inference-nice N  Linux nice (0-19) of inference threads, so the event loop gets the
+                      cores first when both want them; 0 = same as the node (default 10)
   --max-batch N       cap on rows per batch (default per model)
   --max-queue N       cap on queued requests per model (default per model)
   --max-queue-delay-ms N
@@ -97,6 +99,7 @@ export async function main(argv: string[]): Promise<number> {
       'max-batch': { type: 'string' },
       'max-queue': { type: 'string' },
       'max-queue-delay-ms': { type: 'string' },
+      'inference-nice': { type: 'string' },
       'max-in-flight': { type: 'string' },
       'max-frame-bytes': { type: 'string' },
       'log-level': { type: 'string' },
@@ -147,6 +150,7 @@ export async function main(argv: string[]): Promise<number> {
   set('maxBatch', intOpt('max-batch', values['max-batch']));
   set('maxQueue', intOpt('max-queue', values['max-queue']));
   set('maxQueueDelayMs', intOpt('max-queue-delay-ms', values['max-queue-delay-ms']));
+  set('inferenceNice', intOpt('inference-nice', values['inference-nice']));
   const models = resolveModels(names, overrides);
 
   if (names.includes('iris') && !existsSync(irisModelPath)) {

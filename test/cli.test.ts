@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { BIN, spawnNode } from './helpers/spawnNode.js';
 import { RawClient, irisInput } from './helpers/RawClient.js';
 
@@ -40,5 +41,22 @@ describe('the actorserve command', () => {
       expect(await n.stop('SIGTERM')).toBe(0);
     }
     expect(n.lines.every((l) => typeof l === 'object' && l !== null && 'level' in l)).toBe(true);
+  });
+
+  it.runIf(process.platform === 'linux')('runs inference threads at --inference-nice and the event loop at the node\'s own priority', async () => {
+    const n = await spawnNode(['--port', '0', '--node-id', 'nice-node', '--models', 'iris', '--threads', '2', '--inference-nice', '7']);
+    try {
+      const c = await RawClient.connect(n.url);
+      expect((await c.request({ id: 1, model: 'iris', inputs: irisInput([5.1, 3.5, 1.4, 0.2]) })).t).toBe('result');
+      c.close();
+      // Field 19 of /proc/PID/task/TID/stat is the thread's nice; the command name in field 2 may hold spaces.
+      const niceOf = (tid: string) => Number(readFileSync(`/proc/${n.proc.pid}/task/${tid}/stat`, 'utf8').split(') ')[1]!.split(' ')[16]);
+      const nices = readdirSync(`/proc/${n.proc.pid}/task`).map((tid) => ({ tid, nice: niceOf(tid) }));
+      expect(nices.find((t) => t.tid === String(n.proc.pid))?.nice).toBe(0);
+      // The worker_thread that owns the session and onnxruntime's second intra-op thread, created from it.
+      expect(nices.filter((t) => t.nice === 7).length).toBeGreaterThanOrEqual(2);
+    } finally {
+      expect(await n.stop('SIGTERM')).toBe(0);
+    }
   });
 });

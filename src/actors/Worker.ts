@@ -43,7 +43,7 @@ export function spawnWorker(parent: Ref<unknown>, o: WorkerOptions): { ref: Ref<
 
   const startThread = (self: Ref<WorkerMsg>) => {
     const generation = ++slot.generation;
-    InferenceThread.start(o.spec.path, o.spec.intraOpThreads, o.faults).then(
+    InferenceThread.start(o.spec.path, o.spec.intraOpThreads, o.spec.inferenceNice, o.faults).then(
       (thread) => {
         if (generation !== slot.generation || slot.closed) return void thread.terminate();
         slot.thread = thread;

@@ -47,7 +47,7 @@ export class InferenceThread {
    * Starts a thread and loads the model in it.
    * @throws Error when the model cannot be loaded (the thread is stopped).
    */
-  static async start(path: string, intraOpThreads: number, faults?: ThreadFaults): Promise<InferenceThread> {
+  static async start(path: string, intraOpThreads: number, nice: number, faults?: ThreadFaults): Promise<InferenceThread> {
     const worker = new Worker(threadScript);
     const ready = new Promise<void>((resolve, reject) => {
       const onMsg = (m: FromThread) => {
@@ -61,7 +61,7 @@ export class InferenceThread {
       worker.once('exit', (code) => reject(new ThreadDied(`inference thread exited with code ${code} while loading`)));
     });
     const handle = new InferenceThread(worker);
-    worker.postMessage({ t: 'load', path, intraOpThreads, ...(faults ? { faults } : {}) } satisfies ToThread);
+    worker.postMessage({ t: 'load', path, intraOpThreads, nice, ...(faults ? { faults } : {}) } satisfies ToThread);
     try {
       await ready;
     } catch (e) {

@@ -5,6 +5,8 @@
  */
 import { parentPort } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
+import { readlinkSync } from 'node:fs';
+import { setPriority } from 'node:os';
 import * as ort from 'onnxruntime-node';
 import type { FromThread, ThreadFaults, ThreadTensor, ToThread } from './threadProtocol.js';
 
@@ -43,10 +45,28 @@ const poisoned = (inputs: Record<string, ThreadTensor>) => {
   return false;
 };
 
+/**
+ * Linux: lowers this thread's scheduling priority (nice), before ONNX Runtime
+ * creates its intra-op threads, which inherit it. When inference saturates
+ * the cores, the event loop (sockets, admission, heartbeats) still runs at
+ * once instead of waiting for a time slice; inference takes every cycle it
+ * leaves. Elsewhere nice is per process, so nothing is changed.
+ */
+function lowerThreadPriority(nice: number): void {
+  if (process.platform !== 'linux' || nice === 0) return;
+  try {
+    const tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
+    if (Number.isInteger(tid) && tid > 0) setPriority(tid, nice);
+  } catch {
+    // No /proc or not permitted: run at the process's priority.
+  }
+}
+
 port.on('message', async (msg: ToThread) => {
   switch (msg.t) {
     case 'load':
       try {
+        lowerThreadPriority(msg.nice);
         faults = msg.faults ?? {};
         session = await ort.InferenceSession.create(msg.path, {
           intraOpNumThreads: msg.intraOpThreads,

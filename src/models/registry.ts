@@ -22,6 +22,9 @@ export interface BatchingSettings {
   maxQueueDelayMs?: number;
 }
 
+/** Default nice of inference threads: the event loop first, inference gets every cycle it leaves. */
+export const DEFAULT_INFERENCE_NICE = 10;
+
 /** Default queue-delay bound: a few dozen batches of work, never seconds of it. */
 export const DEFAULT_MAX_QUEUE_DELAY_MS = 250;
 
@@ -35,6 +38,11 @@ export interface ModelSpec {
   batching: BatchingSettings;
   /** onnxruntime intra-op threads per worker. */
   intraOpThreads: number;
+  /**
+   * Linux nice value (0–19) of the inference threads: above 0 they yield the
+   * cores to the event loop (sockets, admission, heartbeats) when both want them.
+   */
+  inferenceNice: number;
   /** Worker threads (each with its own session) per model on a node. */
   workers: number;
   /** How the model's supervisor treats its workers; the node's settings fill what is missing. */
@@ -66,6 +74,7 @@ const builtins: Record<string, () => ModelSpec> = {
     labels: ['setosa', 'versicolor', 'virginica'],
     batching: { maxBatch: 256, maxQueue: 8192, maxAttempts: 2, maxQueueDelayMs: DEFAULT_MAX_QUEUE_DELAY_MS },
     intraOpThreads: 1,
+    inferenceNice: DEFAULT_INFERENCE_NICE,
     workers: 1,
   }),
   'text-orientation': () => ({
@@ -77,6 +86,7 @@ const builtins: Record<string, () => ModelSpec> = {
     labels: ['0', '180'],
     batching: { maxBatch: 16, maxQueue: 1024, maxAttempts: 2, maxQueueDelayMs: DEFAULT_MAX_QUEUE_DELAY_MS },
     intraOpThreads: 2,
+    inferenceNice: DEFAULT_INFERENCE_NICE,
     workers: 1,
   }),
 };
@@ -90,6 +100,7 @@ export interface ModelOverrides {
   intraOpThreads?: number;
   maxBatch?: number;
   maxQueue?: number;
+  inferenceNice?: number;
   /** 0 turns the queue-delay bound off. */
   maxQueueDelayMs?: number;
 }
@@ -110,6 +121,11 @@ export function resolveModels(names: readonly string[], overrides: ModelOverride
       spec.intraOpThreads = positiveInt('intraOpThreads', overrides.intraOpThreads);
     if (overrides.maxBatch !== undefined) spec.batching.maxBatch = positiveInt('maxBatch', overrides.maxBatch);
     if (overrides.maxQueue !== undefined) spec.batching.maxQueue = positiveInt('maxQueue', overrides.maxQueue);
+    if (overrides.inferenceNice !== undefined) {
+      const n = overrides.inferenceNice;
+      if (!Number.isInteger(n) || n < 0 || n > 19) throw new RangeError(`inferenceNice must be an integer from 0 to 19, got ${n}`);
+      spec.inferenceNice = n;
+    }
     if (overrides.maxQueueDelayMs === 0) delete spec.batching.maxQueueDelayMs;
     else if (overrides.maxQueueDelayMs !== undefined) spec.batching.maxQueueDelayMs = positiveInt('maxQueueDelayMs', overrides.maxQueueDelayMs);
     return spec;

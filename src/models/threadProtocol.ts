@@ -17,7 +17,7 @@ export interface ThreadFaults {
 export type ThreadFault = 'throwNext' | 'hangNext' | 'exit';
 
 export type ToThread =
-  | { t: 'load'; path: string; intraOpThreads: number; faults?: ThreadFaults }
+  | { t: 'load'; path: string; intraOpThreads: number; nice: number; faults?: ThreadFaults }
   | { t: 'fault'; fault: ThreadFault }
   | { t: 'run'; batchId: number; inputs: Record<string, ThreadTensor> };
 
