@@ -16,12 +16,23 @@ export const ERROR_CODES = [
 
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
+/**
+ * An answer with a code, not a bug: no stack trace is captured (a node
+ * refusing thousands of requests a second under overload spent more time
+ * building their stacks than deciding to refuse them).
+ */
 export class ActorserveError extends Error {
   readonly code: ErrorCode;
   readonly retryAfterMs: number | undefined;
 
   constructor(code: ErrorCode, message: string, retryAfterMs?: number) {
-    super(message);
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
+    try {
+      super(message);
+    } finally {
+      Error.stackTraceLimit = limit;
+    }
     this.name = 'ActorserveError';
     this.code = code;
     this.retryAfterMs = retryAfterMs;

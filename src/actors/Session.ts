@@ -11,6 +11,7 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics/Metrics.js';
 import type { ModelSpec } from '../models/registry.js';
 import { decodeUntrusted, encode } from '../transport/codec.js';
+import { coalescingSender } from '../transport/coalesce.js';
 import { parseClientFrame, type ErrorFrame, type InferFrame, type RequestId, type ResultFrame } from '../transport/protocol.js';
 import { admit } from './admit.js';
 import { errorFrame, type InferRequest, type RouterMsg, type SessionMsg } from './messages.js';
@@ -45,12 +46,13 @@ export function spawnSession(parent: Ref<unknown>, o: SessionOptions): Ref<Sessi
   const outstanding = new Map<RequestId, Outstanding>();
   let seq = 0;
   let self: Ref<SessionMsg>;
+  const write = coalescingSender(o.ws);
 
   const send = (frame: ResultFrame | ErrorFrame) => {
     if (o.ws.readyState !== o.ws.OPEN) return;
     const bytes = encode(frame);
     o.metrics?.bytesSent('client', bytes.byteLength);
-    o.ws.send(bytes);
+    write(bytes);
     if (o.ws.bufferedAmount > o.maxBufferedBytes) {
       // It stopped reading: holding more for it would cost everyone's memory. Its queued work is cancelled on close.
       o.log.warn({ bufferedBytes: o.ws.bufferedAmount, limit: o.maxBufferedBytes }, 'slow consumer closed at the high watermark');
