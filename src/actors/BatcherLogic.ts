@@ -51,9 +51,12 @@ export interface BatcherSettings {
   /**
    * Longest expected wait a request is admitted into, in ms: the rows that
    * would run before it (queued ahead of it and running now) times the
-   * smoothed ms per row, over the live workers. Past it the answer is
-   * `overloaded` at once rather than a late result. High priority counts only
-   * the high rows ahead of it; low priority is held to half. Default: none.
+   * measured ms per row, over the live workers. Past it the answer is
+   * `overloaded` at once rather than a late result. Only work that runs
+   * first counts: high priority waits behind high work alone, and its bound
+   * is twice this; low priority is held to half. A connection holding less
+   * than an equal share of the queue is still admitted up to twice its bound,
+   * so one flooding client cannot lock the others out. Default: none.
    */
   maxQueueDelayMs?: number;
 }
@@ -84,8 +87,13 @@ export interface BatcherState<R extends QueueItem> {
   queued: number;
   nextSeq: number;
   nextBatchId: number;
-  /** Smoothed milliseconds of inference per row, for `retryAfterMs` hints. */
-  msPerRow: number;
+  /** Smoothed ms of inference per batch, whatever its size; undefined until one has run. */
+  batchMs: number | undefined;
+  /**
+   * Smoothed ms per row of batches at least half of maxBatch, the rate a
+   * backlog drains at; undefined until one has run.
+   */
+  msPerRowFull: number | undefined;
   readonly softQueue: number;
   /** Queued requests per owner. */
   readonly owners: Map<string, number>;
@@ -136,7 +144,8 @@ export function initialBatcherState<R extends QueueItem>(
     queued: 0,
     nextSeq: 0,
     nextBatchId: 1,
-    msPerRow: 1,
+    batchMs: undefined,
+    msPerRowFull: undefined,
   };
 }
 
@@ -160,7 +169,8 @@ export function transition<R extends QueueItem>(s: BatcherState<R>, msg: Batcher
       if (slot?.state !== 'busy' || slot.batch.id !== msg.batchId) break;
       s.workers.set(msg.worker, { state: 'idle' });
       for (const r of slot.batch.requests) s.budget.used -= r.bytes ?? 0;
-      s.msPerRow = 0.8 * s.msPerRow + 0.2 * (msg.inferMs / Math.max(1, slot.batch.rows));
+      s.batchMs = smooth(s.batchMs, msg.inferMs);
+      if (2 * slot.batch.rows >= s.settings.maxBatch) s.msPerRowFull = smooth(s.msPerRowFull, msg.inferMs / slot.batch.rows);
       fx.push({ t: 'complete', batch: slot.batch });
       break;
     }
@@ -205,9 +215,21 @@ function liveWorkers<R extends QueueItem>(s: BatcherState<R>): number {
   return n;
 }
 
+const smooth = (avg: number | undefined, x: number): number => (avg === undefined ? x : 0.8 * avg + 0.2 * x);
+
+/**
+ * The ms per row a backlog drains at. A backlog runs in full batches, so it
+ * is measured on batches at least half full when some have run. Before that,
+ * a full batch is assumed to take as long as the batches seen so far (small
+ * ones run at a worse rate per row, which would refuse a first burst that
+ * full batches then clear); before anything has run, 0: no wait predicted.
+ */
+export const drainMsPerRow = <R extends QueueItem>(s: BatcherState<R>): number =>
+  s.msPerRowFull ?? (s.batchMs === undefined ? 0 : s.batchMs / s.settings.maxBatch);
+
 /** Expected ms until `rowsAhead` more rows and the running batches are done. */
 const expectedWaitMs = <R extends QueueItem>(s: BatcherState<R>, rowsAhead: number): number =>
-  ((rowsAhead + runningRows(s)) * s.msPerRow) / Math.max(1, liveWorkers(s));
+  ((rowsAhead + runningRows(s)) * drainMsPerRow(s)) / Math.max(1, liveWorkers(s));
 
 /** When to come back: about the time the whole queue takes to drain, 5 ms to 10 s. */
 export const retryAfterMs = <R extends QueueItem>(s: BatcherState<R>): number =>
@@ -277,6 +299,10 @@ function admission<R extends QueueItem>(s: BatcherState<R>, req: R, fx: BatcherE
   return undefined;
 }
 
+/** The wait a request of `priority` is admitted into under `maxQueueDelayMs`. */
+export const queueDelayBound = (limit: number, priority: Priority): number =>
+  priority === 'high' ? 2 * limit : priority === 'low' ? limit / 2 : limit;
+
 /** The queue-delay bound of {@link BatcherSettings.maxQueueDelayMs}, or undefined to admit. */
 function queueDelayRefusal<R extends QueueItem>(s: BatcherState<R>, req: R): string | undefined {
   const limit = s.settings.maxQueueDelayMs;
@@ -284,9 +310,15 @@ function queueDelayRefusal<R extends QueueItem>(s: BatcherState<R>, req: R): str
   const lane = laneOf(req.priority);
   let ahead = 0;
   for (let li = 0; li <= lane; li++) ahead += s.rowsByLane[li]!;
-  const bound = req.priority === 'low' ? limit / 2 : limit;
+  const bound = queueDelayBound(limit, req.priority);
   const wait = expectedWaitMs(s, ahead);
-  return wait > bound ? `expected queue wait ${Math.round(wait)} ms is past ${Math.round(bound)} ms` : undefined;
+  if (wait <= bound) return undefined;
+  const owner = req.owner;
+  if (wait <= 2 * bound && owner !== undefined) {
+    const owners = s.owners.size + (s.owners.has(owner) ? 0 : 1);
+    if ((s.owners.get(owner) ?? 0) < s.queued / owners) return undefined;
+  }
+  return `expected queue wait ${Math.round(wait)} ms is past ${Math.round(bound)} ms`;
 }
 
 /**

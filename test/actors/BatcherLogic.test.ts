@@ -2,7 +2,9 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ActorserveError, type ErrorCode } from '../../src/errors.js';
 import {
+  drainMsPerRow,
   initialBatcherState,
+  queueDelayBound,
   queuedByPriority,
   transition,
   type Batch,
@@ -190,7 +192,7 @@ class World {
         const r = this.tracks.get(k)!.req;
         if (laneOf(r.priority) <= laneOf(p)) ahead += r.rows;
       }
-      return ((ahead + running) * s.msPerRow) / live;
+      return ((ahead + running) * drainMsPerRow(s)) / live;
     };
     return { high: wait('high'), normal: wait('normal'), low: wait('low') };
   }
@@ -591,7 +593,7 @@ describe('BatcherLogic invariants (model-based, fc.commands)', () => {
     });
   });
 
-  it('every rejection carries the code of its cause; a request is refused overloaded exactly when its expected wait is past maxQueueDelayMs (half for low, high counting only high work ahead), or the queue is full with nothing of lower priority to shed, or past its soft limit for low priority; only lower priority is shed', () => {
+  it('every rejection carries the code of its cause; a request is refused overloaded exactly when its expected wait is past maxQueueDelayMs (half for low; twice for high, which counts only high work ahead), or the queue is full with nothing of lower priority to shed, or past its soft limit for low priority; only lower priority is shed', () => {
     checkInvariant({
       afterTransition(w, step) {
         const s = step.state;
@@ -777,7 +779,7 @@ describe('the ledger guards its own preconditions', () => {
 function lateFor(w: World, step: Step, p: Priority): boolean {
   const limit = w.settings.maxQueueDelayMs;
   if (limit === undefined) return false;
-  return step.waitBefore[p] > (p === 'low' ? limit / 2 : limit);
+  return step.waitBefore[p] > queueDelayBound(limit, p);
 }
 
 function rank(p: Priority): number {
@@ -820,28 +822,52 @@ describe('load shedding', () => {
     expect(rejected(transition(s, { t: 'enqueue', req: item('b1', 'normal', { owner: 'B' }) }, 0))).toEqual([]);
   });
 
-  it('refuses at once a request whose expected wait is past maxQueueDelayMs: low at half of it, high counting only high work ahead', () => {
+  it('refuses at once a request whose expected wait is past maxQueueDelayMs: low at half of it, high at twice it counting only high work ahead', () => {
     const s = fresh({ maxQueue: 100, maxQueueDelayMs: 40 });
-    const run = transition(s, { t: 'workerReady', worker: 'w' }, 0); // idle, nothing to run
-    expect(run).toEqual([]);
-    // Teach the ledger 10 ms per row with one batch of 4 rows taking 40 ms.
-    const fx = transition(s, { t: 'enqueue', req: item('warm', 'normal', { rows: 4 }) }, 0);
-    const batch = fx.find((e) => e.t === 'run');
-    if (batch?.t !== 'run') return expect.fail('expected a run');
-    for (let i = 0; i < 20; i++) s.msPerRow = 0.8 * s.msPerRow + 0.2 * 10; // as if many such batches had run
-    // Running: 4 rows = 40 ms ahead of anything new. A low request is held to 20 ms: refused.
-    expect(rejected(transition(s, { t: 'enqueue', req: item('l1', 'low') }, 1))).toEqual(['l1:overloaded']);
-    transition(s, { t: 'batchDone', worker: 'w', batchId: batch.batch.id, inferMs: 40 }, 40);
-    // Nothing runs or waits now; three normal rows queue behind a fresh batch of one.
-    for (const k of ['n1', 'n2', 'n3', 'n4']) expect(rejected(transition(s, { t: 'enqueue', req: item(k, 'normal') }, 41))).toEqual([]);
-    // 1 running + 3 queued = 40 ms: a fifth normal would wait 40 ms, at the bound, so it is admitted; a sixth is not.
-    expect(rejected(transition(s, { t: 'enqueue', req: item('n5', 'normal') }, 41))).toEqual([]);
-    const refused = transition(s, { t: 'enqueue', req: item('n6', 'normal') }, 41);
-    expect(rejected(refused)).toEqual(['n6:overloaded']);
+    transition(s, { t: 'workerReady', worker: 'w' }, 0);
+    // Nothing has run yet: no wait is predicted, so a first burst is bounded by maxQueue alone.
+    expect(drainMsPerRow(s)).toBe(0);
+    const small = transition(s, { t: 'enqueue', req: item('one', 'normal') }, 0).find((e) => e.t === 'run');
+    if (small?.t !== 'run') return expect.fail('expected a run');
+    // One row in 20 ms: until a full batch has run, a batch of 4 is assumed to take as long, 5 ms per row.
+    transition(s, { t: 'batchDone', worker: 'w', batchId: small.batch.id, inferMs: 20 }, 20);
+    expect(drainMsPerRow(s)).toBe(5);
+    const first = transition(s, { t: 'enqueue', req: item('warm', 'normal', { rows: 4 }) }, 20).find((e) => e.t === 'run');
+    if (first?.t !== 'run') return expect.fail('expected a run');
+    // A full batch of 4 rows in 40 ms: a backlog drains at 10 ms per row.
+    transition(s, { t: 'batchDone', worker: 'w', batchId: first.batch.id, inferMs: 40 }, 40);
+    expect(drainMsPerRow(s)).toBe(10);
+    const running = transition(s, { t: 'enqueue', req: item('r', 'normal', { rows: 4 }) }, 41);
+    expect(running.some((e) => e.t === 'run')).toBe(true);
+    // 4 rows running = 40 ms ahead of anything new. Low is held to 20 ms.
+    expect(rejected(transition(s, { t: 'enqueue', req: item('l1', 'low') }, 41))).toEqual(['l1:overloaded']);
+    expect(rejected(transition(s, { t: 'enqueue', req: item('n1', 'normal') }, 41))).toEqual([]); // 40 ms: at the bound
+    const refused = transition(s, { t: 'enqueue', req: item('n2', 'normal') }, 41); // 50 ms
+    expect(rejected(refused)).toEqual(['n2:overloaded']);
     const err = refused.find((e) => e.t === 'reject');
-    expect(err?.t === 'reject' && err.error.retryAfterMs).toBeGreaterThanOrEqual(40);
-    // High waits only behind the running row and other high work.
-    expect(rejected(transition(s, { t: 'enqueue', req: item('h1', 'high') }, 41))).toEqual([]);
+    expect(err?.t === 'reject' && err.error.retryAfterMs).toBe(50); // 1 queued + 4 running rows drain in 50 ms
+    // High counts running and high rows only, up to 80 ms: four get in (40..70 ms), a fifth at 80 too, a sixth not.
+    for (const k of ['h1', 'h2', 'h3', 'h4', 'h5']) expect(rejected(transition(s, { t: 'enqueue', req: item(k, 'high') }, 41))).toEqual([]);
+    expect(rejected(transition(s, { t: 'enqueue', req: item('h6', 'high') }, 41))).toEqual(['h6:overloaded']);
+  });
+
+  it('still admits a connection under its share of the queue past the wait bound, up to twice it, so one flooding client does not lock out the others', () => {
+    const s = fresh({ maxQueue: 100, maxQueueDelayMs: 40 });
+    transition(s, { t: 'workerReady', worker: 'w' }, 0);
+    const first = transition(s, { t: 'enqueue', req: item('warm', 'normal', { rows: 4 }) }, 0).find((e) => e.t === 'run');
+    if (first?.t !== 'run') return expect.fail('expected a run');
+    transition(s, { t: 'batchDone', worker: 'w', batchId: first.batch.id, inferMs: 40 }, 40); // 10 ms per row
+    transition(s, { t: 'enqueue', req: item('r', 'normal', { rows: 4, owner: 'A' }) }, 41); // runs: 40 ms ahead
+    // A floods: one row gets in at 40 ms, the next would wait 50 ms.
+    expect(rejected(transition(s, { t: 'enqueue', req: item('a1', 'normal', { owner: 'A' }) }, 41))).toEqual([]);
+    expect(rejected(transition(s, { t: 'enqueue', req: item('a2', 'normal', { owner: 'A' }) }, 41))).toEqual(['a2:overloaded']);
+    // B holds nothing queued: under its share, it is admitted up to 80 ms (50, 60 ms), and no further.
+    expect(rejected(transition(s, { t: 'enqueue', req: item('b1', 'normal', { owner: 'B' }) }, 41))).toEqual([]);
+    // Now A and B hold one each: B is at its share (2 queued / 2 owners) and is refused like A.
+    expect(rejected(transition(s, { t: 'enqueue', req: item('b2', 'normal', { owner: 'B' }) }, 41))).toEqual(['b2:overloaded']);
+    expect(rejected(transition(s, { t: 'enqueue', req: item('a3', 'normal', { owner: 'A' }) }, 41))).toEqual(['a3:overloaded']);
+    // C, new, is under its share (0 < 2/3) and 60 ms is within twice the bound.
+    expect(rejected(transition(s, { t: 'enqueue', req: item('c1', 'normal', { owner: 'C' }) }, 41))).toEqual([]);
   });
 
   it('counts tensor bytes against a shared memory budget and frees them when requests are answered', () => {
