@@ -9,7 +9,8 @@
  *     then an open-loop sweep at shares of actorserve's capacity;
  *
  * then (`--cluster N`) CPU per request through an N-node cluster against one
- * node alone, a join and a SIGKILL under load. Load comes from separate
+ * node alone, a join and a SIGKILL under load, and (`--overload MODEL`) a
+ * fresh node at a multiple of its peak with a priority mix. Load comes from separate
  * generator processes (bench/loadgen.ts). Results go to
  * bench/results/<timestamp>/: results.json, summary.md and SVG charts.
  *
@@ -23,7 +24,8 @@ import { projectRoot, resolveModels } from '../src/models/registry.js';
 import { measureCeiling } from './ceiling.js';
 import { runCluster } from './cluster.js';
 import { runPhase, type PhaseOptions } from './loadPhase.js';
-import { parseOptions, USAGE, type BenchOptions } from './options.js';
+import { defaultConcurrency, parseOptions, USAGE, type BenchOptions } from './options.js';
+import { runOverload } from './overload.js';
 import type { ModelInput } from './payload.js';
 import { freePorts, killAllNow, started, stop, stopAll } from './processes.js';
 import { writeReport } from './report.js';
@@ -96,6 +98,7 @@ async function run(o: BenchOptions, argv: readonly string[]): Promise<BenchResul
     },
     models: [],
     cluster: null,
+    overload: null,
     processes: started,
     errors,
   };
@@ -193,6 +196,29 @@ async function run(o: BenchOptions, argv: readonly string[]): Promise<BenchResul
       drainTimeoutMs: drainMs(o, o.durationS),
       log,
       errors,
+    });
+  }
+  // 5. Overload: a fresh node, one model, a multiple of its peak.
+  if (o.overload !== null) {
+    const model = o.overload;
+    results.overload = await attempt(errors, `overload ${model}`, async () => {
+      const [spec] = resolveModels([model]);
+      return runOverload({
+        input: inputs.get(model) ?? modelInput(model),
+        maxQueue: spec!.batching.maxQueue,
+        factor: o.overloadFactor,
+        mix: o.overloadMix,
+        closedThroughput: results.models.find((mr) => mr.model === model)?.actorserve.closed?.throughput ?? null,
+        concurrency: o.concurrency[model] ?? defaultConcurrency(model),
+        connections: o.connections,
+        generators: o.generators,
+        warmupS: o.warmupS,
+        durationS: o.durationS,
+        sweepDurationS: o.sweepDurationS,
+        drainMs: (s) => drainMs(o, s),
+        log,
+        errors,
+      });
     });
   }
   results.machine.loadAverageAtEnd = loadavg().map((x) => round(x, 2));

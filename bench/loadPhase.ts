@@ -6,11 +6,12 @@
  */
 import { join } from 'node:path';
 import { projectRoot } from '../src/models/registry.js';
+import { PRIORITIES } from '../src/transport/protocol.js';
 import { mergeHistograms, summarize, encodeHistogram } from './histogram.js';
 import type { FromGenerator, GeneratorReport, Mode, Target, ToGenerator } from './loadSpec.js';
 import type { ModelInput } from './payload.js';
 import { cpuSecondsOf, epochMs, forkProcess, httpText, machineBusySeconds, stop, type Tracked } from './processes.js';
-import type { PhaseResult, SystemName } from './results.js';
+import type { OverloadedAnswers, PhaseResult, PriorityPhase, SystemName } from './results.js';
 
 /** The generator runs from the build, also when this module is imported from the TypeScript sources (tests). */
 export const LOADGEN_PATH = join(projectRoot, 'dist', 'bench', 'loadgen.js');
@@ -104,7 +105,7 @@ export async function runPhase(o: PhaseOptions): Promise<PhaseResult> {
     for (let i = 0; i < g; i++) {
       const mode: Mode = o.mode.kind === 'closed'
         ? { kind: 'closed', concurrency: Math.max(1, split(o.mode.concurrency, g, i)) }
-        : { kind: 'open', rate: o.mode.rate / g };
+        : { kind: 'open', rate: o.mode.rate / g, ...(o.mode.mix !== undefined ? { mix: o.mode.mix } : {}) };
       const t = forkProcess(`loadgen ${o.label}${g > 1 ? ` #${i + 1}` : ''}`, LOADGEN_PATH);
       gens.push(t);
       let ready!: () => void;
@@ -267,6 +268,7 @@ function merge(
   const cpuSeconds = sampled && cpu.to !== undefined ? sum(cpu.to) - sum(cpu.from!) : null;
   const cpuToDrain = sampled && cpu.drained !== undefined ? cpu.drained.map((v, i) => v - cpu.from![i]!) : null;
   const round = (x: number, d = 3) => Math.round(x * 10 ** d) / 10 ** d;
+  const priorities = mergePriorities(all, durationS);
   const nodeCount = Object.values(perNode).reduce((a, b) => a + b, 0);
   return {
     label: o.label,
@@ -291,7 +293,11 @@ function merge(
     perNode,
     forwardedShare: o.target.kind === 'ws' && nodeCount > 0 ? round(forwarded / nodeCount, 4) : null,
     meanBatch: o.system !== 'plain' && okCount > 0 ? round(batchSum / okCount, 2) : null,
-    generator: { cpuPct: round((genCpu / durationS) * 100, 1), loopMaxMs: round(loopMax, 2) },
+    generator: {
+      cpuPct: round((genCpu / durationS) * 100, 1),
+      loopMaxMs: round(loopMax, 2),
+      ...(all.some((r) => r.sendBufferMaxBytes !== undefined) ? { sendBufferMaxBytes: Math.max(...all.map((r) => r.sendBufferMaxBytes ?? 0)) } : {}),
+    },
     machine: machineShare(cpu, cpuSeconds, genCpu),
     server: {
       pids: o.serverPids,
@@ -302,5 +308,54 @@ function merge(
       eventLoopDelayMaxMs: loop.maxMs === null ? null : round(loop.maxMs, 2),
       eventLoopSamples: loop.samples,
     },
+    ...priorities,
   };
+}
+
+/** The generators' per-priority and `overloaded` figures, merged; nothing when no generator ran a mix. */
+function mergePriorities(all: readonly GeneratorReport[], durationS: number): Pick<PhaseResult, 'byPriority' | 'overloaded'> {
+  if (!all.some((r) => r.byPriority !== undefined)) return {};
+  const round = (x: number, d = 3) => Math.round(x * 10 ** d) / 10 ** d;
+  const byPriority: NonNullable<PhaseResult['byPriority']> = {};
+  for (const p of PRIORITIES) {
+    const parts = all.map((r) => r.byPriority?.[p]).filter((x) => x !== undefined);
+    if (parts.length === 0) continue;
+    const errors: Record<string, number> = {};
+    for (const x of parts) for (const [k, v] of Object.entries(x.errors)) errors[k] = (errors[k] ?? 0) + v;
+    const sum = (f: (x: (typeof parts)[number]) => number) => parts.reduce((a, x) => a + f(x), 0);
+    const scheduled = sum((x) => x.scheduled);
+    const ok = sum((x) => x.ok);
+    const hist = mergeHistograms(parts.map((x) => x.histogram));
+    const server = mergeHistograms(parts.map((x) => x.serverHistogram));
+    const phase: PriorityPhase = {
+      scheduled,
+      ok,
+      okShare: scheduled > 0 ? round(ok / scheduled, 4) : null,
+      throughput: round(sum((x) => x.okCompletedInWindow) / durationS, 1),
+      errors,
+      unanswered: sum((x) => x.unanswered),
+      latencyMs: summarize(hist),
+      histogram: encodeHistogram(hist),
+      serverMs: summarize(server),
+    };
+    byPriority[p] = phase;
+  }
+  const ov = all.map((r) => r.overloaded).filter((x) => x !== undefined);
+  const hist = mergeHistograms(ov.map((x) => x.histogram));
+  const hints = ov.reduce((a, x) => a + x.retryAfterMs.count, 0);
+  const reasons: Record<string, number> = {};
+  for (const x of ov) for (const [k, v] of Object.entries(x.reasons)) reasons[k] = (reasons[k] ?? 0) + v;
+  const overloaded: OverloadedAnswers = {
+    count: ov.reduce((a, x) => a + x.count, 0),
+    latencyMs: summarize(hist),
+    histogram: encodeHistogram(hist),
+    missingRetryAfter: ov.reduce((a, x) => a + x.missingRetryAfter, 0),
+    reasons,
+    retryAfterMs: hints === 0 ? null : {
+      min: Math.min(...ov.filter((x) => x.retryAfterMs.count > 0).map((x) => x.retryAfterMs.min)),
+      mean: round(ov.reduce((a, x) => a + x.retryAfterMs.sum, 0) / hints, 1),
+      max: Math.max(...ov.map((x) => x.retryAfterMs.max)),
+    },
+  };
+  return { byPriority, overloaded };
 }

@@ -4,7 +4,9 @@
  * (`performance.timeOrigin + performance.now()`), comparable across the
  * processes of one machine.
  */
+import type { Priority } from '../src/transport/protocol.js';
 import type { ModelInput } from './payload.js';
+import type { PriorityMix } from './priorityMix.js';
 
 export type Target =
   /** actorserve: binary msgpack frames over WebSocket; connections go round-robin over `urls`. */
@@ -19,7 +21,17 @@ export type Mode =
    * `rate` requests per second on a fixed schedule, sent whether or not
    * earlier ones were answered; latency counts from the scheduled time.
    */
-  | { kind: 'open'; rate: number };
+  | {
+      kind: 'open';
+      rate: number;
+      /**
+       * Each request carries a `priority` from this mix (in the fixed order of
+       * `priorityPicker`, so the mix is exact over the run), and the report
+       * gains {@link GeneratorReport.byPriority} and {@link GeneratorReport.overloaded}.
+       * Left out: no `priority` field is sent (the server reads `normal`).
+       */
+      mix?: PriorityMix;
+    };
 
 export interface LoadSpec {
   target: Target;
@@ -68,6 +80,46 @@ export interface GeneratorReport {
   /** The generator's own CPU time during the measured window, and its event-loop delay max. */
   cpuSeconds: number;
   loopMaxMs: number;
+  /** Open loop with a priority mix only: the measured requests of each priority present in the mix. */
+  byPriority?: Partial<Record<Priority, PriorityReport>>;
+  /** Open loop with a priority mix only: the `overloaded` answers to measured requests. */
+  overloaded?: OverloadedReport;
+  /**
+   * Open loop with a priority mix only: the most bytes any connection held
+   * unsent right after a send, over the whole run. Large means requests waited
+   * in this client for the server to read them (counted in their latency).
+   */
+  sendBufferMaxBytes?: number;
+}
+
+/** One priority's share of a generator's measured window. */
+export interface PriorityReport {
+  /** Requests scheduled inside the measured window (sent or refused by the client's own backlog cap). */
+  scheduled: number;
+  /** Results of those requests. */
+  ok: number;
+  /** Results of this priority that arrived inside the measured window, whenever sent. */
+  okCompletedInWindow: number;
+  /** Error answers to those requests by code (plus `client_backlog`). */
+  errors: Record<string, number>;
+  unanswered: number;
+  /** Latency of the results (not of errors), µs, HDR compressed base64; unanswered ones at their lower bound. */
+  histogram: string;
+  /** The server's own `timings.totalMs` of the same results (receipt to result), µs, HDR compressed base64. */
+  serverHistogram: string;
+}
+
+export interface OverloadedReport {
+  /** `overloaded` answers to requests scheduled inside the window. */
+  count: number;
+  /** Time from the scheduled send to the `overloaded` answer, µs, HDR compressed base64. */
+  histogram: string;
+  /** `overloaded` answers that carried no usable `retryAfterMs` (a non-negative number). */
+  missingRetryAfter: number;
+  /** Answers by message (the server's reason) with every number written N, at most 16 distinct plus "(other)". */
+  reasons: Record<string, number>;
+  /** The `retryAfterMs` hints that were there. */
+  retryAfterMs: { count: number; sum: number; min: number; max: number };
 }
 
 export type FromGenerator =

@@ -6,6 +6,10 @@
  * is patched per request (WebSocket); HTTP requests are one prebuilt buffer
  * and responses are parsed only as far as status and length.
  *
+ * With a priority mix (open loop), one frame per priority is prebuilt and
+ * each priority gets its own latency histogram; `overloaded` answers get one
+ * too, timed like results from the scheduled send.
+ *
  * Bounded: at most `rate × (warm-up + duration)` requests in open loop, no
  * sends after the measured window, a drain of at most `drainTimeoutMs`, and a
  * hard exit if the run overstays its whole budget or the bench goes away.
@@ -14,10 +18,11 @@ import { connect as netConnect, type Socket } from 'node:net';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import WebSocket, { type RawData } from 'ws';
 import { decodeUntrusted, encode } from '../src/transport/codec.js';
-import type { WelcomeFrame } from '../src/transport/protocol.js';
+import { PRIORITIES, type Priority, type WelcomeFrame } from '../src/transport/protocol.js';
 import { encodeHistogram, newHistogram, recordMs } from './histogram.js';
 import type { FromGenerator, GeneratorReport, LoadSpec, ToGenerator } from './loadSpec.js';
 import { jsonBody, sampleInput } from './payload.js';
+import { priorityPicker } from './priorityMix.js';
 
 const MAX_REQUESTS = 20_000_000;
 const MAX_BUCKETS = 3_600;
@@ -26,6 +31,8 @@ const MAX_WS_BUFFERED = 64 * 1024 * 1024;
 /** The same for unsent HTTP bytes (a text-orientation image is ~0.5 MB of JSON). */
 const MAX_HTTP_BUFFERED = 64 * 1024 * 1024;
 const CONNECT_TIMEOUT_MS = 10_000;
+/** Distinct `overloaded` messages (numbers replaced by N) counted one by one; the rest go under "(other)". */
+const MAX_REASONS = 16;
 
 const now = (): number => performance.timeOrigin + performance.now();
 
@@ -58,8 +65,10 @@ class Fifo {
 interface Conn {
   /** The node the connection is attached to (actorserve's welcome), for counting forwarded requests. */
   readonly entryNode: string | undefined;
-  /** Sends request `id`; false when the generator could not queue it. */
-  send(id: number): boolean;
+  /** Sends request `id` with the frame of `lane` (an index into the prebuilt frames; HTTP has one); false when the generator could not queue it. */
+  send(id: number, lane: number): boolean;
+  /** Bytes queued on this connection and not yet taken by the kernel. */
+  buffered(): number;
   close(): void;
 }
 
@@ -68,6 +77,12 @@ interface Answer {
   code: string;
   node: string | undefined;
   batchSize: number;
+  /** An error's `retryAfterMs` when it is a non-negative number. */
+  retryAfterMs: number | undefined;
+  /** An error's message. */
+  message: string | undefined;
+  /** A result's `timings.totalMs`: the server's own time from receiving the request to its result. */
+  serverMs: number | undefined;
 }
 
 type OnAnswer = (id: number, a: Answer, conn: Conn) => void;
@@ -79,7 +94,13 @@ const ID_SLOT = 0xfffffffe;
 /** `"id"` followed by uint32 0xfffffffe, as msgpackr encodes the placeholder id. */
 const ID_MARKER = Buffer.from([0xa2, 0x69, 0x64, 0xce, 0xff, 0xff, 0xff, 0xfe]);
 
-function wsTemplate(spec: LoadSpec): { frame: Buffer; idPos: number } {
+interface WsTemplate {
+  frame: Buffer;
+  idPos: number;
+}
+
+/** The request frame with a placeholder id; `priority` left out sends none. */
+function wsTemplate(spec: LoadSpec, priority?: Priority): WsTemplate {
   const data = sampleInput(spec.input.model, spec.input.rowShape, 1);
   const frame = encode({
     t: 'infer',
@@ -92,13 +113,14 @@ function wsTemplate(spec: LoadSpec): { frame: Buffer; idPos: number } {
         data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
       },
     },
+    ...(priority !== undefined ? { priority } : {}),
   });
   const at = frame.indexOf(ID_MARKER);
   if (at < 0) throw new Error('cannot find the id slot in the encoded frame');
   return { frame, idPos: at + 4 };
 }
 
-async function openWs(url: string, template: { frame: Buffer; idPos: number }, onAnswer: OnAnswer, onBroken: OnBroken): Promise<Conn> {
+async function openWs(url: string, templates: readonly WsTemplate[], onAnswer: OnAnswer, onBroken: OnBroken): Promise<Conn> {
   const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: 64 * 1024 * 1024 });
   const welcome = await new Promise<WelcomeFrame>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`no welcome from ${url} within ${CONNECT_TIMEOUT_MS} ms`)), CONNECT_TIMEOUT_MS);
@@ -114,13 +136,15 @@ async function openWs(url: string, template: { frame: Buffer; idPos: number }, o
   let closing = false;
   const conn: Conn = {
     entryNode: welcome.node,
-    send(id) {
+    send(id, lane) {
       if (ws.readyState !== WebSocket.OPEN || ws.bufferedAmount > MAX_WS_BUFFERED) return false;
-      // ws copies the bytes while masking them, so the one template serves every send.
+      // ws copies the bytes while masking them, so one template per lane serves every send.
+      const template = templates[lane]!;
       template.frame.writeUInt32BE(id, template.idPos);
       ws.send(template.frame);
       return true;
     },
+    buffered: () => ws.bufferedAmount,
     close() {
       closing = true;
       ws.terminate();
@@ -131,10 +155,18 @@ async function openWs(url: string, template: { frame: Buffer; idPos: number }, o
     if (!closing) onBroken(`connection to ${url} closed (${code})`);
   });
   ws.on('message', (raw: RawData) => {
-    const f = decodeUntrusted(raw as Buffer) as { t: string; id: unknown; code?: string; node?: string; batchSize?: number };
+    const f = decodeUntrusted(raw as Buffer) as {
+      t: string; id: unknown; code?: string; message?: unknown; node?: string; batchSize?: number; retryAfterMs?: unknown; timings?: { totalMs?: unknown };
+    };
     if (typeof f.id !== 'number') return;
-    if (f.t === 'result') onAnswer(f.id, { ok: true, code: 'ok', node: f.node, batchSize: f.batchSize ?? 0 }, conn);
-    else onAnswer(f.id, { ok: false, code: f.code ?? 'unknown', node: undefined, batchSize: 0 }, conn);
+    if (f.t === 'result') {
+      const serverMs = typeof f.timings?.totalMs === 'number' ? f.timings.totalMs : undefined;
+      onAnswer(f.id, { ok: true, code: 'ok', node: f.node, batchSize: f.batchSize ?? 0, retryAfterMs: undefined, message: undefined, serverMs }, conn);
+    } else {
+      const retry = typeof f.retryAfterMs === 'number' && f.retryAfterMs >= 0 ? f.retryAfterMs : undefined;
+      const message = typeof f.message === 'string' ? f.message : undefined;
+      onAnswer(f.id, { ok: false, code: f.code ?? 'unknown', node: undefined, batchSize: 0, retryAfterMs: retry, message, serverMs: undefined }, conn);
+    }
   });
   return conn;
 }
@@ -175,6 +207,7 @@ async function openHttp(host: string, port: number, request: Buffer, onAnswer: O
       socket.write(request);
       return true;
     },
+    buffered: () => socket.writableLength,
     close() {
       closing = true;
       socket.destroy();
@@ -197,12 +230,31 @@ async function openHttp(host: string, port: number, request: Buffer, onAnswer: O
       const id = waiting.shift();
       buf = buf.subarray(total);
       if (id !== undefined) {
-        onAnswer(id, status === 200 ? { ok: true, code: 'ok', node: 'plain', batchSize: 1 } : { ok: false, code: `http_${status}`, node: undefined, batchSize: 0 }, conn);
+        onAnswer(
+          id,
+          status === 200
+            ? { ok: true, code: 'ok', node: 'plain', batchSize: 1, retryAfterMs: undefined, message: undefined, serverMs: undefined }
+            : { ok: false, code: `http_${status}`, node: undefined, batchSize: 0, retryAfterMs: undefined, message: undefined, serverMs: undefined },
+          conn,
+        );
       }
     }
     pending = buf.length > 0 ? buf : undefined;
   });
   return conn;
+}
+
+// ---------------------------------------------------------------- priorities
+
+/** What one lane collects over the measured window. */
+interface LaneStats {
+  ok: number;
+  okInWindow: number;
+  errors: Record<string, number>;
+  unanswered: number;
+  hist: ReturnType<typeof newHistogram>;
+  /** The server's own `timings.totalMs` of the same results. */
+  serverHist: ReturnType<typeof newHistogram>;
 }
 
 // ---------------------------------------------------------------- the run
@@ -235,12 +287,30 @@ async function run(spec: LoadSpec, started: Promise<number>, stopped: Promise<vo
     arr[b]!++;
   };
   const countError = (code: string) => (errors[code] = (errors[code] ?? 0) + 1);
+  // Priorities: only with a mix, so a phase without one pays nothing for them.
+  const mix = spec.mode.kind === 'open' ? spec.mode.mix : undefined;
+  const laneOf = new Map<number, number>();
+  const lanes: LaneStats[] | undefined = mix === undefined ? undefined : PRIORITIES.map(() => ({ ok: 0, okInWindow: 0, errors: {}, unanswered: 0, hist: newHistogram(), serverHist: newHistogram() }));
+  const overloadedHist = newHistogram();
+  const retry = { count: 0, sum: 0, min: Number.POSITIVE_INFINITY, max: 0 };
+  let overloadedCount = 0;
+  let missingRetryAfter = 0;
+  let sendBufferMax = 0;
+  const reasons: Record<string, number> = {};
+  const laneError = (lane: LaneStats | undefined, code: string) => {
+    if (lane !== undefined) lane.errors[code] = (lane.errors[code] ?? 0) + 1;
+  };
 
   let sendOn: (conn: Conn) => void = () => undefined;
   const onAnswer: OnAnswer = (id, a, conn) => {
     const t0 = sentAt.get(id);
     if (t0 === undefined) return;
     sentAt.delete(id);
+    let lane: LaneStats | undefined;
+    if (lanes !== undefined) {
+      lane = lanes[laneOf.get(id) ?? 0];
+      laneOf.delete(id);
+    }
     const t = now();
     bump(a.ok ? tlOk : tlErr, t);
     if (a.ok && a.node !== undefined && !seen.has(a.node)) {
@@ -249,12 +319,20 @@ async function run(spec: LoadSpec, started: Promise<number>, stopped: Promise<vo
     }
     if (a.ok && t >= measureFrom) {
       okFromWindowStart++;
-      if (t < measureTo) okInWindow++;
+      if (t < measureTo) {
+        okInWindow++;
+        if (lane !== undefined) lane.okInWindow++;
+      }
     }
     if (t0 >= measureFrom && t0 < measureTo) {
       if (a.ok) {
         ok++;
         recordMs(hist, t - t0);
+        if (lane !== undefined) {
+          lane.ok++;
+          recordMs(lane.hist, t - t0);
+          if (a.serverMs !== undefined) recordMs(lane.serverHist, a.serverMs);
+        }
         batchSizeSum += a.batchSize;
         if (a.node !== undefined) {
           perNode[a.node] = (perNode[a.node] ?? 0) + 1;
@@ -262,6 +340,22 @@ async function run(spec: LoadSpec, started: Promise<number>, stopped: Promise<vo
         }
       } else {
         countError(a.code);
+        laneError(lane, a.code);
+        if (lanes !== undefined && a.code === 'overloaded') {
+          overloadedCount++;
+          recordMs(overloadedHist, t - t0);
+          // Numbers in a message (a queue length, a wait) would make every answer its own reason.
+          const reason = a.message === undefined ? '(no message)' : a.message.replace(/\d+(?:\.\d+)?/g, 'N');
+          const key = reason in reasons || Object.keys(reasons).length < MAX_REASONS ? reason : '(other)';
+          reasons[key] = (reasons[key] ?? 0) + 1;
+          if (a.retryAfterMs === undefined) missingRetryAfter++;
+          else {
+            retry.count++;
+            retry.sum += a.retryAfterMs;
+            retry.min = Math.min(retry.min, a.retryAfterMs);
+            retry.max = Math.max(retry.max, a.retryAfterMs);
+          }
+        }
       }
     }
     if (sending && spec.mode.kind === 'closed') sendOn(conn);
@@ -275,23 +369,30 @@ async function run(spec: LoadSpec, started: Promise<number>, stopped: Promise<vo
   const conns: Conn[] = [];
   const target = spec.target;
   if (target.kind === 'ws') {
-    const template = wsTemplate(spec);
-    for (let i = 0; i < spec.connections; i++) conns.push(await openWs(target.urls[i % target.urls.length]!, template, onAnswer, onBroken));
+    const templates = mix === undefined ? [wsTemplate(spec)] : PRIORITIES.map((p) => wsTemplate(spec, p));
+    for (let i = 0; i < spec.connections; i++) conns.push(await openWs(target.urls[i % target.urls.length]!, templates, onAnswer, onBroken));
   } else {
     const request = httpRequestBytes(spec, target.host, target.port);
     const n = spec.mode.kind === 'closed' ? spec.mode.concurrency : spec.connections;
     for (let i = 0; i < n; i++) conns.push(await openHttp(target.host, target.port, request, onAnswer, onBroken));
   }
 
-  /** Sends one request scheduled at `at` (now, in closed loop). */
-  const sendAt = (conn: Conn, at: number): void => {
+  /** Sends one request scheduled at `at` (now, in closed loop) with the frame of `lane`. */
+  const sendAt = (conn: Conn, at: number, lane = 0): void => {
     if (sent >= MAX_REQUESTS) return;
     const id = nextId++;
     sentAt.set(id, at);
+    if (lanes !== undefined) laneOf.set(id, lane);
     sent++;
-    if (!conn.send(id)) {
+    const queued = conn.send(id, lane);
+    if (lanes !== undefined) sendBufferMax = Math.max(sendBufferMax, conn.buffered());
+    if (!queued) {
       sentAt.delete(id);
-      if (at >= measureFrom && at < measureTo) countError('client_backlog');
+      laneOf.delete(id);
+      if (at >= measureFrom && at < measureTo) {
+        countError('client_backlog');
+        laneError(lanes?.[lane], 'client_backlog');
+      }
     }
   };
   sendOn = (conn) => sendAt(conn, now());
@@ -336,13 +437,14 @@ async function run(spec: LoadSpec, started: Promise<number>, stopped: Promise<vo
     const total = Math.min(MAX_REQUESTS, Math.floor(rate * (spec.warmupS + spec.durationS)));
     const first = startAt + spec.scheduleOffsetMs;
     const due = (k: number) => first + (k * 1000) / rate;
+    const nextLane = mix === undefined ? () => 0 : priorityPicker(mix);
     let i = 0;
     while (sending && broken === undefined && i < total) {
       const t = now();
       for (; i < total; i++) {
         const at = due(i);
         if (at > t || at >= measureTo) break;
-        sendAt(conns[i % conns.length]!, at);
+        sendAt(conns[i % conns.length]!, at, nextLane());
       }
       if (i >= total || due(i) >= measureTo) break;
       const next = due(i);
@@ -378,13 +480,48 @@ async function run(spec: LoadSpec, started: Promise<number>, stopped: Promise<vo
   }
   let unanswered = 0;
   const t = now();
-  for (const t0 of sentAt.values()) {
+  for (const [id, t0] of sentAt) {
     if (t0 >= measureFrom && t0 < measureTo) {
       unanswered++;
       recordMs(hist, t - t0); // a lower bound: leaving them out would flatter an overloaded server
+      const lane = lanes?.[laneOf.get(id) ?? 0];
+      if (lane !== undefined) {
+        lane.unanswered++;
+        recordMs(lane.hist, t - t0);
+      }
     }
   }
   for (const c of conns) c.close();
+  /** The per-priority and `overloaded` figures; nothing without a mix. */
+  const mixReport = (): Pick<GeneratorReport, 'byPriority' | 'overloaded' | 'sendBufferMaxBytes'> => {
+    if (lanes === undefined || mix === undefined) return {};
+    const byPriority: NonNullable<GeneratorReport['byPriority']> = {};
+    PRIORITIES.forEach((p, l) => {
+      if (!(mix[p] > 0)) return;
+      const s = lanes[l]!;
+      const errorCount = Object.values(s.errors).reduce((a, b) => a + b, 0);
+      byPriority[p] = {
+        scheduled: s.ok + errorCount + s.unanswered,
+        ok: s.ok,
+        okCompletedInWindow: s.okInWindow,
+        errors: s.errors,
+        unanswered: s.unanswered,
+        histogram: encodeHistogram(s.hist),
+        serverHistogram: encodeHistogram(s.serverHist),
+      };
+    });
+    return {
+      byPriority,
+      overloaded: {
+        count: overloadedCount,
+        histogram: encodeHistogram(overloadedHist),
+        missingRetryAfter,
+        reasons,
+        retryAfterMs: { count: retry.count, sum: retry.sum, min: retry.count > 0 ? retry.min : 0, max: retry.max },
+      },
+      sendBufferMaxBytes: sendBufferMax,
+    };
+  };
   const cpu = cpuUsed ?? { user: 0, system: 0 };
   return {
     sent,
@@ -402,6 +539,7 @@ async function run(spec: LoadSpec, started: Promise<number>, stopped: Promise<vo
     batchSizeSum,
     cpuSeconds: (cpu.user + cpu.system) / 1e6,
     loopMaxMs: Number.isFinite(loop.max) ? loop.max / 1e6 : 0,
+    ...mixReport(),
   };
 }
 

@@ -4,6 +4,7 @@
  * flag's name).
  */
 import { parseArgs } from 'node:util';
+import { parsePriorityMix, type PriorityMix } from './priorityMix.js';
 
 export const USAGE = `usage: npm run bench -- [options]        (build first: npm run build)
 
@@ -19,7 +20,12 @@ bench/results/<timestamp>/{results.json,summary.md,*.svg}:
   4. a local cluster (--cluster N, iris, keyless): CPU per request of N nodes
      vs one node alone at the same open-loop rate (CPU from /proc/PID/stat),
      then, under closed-loop load, a node joining (spawn → first result) and a
-     node SIGKILLed (kill → marked down on a survivor's GET /v1/cluster).
+     node SIGKILLed (kill → marked down on a survivor's GET /v1/cluster);
+  5. overload (--overload MODEL): a fresh node serving MODEL; its peak (the
+     closed-loop throughput above, else measured, and an open loop at 100% of
+     it: the higher), then open loops with a priority mix at 10% of peak and at
+     F × peak; reports goodput ÷ peak, time to an "overloaded" answer and
+     high-priority p99 against unloaded, then checks the node still answers.
 The load generator runs in its own child process(es) over WebSocket (actorserve)
 or HTTP/1.1 keep-alive (plain server); latency goes into HDR histograms, the
 warm-up is left out, and open-loop latency counts from the scheduled send time.
@@ -44,9 +50,17 @@ Options (defaults; --quick defaults in brackets):
   --cluster N           nodes in the cluster phase; 0 or 1 skips it (3)
   --cluster-rate P      open-loop rate of the CPU comparison, % of one node's
                         iris capacity (50)
+  --overload MODEL      model of the overload phase; "none" skips it
+                        (text-orientation: inference-bound, so the generator on
+                        the same cores can offer a multiple of its capacity)
+  --overload-factor F   offered load of the overload phase as a multiple of
+                        peak (3)
+  --overload-mix H,N,L  shares of high, normal and low priority requests in the
+                        overload phase's open loops, normalised (0.1,0.6,0.3);
+                        its measured seconds follow --sweep-duration
   --no-plain            skip the plain HTTP server
   --out DIR             write the report here (bench/results/<timestamp>)
-  --quick               smoke run of every phase, about 40 s on 2 cores
+  --quick               smoke run of every phase, about 60 s on 2 cores
   -h, --help            this text
 
 Every load loop is bounded in count and time; every child process is stopped
@@ -65,6 +79,10 @@ export interface BenchOptions {
   ceilingSeconds: number;
   cluster: number;
   clusterRatePct: number;
+  /** Model of the overload phase; null skips it. */
+  overload: string | null;
+  overloadFactor: number;
+  overloadMix: PriorityMix;
   plain: boolean;
   out: string | undefined;
   quick: boolean;
@@ -73,6 +91,9 @@ export interface BenchOptions {
 
 export const DEFAULT_CONCURRENCY: Record<string, number> = { iris: 256, 'text-orientation': 32 };
 const FALLBACK_CONCURRENCY = 32;
+
+/** Closed-loop requests in flight for `model` when --concurrency is not given. */
+export const defaultConcurrency = (model: string): number => DEFAULT_CONCURRENCY[model] ?? FALLBACK_CONCURRENCY;
 
 function positive(flag: string, s: string): number {
   const n = Number(s);
@@ -110,6 +131,9 @@ export function parseOptions(argv: string[]): BenchOptions {
       'ceiling-seconds': { type: 'string' },
       cluster: { type: 'string' },
       'cluster-rate': { type: 'string' },
+      overload: { type: 'string' },
+      'overload-factor': { type: 'string' },
+      'overload-mix': { type: 'string' },
       'no-plain': { type: 'boolean', default: false },
       out: { type: 'string' },
       quick: { type: 'boolean', default: false },
@@ -121,8 +145,10 @@ export function parseOptions(argv: string[]): BenchOptions {
   if (models.length === 0) throw new RangeError('--models is empty');
   const concurrency: Record<string, number> = {};
   const c = values.concurrency === undefined ? undefined : positiveInt('concurrency', values.concurrency, 100_000);
-  for (const m of models) concurrency[m] = c ?? DEFAULT_CONCURRENCY[m] ?? FALLBACK_CONCURRENCY;
+  for (const m of models) concurrency[m] = c ?? defaultConcurrency(m);
   const cluster = values.cluster === undefined ? 3 : values.cluster === '0' ? 0 : positiveInt('cluster', values.cluster, 16);
+  const overload = (values.overload ?? 'text-orientation').trim();
+  if (overload === '') throw new RangeError('--overload is empty (a model, or "none")');
   const sweep = values.sweep ?? (quick ? '50,150' : '25,50,75,100,150');
   return {
     models,
@@ -137,6 +163,9 @@ export function parseOptions(argv: string[]): BenchOptions {
     ceilingSeconds: values['ceiling-seconds'] === undefined ? (quick ? 0.2 : 0.5) : positive('ceiling-seconds', values['ceiling-seconds']),
     cluster,
     clusterRatePct: values['cluster-rate'] === undefined ? 50 : positive('cluster-rate', values['cluster-rate']),
+    overload: overload === 'none' ? null : overload,
+    overloadFactor: values['overload-factor'] === undefined ? 3 : positive('overload-factor', values['overload-factor']),
+    overloadMix: parsePriorityMix(values['overload-mix'] ?? '0.1,0.6,0.3'),
     plain: !values['no-plain'],
     out: values.out,
     quick,

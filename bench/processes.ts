@@ -192,3 +192,13 @@ export function cpuSecondsOf(pids: readonly number[]): number[] | undefined {
   }
   return out;
 }
+
+/** Resident memory (VmRSS) of a process in bytes from /proc/PID/status; undefined where /proc is missing or the process is gone. */
+export function rssBytes(pid: number): number | undefined {
+  try {
+    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m === null ? undefined : Number(m[1]) * 1024;
+  } catch {
+    return undefined;
+  }
+}

@@ -6,7 +6,8 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CeilingPoint } from './ceiling.js';
-import type { BenchResults, ModelResults, PhaseResult } from './results.js';
+import { PRIORITIES } from '../src/transport/protocol.js';
+import type { BenchResults, ModelResults, OverloadResults, PhaseResult } from './results.js';
 import { barChart, lineChart, type BarGroup, type Marker, type Series } from './svg.js';
 
 export interface WrittenReport {
@@ -187,6 +188,9 @@ export function renderSummary(r: BenchResults, charts: readonly string[] = []): 
     out.push('');
   }
 
+  const ov = r.overload ?? null;
+  if (ov !== null) out.push(...renderOverload(ov));
+
   if (charts.length > 0) {
     out.push('## Charts');
     out.push('');
@@ -202,6 +206,86 @@ export function renderSummary(r: BenchResults, charts: readonly string[] = []): 
   out.push(`Processes started and stopped: ${r.processes.length}. All figures, histograms and timelines: results.json.`);
   out.push('');
   return out.join('\n');
+}
+
+// ---------------------------------------------------------------- overload
+
+const pct = (x: number | null | undefined, digits = 0): string => (x === null || x === undefined || !Number.isFinite(x) ? 'n/a' : `${num(x * 100, digits)}%`);
+const verdict = (met: boolean | null): string => (met === null ? ' (not measured)' : met ? ': met ✅' : ': missed ❌');
+const errorsOf = (e: Record<string, number>, unanswered = 0): string => {
+  const parts = Object.entries(e).map(([k, v]) => `${k} ${num(v)}`);
+  if (unanswered > 0) parts.push(`unanswered ${num(unanswered)}`);
+  return parts.join(', ') || 'none';
+};
+
+/** The "## Overload" section: the three targets, then the detail. */
+export function renderOverload(ov: OverloadResults): string[] {
+  const out: string[] = [];
+  const o = ov.overload;
+  const u = ov.unloaded;
+  const t = ov.targets;
+  const mixText = PRIORITIES.map((p) => `${p} ${num(ov.mix[p] * 100)}%`).join(', ');
+  out.push(`## Overload (${ov.model}, ${ov.factor}× peak)`);
+  out.push('');
+  const closed = ov.closedLoop === null ? 'not measured' : `${num(ov.closedLoop.throughput)} req/s (${ov.closedLoop.source})`;
+  out.push(`One fresh node serving ${ov.model}. Peak ${num(ov.peak)} req/s = the ${ov.peakSource ?? 'n/a'}: the higher of the closed-loop throughput, ` +
+    `${closed}, and what an open loop at 100% of it completed, ${ov.openAtPeak === null ? 'n/a' : `${num(ov.openAtPeak.throughput)} /s`}. ` +
+    `Open loops with priorities ${mixText} (a fixed interleaving: exact over the run): ${num(ov.unloadedPct)}% of peak ` +
+    `(${u === null ? 'n/a' : `${num(u.offeredRate)} req/s, ${num(u.durationS, 1)} s`}) as the unloaded reference, then ${ov.factor}× peak ` +
+    `(${o === null ? 'n/a' : `${num(o.offeredRate)} req/s, ${num(o.durationS, 1)} s measured after ${num(o.warmupS, 2)} s of warm-up, the time for the model queue to fill`}). ` +
+    'Latency from the scheduled send time (no coordinated omission); goodput = results completed inside the measured window per second.');
+  out.push('');
+  out.push('| target | value | bound |');
+  out.push('|---|---:|---|');
+  out.push(`| goodput ÷ peak | ${pct(t.goodputVsPeak.value)} (${o === null ? 'n/a' : num(o.throughput)} /s of ${num(ov.peak)})${flag(o)} | at least ${pct(t.goodputVsPeak.min)}${verdict(t.goodputVsPeak.met)} |`);
+  const refusals = o?.overloaded;
+  out.push(`| p99 time to an \`overloaded\` answer | ${t.overloadedP99Ms.value === null ? 'n/a' : `${num(t.overloadedP99Ms.value, 2)} ms`} (${num(refusals?.count ?? null)} answers) | under ${t.overloadedP99Ms.max} ms${verdict(t.overloadedP99Ms.met)} |`);
+  const hiO = o?.byPriority?.high;
+  const hiU = u?.byPriority?.high;
+  const hiDetail = hiO === undefined || hiU === undefined ? 'n/a' : `${num(hiO.latencyMs.p99, 2)} ms ÷ ${num(hiU.latencyMs.p99, 2)} ms`;
+  out.push(`| high-priority p99 under overload ÷ unloaded | ${ratio(t.highP99VsUnloaded.value)} (${hiDetail}) | under ${t.highP99VsUnloaded.max}×${verdict(t.highP99VsUnloaded.met)} |`);
+  out.push('');
+
+  out.push('| figure | value |');
+  out.push('|---|---:|');
+  const lat = refusals !== undefined && refusals.count > 0
+    ? `p50 ${num(refusals.latencyMs.p50, 2)}, p99 ${num(refusals.latencyMs.p99, 2)}, max ${num(refusals.latencyMs.max, 2)} ms; ${num(refusals.count)} answers`
+    : 'none';
+  out.push(`| time to \`overloaded\` under overload | ${lat} |`);
+  if (refusals !== undefined) {
+    const hints = refusals.retryAfterMs === null ? 'none given' : `given: ${num(refusals.retryAfterMs.min)}–${num(refusals.retryAfterMs.max)} ms, mean ${num(refusals.retryAfterMs.mean)}`;
+    out.push(`| \`overloaded\` answers without \`retryAfterMs\` | ${num(refusals.missingRetryAfter)} of ${num(refusals.count)} (${hints}) |`);
+    const reasons = Object.entries(refusals.reasons).sort((x, y) => y[1] - x[1]).map(([k, v]) => `${k.replace(/\|/g, '\\|')}: ${num(v)}`).join('; ');
+    if (reasons !== '') out.push(`| \`overloaded\` reasons (the server's messages) | ${reasons} |`);
+  }
+  out.push(`| high-priority requests that succeeded under overload | ${hiO === undefined ? 'n/a' : `${pct(hiO.okShare)} (${num(hiO.ok)} of ${num(hiO.scheduled)})`} |`);
+  out.push(`| node: max event-loop delay, CPU under overload | ${o === null ? 'n/a' : `${num(o.server.eventLoopDelayMaxMs, 1)} ms, ${num(o.server.cpuPct)}% of a core`} |`);
+  out.push(`| node RSS before / max during / after the overload | ${num(ov.rssMiB.before)} / ${num(ov.rssMiB.max)} / ${num(ov.rssMiB.after)} MiB |`);
+  const buf = o?.generator.sendBufferMaxBytes;
+  out.push(`| generator: CPU, most bytes unsent on one connection, other processes | ${o === null ? 'n/a' : `${num(o.generator.cpuPct)}%, ${buf === undefined ? 'n/a' : `${num(buf / 2 ** 20, 1)} MiB`}, ${num(o.machine.othersPct)}%${flag(o)}`} |`);
+  const a = ov.after;
+  out.push(`| requests after the overload (fresh connection, every priority) | ${a === null ? 'n/a' : `${num(a.ok)} of ${num(a.sent)} ok, failed: ${errorsOf(a.errors)}`} |`);
+  out.push('');
+
+  out.push('| phase | priority | scheduled | ok | ok % | done /s | p50 ms | p99 ms | max ms | server p50 ms | server p99 ms | errors |');
+  out.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|');
+  const phases: [string, PhaseResult | null][] = [['100% of closed loop', ov.openAtPeak], [`${num(ov.unloadedPct)}% of peak`, u], [`${ov.factor}× peak`, o]];
+  for (const [name, p] of phases) {
+    if (p === null) continue;
+    for (const prio of PRIORITIES) {
+      const c = p.byPriority?.[prio];
+      if (c === undefined) continue;
+      const l = (k: 'p50' | 'p99' | 'max', s = c.latencyMs) => (s.count === 0 ? 'n/a' : num(s[k], 2));
+      out.push(`| ${name}${flag(p)} | ${prio} | ${num(c.scheduled)} | ${num(c.ok)} | ${pct(c.okShare)} | ${num(c.throughput)} | ` +
+        `${l('p50')} | ${l('p99')} | ${l('max')} | ${l('p50', c.serverMs)} | ${l('p99', c.serverMs)} | ${errorsOf(c.errors, c.unanswered)} |`);
+    }
+  }
+  out.push('');
+  out.push('ok % = results ÷ requests scheduled inside the window; done /s counts results completed inside the window, whenever sent. ' +
+    'Server ms is the node\'s own `timings.totalMs` (its receipt of the request to the result): latency less server time is time spent ' +
+    'before the node took the request in (the client\'s send buffer, TCP, the node not reading).');
+  out.push('');
+  return out;
 }
 
 // ---------------------------------------------------------------- charts

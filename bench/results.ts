@@ -4,7 +4,9 @@
  * measured, so a test can hand the writer a small real run.
  */
 import type { CeilingResult } from './ceiling.js';
+import type { Priority } from '../src/transport/protocol.js';
 import type { LatencySummary } from './histogram.js';
+import type { PriorityMix } from './priorityMix.js';
 
 export const RESULTS_SCHEMA = 'actorserve-bench/1';
 
@@ -45,7 +47,12 @@ export interface PhaseResult {
   forwardedShare: number | null;
   /** Mean batch size the results report (actorserve). */
   meanBatch: number | null;
-  generator: { cpuPct: number; loopMaxMs: number };
+  generator: {
+    cpuPct: number;
+    loopMaxMs: number;
+    /** Open loop with a priority mix: the most bytes one connection held unsent (see GeneratorReport.sendBufferMaxBytes). */
+    sendBufferMaxBytes?: number;
+  };
   /**
    * The machine over the measured window, in % of one core: all busy CPU (/proc/stat, less the bench script itself), and what
    * was left after the server and the generators (other processes; high means a disturbed phase).
@@ -68,6 +75,44 @@ export interface PhaseResult {
     eventLoopDelayMaxMs: number | null;
     eventLoopSamples: number;
   };
+  /** Open loop with a priority mix: each priority of the mix over the measured window. */
+  byPriority?: Partial<Record<Priority, PriorityPhase>>;
+  /** Open loop with a priority mix: the `overloaded` answers to measured requests. */
+  overloaded?: OverloadedAnswers;
+}
+
+/** One priority of an open loop with a priority mix. */
+export interface PriorityPhase {
+  /** Requests of this priority scheduled inside the measured window: ok + errors + unanswered. */
+  scheduled: number;
+  ok: number;
+  /** ok ÷ scheduled; null when none was scheduled. */
+  okShare: number | null;
+  /** Results of this priority per second that completed inside the window. */
+  throughput: number;
+  errors: Record<string, number>;
+  unanswered: number;
+  /** Latency of its results (errors left out; unanswered at their lower bound), from the scheduled send, ms. */
+  latencyMs: LatencySummary;
+  histogram: string;
+  /**
+   * The server's own time of the same results (`timings.totalMs`: from its receipt of the request to the result), ms.
+   * Latency less this is time outside the server's queue: in the client's send buffer, in TCP, before the server read it.
+   */
+  serverMs: LatencySummary;
+}
+
+export interface OverloadedAnswers {
+  count: number;
+  /** From the scheduled send to the `overloaded` answer, ms. */
+  latencyMs: LatencySummary;
+  histogram: string;
+  /** Answers without a usable `retryAfterMs`. */
+  missingRetryAfter: number;
+  /** Answers by the server's message (its reason for refusing), every number in it written N. */
+  reasons: Record<string, number>;
+  /** The hints given, ms; null when none was. */
+  retryAfterMs: { min: number; mean: number; max: number } | null;
 }
 
 export interface ModelResults {
@@ -115,6 +160,38 @@ export interface ClusterResults {
   churn: (PhaseResult & { events: TimelineEvent[] }) | null;
 }
 
+/** The overload phase (bench/overload.ts): one fresh node, one model, open loop at `factor` × its peak. */
+export interface OverloadResults {
+  model: string;
+  factor: number;
+  mix: PriorityMix;
+  /** Closed-loop throughput: from the run's earlier closed-loop phase of this model when there was one, else measured here. */
+  closedLoop: { throughput: number; source: 'earlier phase' | 'measured here' } | null;
+  /** Open loop at 100% of the closed-loop throughput, on the overload node. */
+  openAtPeak: PhaseResult | null;
+  /** max(closed-loop throughput, open loop at 100%'s throughput), req/s, and which of the two it is. */
+  peak: number;
+  peakSource: 'closed loop' | 'open loop at 100%' | null;
+  /** Open loop at `unloadedPct`% of peak, the same mix: the reference latencies. */
+  unloadedPct: number;
+  unloaded: PhaseResult | null;
+  /** Open loop at factor × peak. */
+  overload: PhaseResult | null;
+  /** The three targets: value, bound and whether it holds (null: not measured). */
+  targets: {
+    /** Results per second completed inside the overload window ÷ peak; at least `min`. */
+    goodputVsPeak: { value: number | null; min: number; met: boolean | null };
+    /** p99 from the scheduled send to an `overloaded` answer, ms; below `max`. */
+    overloadedP99Ms: { value: number | null; max: number; met: boolean | null };
+    /** High-priority p99 under overload ÷ unloaded high-priority p99; below `max`. */
+    highP99VsUnloaded: { value: number | null; max: number; met: boolean | null };
+  };
+  /** The node's resident memory (VmRSS): before the overload, the max sampled during it (every 250 ms), after the drain; MiB. */
+  rssMiB: { before: number | null; max: number | null; after: number | null };
+  /** A few requests of every priority on a fresh connection after the overload drained. */
+  after: { sent: number; ok: number; errors: Record<string, number> } | null;
+}
+
 export interface BenchError {
   phase: string;
   message: string;
@@ -140,6 +217,8 @@ export interface BenchResults {
   };
   models: ModelResults[];
   cluster: ClusterResults | null;
+  /** Null when skipped (`--overload none`) or when the run predates the phase. */
+  overload: OverloadResults | null;
   /** Every process the bench started (all stopped before it wrote this file). */
   processes: { role: string; pid: number }[];
   errors: BenchError[];

@@ -76,10 +76,15 @@ describe('npm run bench', () => {
   it('documents every flag under --help and refuses a bad value with exit code 2', () => {
     const help = spawnSync(process.execPath, [BENCH, '--help'], { encoding: 'utf8', timeout: 20_000 });
     expect(help.status).toBe(0);
-    for (const flag of ['--duration', '--quick', '--models', '--concurrency', '--sweep', '--cluster', '--out', '--generators']) expect(help.stdout).toContain(flag);
+    for (const flag of ['--duration', '--quick', '--models', '--concurrency', '--sweep', '--cluster', '--out', '--generators', '--overload', '--overload-factor', '--overload-mix']) {
+      expect(help.stdout).toContain(flag);
+    }
     const bad = spawnSync(process.execPath, [BENCH, '--duration', 'soon'], { encoding: 'utf8', timeout: 20_000 });
     expect(bad.status).toBe(2);
     expect(bad.stderr).toMatch(/--duration/);
+    const badMix = spawnSync(process.execPath, [BENCH, '--overload-mix', '0.5,0.5'], { encoding: 'utf8', timeout: 20_000 });
+    expect(badMix.status).toBe(2);
+    expect(badMix.stderr).toMatch(/--overload-mix/);
   });
 
   describe('a --quick run on iris', () => {
@@ -159,6 +164,44 @@ describe('npm run bench', () => {
       expect(cl.churn!.timeline.ok.some((v) => v > 0)).toBe(true);
     });
 
+    it('holds the overload figures: peak, the unloaded and overloaded open loops by priority, the three targets and the node afterwards', () => {
+      const ov = results.overload!;
+      expect(ov, 'the overload phase runs by default').not.toBeNull();
+      expect(ov.model).toBe('text-orientation');
+      expect(ov.factor).toBe(3);
+      expect(ov.mix).toEqual({ high: 0.1, normal: 0.6, low: 0.3 });
+      const failed = (what: string) => results.errors.some((e) => e.phase.startsWith(`overload text-orientation${what}`));
+      const why = JSON.stringify(results.errors);
+      // A figure is either measured or its failure is in results.errors.
+      if (failed(': node start') || (failed('') && ov.closedLoop === null)) return;
+      // --models iris: no earlier closed loop of text-orientation, so the phase measures its own.
+      expect(ov.closedLoop?.source, why).toBe('measured here');
+      expect(positive(ov.peak), why).toBe(true);
+      expect(['closed loop', 'open loop at 100%']).toContain(ov.peakSource);
+      for (const [p, what] of [[ov.unloaded, ': unloaded reference'], [ov.overload, ': open loop 3× peak']] as const) {
+        if (failed(what)) continue;
+        expect(p, `${what}: ${why}`).not.toBeNull();
+        expect(p!.mode).toBe('open');
+        expect(Object.keys(p!.byPriority ?? {}).sort()).toEqual(['high', 'low', 'normal']);
+        const scheduled = Object.values(p!.byPriority!).map((c) => c.scheduled);
+        // The mix is exact over any run: the window, a difference of two prefixes, holds a tenth of high to within two.
+        expect(Math.abs(p!.byPriority!.high!.scheduled - 0.1 * scheduled.reduce((a, b) => a + b, 0))).toBeLessThanOrEqual(2);
+        expect(p!.overloaded).toBeDefined();
+      }
+      const o = ov.overload!;
+      if (!failed(': open loop 3× peak')) {
+        expect(o.offeredRate).toBeCloseTo(3 * ov.peak, 0);
+        expect(positive(o.throughput)).toBe(true);
+        expect(ov.targets.goodputVsPeak.value).toBeCloseTo(o.throughput / ov.peak, 3);
+        expect(o.overloaded!.missingRetryAfter).toBeLessThanOrEqual(o.overloaded!.count);
+        expect(o.overloaded!.count).toBe(Object.values(o.byPriority!).reduce((a, c) => a + (c.errors['overloaded'] ?? 0), 0));
+      }
+      // Each target is a number with its verdict, or null and unmeasured.
+      for (const t of Object.values(ov.targets)) expect(t.value === null ? t.met === null : typeof t.met === 'boolean').toBe(true);
+      expect(ov.after !== null || failed(': requests after the overload')).toBe(true);
+      if (ov.after !== null) expect(ov.after.sent).toBe(9);
+    });
+
     it('stops every process it started', () => {
       expect(results.processes.length).toBeGreaterThanOrEqual(10);
       const alive = results.processes.filter(({ pid }) => {
@@ -192,6 +235,14 @@ describe('npm run bench', () => {
       expect(md).toMatch(/CPU per request, one node alone/);
       expect(md).toMatch(/SIGKILL of n3 → marked down/);
       expect(md).toMatch(/spawn of n4 → its first result/);
+      expect(md).toMatch(/^## Overload \(text-orientation, 3× peak\)$/m);
+      const overload = md.slice(md.indexOf('## Overload'));
+      expect(overload).toMatch(/^\| target \| value \| bound \|$/m);
+      expect(overload).toMatch(/^\| goodput ÷ peak \| .* \| at least 90%(: met ✅|: missed ❌| \(not measured\)) \|$/m);
+      expect(overload).toMatch(/^\| p99 time to an `overloaded` answer \| .* \| under 5 ms(: met ✅|: missed ❌| \(not measured\)) \|$/m);
+      expect(overload).toMatch(/^\| high-priority p99 under overload ÷ unloaded \| .* \| under 3×(: met ✅|: missed ❌| \(not measured\)) \|$/m);
+      expect(overload).toMatch(/^\| requests after the overload/m);
+      if (results.overload?.overload) expect(overload).toMatch(/^\| 3× peak( ⚠)? \| high \|/m);
       for (const f of readdirSync(dir).filter((x) => x.endsWith('.svg'))) expect(md).toContain(`](${f})`);
     });
 

@@ -1,0 +1,234 @@
+/**
+ * The overload phase: one fresh node serving one model, driven past its
+ * capacity with a priority mix, against three targets:
+ *
+ *  - goodput: results per second completed inside the window at
+ *    `factor` × peak, at least 90% of peak;
+ *  - refusals are quick: p99 from the scheduled send to an `overloaded`
+ *    answer under 5 ms;
+ *  - admitted high-priority work keeps its latency: its p99 under overload
+ *    below 3× its p99 at 10% of peak.
+ *
+ * Peak is the higher of the model's closed-loop throughput (measured earlier
+ * in the run, or here) and what an open loop at 100% of it completes. The
+ * overload's warm-up lasts until the model queue would have filled, so the
+ * measured window sees the steady state of an overloaded node (a full queue
+ * and refusals), not the run-up to it. Afterwards a few requests on a fresh
+ * connection check that the node still serves.
+ */
+import { Client } from '../src/client/Client.js';
+import { ActorserveError } from '../src/errors.js';
+import { PRIORITIES } from '../src/transport/protocol.js';
+import { runPhase, type PhaseOptions } from './loadPhase.js';
+import type { ModelInput } from './payload.js';
+import { sampleInput } from './payload.js';
+import type { PriorityMix } from './priorityMix.js';
+import { freePorts, rssBytes, stop } from './processes.js';
+import type { BenchError, OverloadResults, PhaseResult } from './results.js';
+import { startActorserveNode, type RunningServer } from './servers.js';
+
+export const GOODPUT_MIN = 0.9;
+export const OVERLOADED_P99_MAX_MS = 5;
+export const HIGH_P99_RATIO_MAX = 3;
+/** The unloaded reference: open loop at this share of peak. */
+export const UNLOADED_PCT = 10;
+/** High-priority results the unloaded reference aims for (the p99 of fewer than 100 is their max)... */
+const UNLOADED_HIGH_SAMPLES = 200;
+/** ...running at most this many times the sweep duration for them. */
+const UNLOADED_MAX_STRETCH = 3;
+/** The overload's warm-up is at most this long, however slowly the queue fills. */
+const MAX_FILL_WARMUP_S = 5;
+const RSS_SAMPLE_MS = 250;
+/** Requests of each priority sent after the overload, and how long they may take. */
+const AFTER_PER_PRIORITY = 3;
+const AFTER_TIMEOUT_MS = 10_000;
+
+export interface OverloadOptions {
+  input: ModelInput;
+  /** The model's queue cap on one node (`batching.maxQueue`): how much backlog can pile up. */
+  maxQueue: number;
+  factor: number;
+  mix: PriorityMix;
+  /** The model's closed-loop throughput measured earlier in this run; measured here when null. */
+  closedThroughput: number | null;
+  /** Closed loop: requests in flight. */
+  concurrency: number;
+  connections: number;
+  generators: number;
+  warmupS: number;
+  /** Measured seconds of a closed loop run here. */
+  durationS: number;
+  /** Measured seconds of each open loop. */
+  sweepDurationS: number;
+  /** The bench's drain allowance for a phase of `durationS` measured seconds. */
+  drainMs: (durationS: number) => number;
+  log: (line: string) => void;
+  errors: BenchError[];
+}
+
+const round = (x: number, d = 3) => Math.round(x * 10 ** d) / 10 ** d;
+const mib = (b: number | undefined) => (b === undefined ? null : round(b / 2 ** 20, 1));
+
+function note(o: OverloadOptions, phase: string, e: unknown): void {
+  const message = e instanceof Error ? e.message : String(e);
+  o.errors.push({ phase, message });
+  o.log(`  ${phase} failed: ${message.split('\n')[0]}`);
+}
+
+/** The three targets from the measured phases; a target whose inputs are missing is null. */
+export function overloadTargets(peak: number, unloaded: PhaseResult | null, overload: PhaseResult | null): OverloadResults['targets'] {
+  const goodput = overload !== null && peak > 0 ? round(overload.throughput / peak, 4) : null;
+  const refusals = overload?.overloaded;
+  const refusalP99 = refusals !== undefined && refusals.count > 0 ? refusals.latencyMs.p99 : null;
+  const hiUnloaded = unloaded?.byPriority?.high?.latencyMs;
+  const hiOverload = overload?.byPriority?.high?.latencyMs;
+  const hiRatio = hiUnloaded !== undefined && hiOverload !== undefined && hiUnloaded.count > 0 && hiOverload.count > 0 && hiUnloaded.p99 > 0
+    ? round(hiOverload.p99 / hiUnloaded.p99, 3)
+    : null;
+  return {
+    goodputVsPeak: { value: goodput, min: GOODPUT_MIN, met: goodput === null ? null : goodput >= GOODPUT_MIN },
+    overloadedP99Ms: { value: refusalP99, max: OVERLOADED_P99_MAX_MS, met: refusalP99 === null ? null : refusalP99 < OVERLOADED_P99_MAX_MS },
+    highP99VsUnloaded: { value: hiRatio, max: HIGH_P99_RATIO_MAX, met: hiRatio === null ? null : hiRatio < HIGH_P99_RATIO_MAX },
+  };
+}
+
+/** Sends a few requests of every priority on a fresh connection; counts answers by outcome. */
+async function serveAfter(url: string, input: ModelInput): Promise<NonNullable<OverloadResults['after']>> {
+  const client = await Client.connect(url, { timeoutMs: AFTER_TIMEOUT_MS });
+  try {
+    const data = sampleInput(input.model, input.rowShape, 1);
+    const inputs = { [input.inputName]: { data, shape: [1, ...input.rowShape] } };
+    const signal = AbortSignal.timeout(AFTER_TIMEOUT_MS);
+    const all = PRIORITIES.flatMap((priority) => Array.from({ length: AFTER_PER_PRIORITY }, () => client.infer(input.model, inputs, { priority, signal })));
+    const settled = await Promise.allSettled(all);
+    const errors: Record<string, number> = {};
+    let ok = 0;
+    for (const s of settled) {
+      if (s.status === 'fulfilled') ok++;
+      else {
+        const code = s.reason instanceof ActorserveError ? s.reason.code : 'client_error';
+        errors[code] = (errors[code] ?? 0) + 1;
+      }
+    }
+    return { sent: all.length, ok, errors };
+  } finally {
+    await client.close();
+  }
+}
+
+/** Runs the phase; what fails is noted in `o.errors` and left null in the result. */
+export async function runOverload(o: OverloadOptions): Promise<OverloadResults> {
+  const model = o.input.model;
+  const result: OverloadResults = {
+    model,
+    factor: o.factor,
+    mix: o.mix,
+    closedLoop: o.closedThroughput !== null && o.closedThroughput > 0 ? { throughput: o.closedThroughput, source: 'earlier phase' } : null,
+    openAtPeak: null,
+    peak: 0,
+    peakSource: null,
+    unloadedPct: UNLOADED_PCT,
+    unloaded: null,
+    overload: null,
+    targets: overloadTargets(0, null, null),
+    rssMiB: { before: null, max: null, after: null },
+    after: null,
+  };
+  o.log(`overload (${model}): starting a fresh node ...`);
+  let node: RunningServer;
+  try {
+    const [port] = await freePorts(1);
+    node = await startActorserveNode({ id: 'overload', port: port!, models: [model] });
+  } catch (e) {
+    note(o, `overload ${model}: node start`, e);
+    return result;
+  }
+  const url = `ws://127.0.0.1:${node.port}/v1/stream`;
+  const phase = (p: Pick<PhaseOptions, 'label' | 'mode' | 'warmupS' | 'durationS' | 'drainTimeoutMs'> & { offeredPctOfCapacity?: number; sampled?: boolean }) => {
+    const { sampled = true, ...rest } = p;
+    return runPhase({
+      ...rest, system: 'actorserve', target: { kind: 'ws', urls: [url] }, input: o.input, connections: o.connections, generators: o.generators,
+      serverPids: sampled ? [node.proc.pid] : [], metricsUrls: sampled ? [`${node.base}/metrics`] : [],
+    });
+  };
+  /** Time for the model queue's backlog to be worked off at `rate`, with room to spare, within the bench's bounds. */
+  const backlogDrainMs = (rate: number, durationS: number) => Math.min(20_000, Math.max(o.drainMs(durationS), 1_500 * (o.maxQueue / Math.max(1, rate)) + 1_000));
+  try {
+    // Peak, part 1: the closed loop (also the fresh node's warm-up), or an unrecorded warm-up when it was measured earlier.
+    if (result.closedLoop === null) {
+      o.log(`overload: closed loop, ${o.concurrency} in flight, ${o.warmupS}+${o.durationS} s ...`);
+      const closed = await phase({ label: `overload ${model}: closed loop`, mode: { kind: 'closed', concurrency: o.concurrency }, warmupS: o.warmupS, durationS: o.durationS, drainTimeoutMs: o.drainMs(o.durationS) });
+      if (closed.throughput > 0) result.closedLoop = { throughput: closed.throughput, source: 'measured here' };
+    } else {
+      await phase({ label: `overload ${model}: warm-up (not recorded)`, mode: { kind: 'closed', concurrency: o.concurrency }, warmupS: 0, durationS: Math.max(0.5, 2 * o.warmupS), drainTimeoutMs: o.drainMs(1), sampled: false });
+    }
+    if (result.closedLoop === null) throw new Error('no closed-loop throughput to derive the offered loads from');
+    const closedTp = result.closedLoop.throughput;
+
+    // Peak, part 2: an open loop at 100%, which may batch fuller than the closed loop's fixed window.
+    try {
+      o.log(`overload: open loop at 100% (${Math.round(closedTp)} req/s), ${o.warmupS}+${o.sweepDurationS} s ...`);
+      result.openAtPeak = await phase({
+        label: `overload ${model}: open loop 100%`, mode: { kind: 'open', rate: closedTp, mix: o.mix }, offeredPctOfCapacity: 100,
+        warmupS: o.warmupS, durationS: o.sweepDurationS, drainTimeoutMs: backlogDrainMs(closedTp, o.sweepDurationS),
+      });
+    } catch (e) {
+      note(o, `overload ${model}: open loop 100%`, e);
+    }
+    const openTp = result.openAtPeak?.throughput ?? 0;
+    result.peak = Math.max(closedTp, openTp);
+    result.peakSource = openTp > closedTp ? 'open loop at 100%' : 'closed loop';
+    const peak = result.peak;
+
+    // The unloaded reference, long enough for a p99 of high priority that is not just its max.
+    try {
+      const rate = Math.max(1, (peak * UNLOADED_PCT) / 100);
+      const highRate = rate * o.mix.high;
+      const durationS = highRate > 0
+        ? Math.min(UNLOADED_MAX_STRETCH * o.sweepDurationS, Math.max(o.sweepDurationS, UNLOADED_HIGH_SAMPLES / highRate))
+        : o.sweepDurationS;
+      o.log(`overload: unloaded reference, open loop at ${Math.round(rate)} req/s (${UNLOADED_PCT}% of peak), ${o.warmupS}+${round(durationS, 1)} s ...`);
+      result.unloaded = await phase({
+        label: `overload ${model}: open loop ${UNLOADED_PCT}%`, mode: { kind: 'open', rate, mix: o.mix }, offeredPctOfCapacity: UNLOADED_PCT,
+        warmupS: o.warmupS, durationS, drainTimeoutMs: o.drainMs(durationS),
+      });
+    } catch (e) {
+      note(o, `overload ${model}: unloaded reference`, e);
+    }
+
+    // The overload, measured once the queue would be full at the excess rate.
+    const rate = peak * o.factor;
+    const fillS = o.maxQueue / Math.max(1, rate - peak);
+    const warmupS = round(Math.min(MAX_FILL_WARMUP_S, Math.max(o.warmupS, 1.5 * fillS)), 2);
+    result.rssMiB.before = mib(rssBytes(node.proc.pid));
+    let rssMax = 0;
+    const rssTimer = setInterval(() => (rssMax = Math.max(rssMax, rssBytes(node.proc.pid) ?? 0)), RSS_SAMPLE_MS);
+    try {
+      o.log(`overload: open loop at ${Math.round(rate)} req/s (${o.factor}× peak ${Math.round(peak)}), ${warmupS}+${o.sweepDurationS} s ...`);
+      result.overload = await phase({
+        label: `overload ${model}: open loop ${o.factor}× peak`, mode: { kind: 'open', rate, mix: o.mix }, offeredPctOfCapacity: round(o.factor * 100, 1),
+        warmupS, durationS: o.sweepDurationS, drainTimeoutMs: backlogDrainMs(peak, o.sweepDurationS),
+      });
+    } catch (e) {
+      note(o, `overload ${model}: open loop ${o.factor}× peak`, e);
+    } finally {
+      clearInterval(rssTimer);
+    }
+    result.rssMiB.max = rssMax > 0 ? mib(rssMax) : null;
+    result.rssMiB.after = mib(rssBytes(node.proc.pid));
+    result.targets = overloadTargets(peak, result.unloaded, result.overload);
+
+    try {
+      result.after = await serveAfter(url, o.input);
+      o.log(`overload: after the overload, ${result.after.ok} of ${result.after.sent} requests answered`);
+    } catch (e) {
+      note(o, `overload ${model}: requests after the overload`, e);
+    }
+  } catch (e) {
+    note(o, `overload ${model}`, e);
+  } finally {
+    o.log('overload: stopping the node ...');
+    await stop(node.proc);
+  }
+  return result;
+}

@@ -1,0 +1,98 @@
+/**
+ * The overload phase's verdicts and its report section, on hand-made
+ * figures: which side of each bound a value falls, and how the section
+ * prints met, missed and unmeasured targets.
+ */
+import { describe, expect, it } from 'vitest';
+import type { LatencySummary } from '../../bench/histogram.js';
+import { overloadTargets } from '../../bench/overload.js';
+import { renderOverload } from '../../bench/report.js';
+import type { OverloadResults, PhaseResult, PriorityPhase } from '../../bench/results.js';
+
+const lat = (p99: number, count = 100): LatencySummary => ({ count, p50: p99 / 2, p90: p99 * 0.9, p99, p999: p99, max: p99, mean: p99 / 2 });
+
+function prio(p99: number, ok = 100, scheduled = 100): PriorityPhase {
+  return { scheduled, ok, okShare: ok / scheduled, throughput: ok, errors: scheduled > ok ? { overloaded: scheduled - ok } : {}, unanswered: 0, latencyMs: lat(p99, ok), histogram: '', serverMs: lat(p99 / 2, ok) };
+}
+
+function phase(o: { throughput: number; highP99: number; overloadedP99?: number; offered?: number }): PhaseResult {
+  return {
+    label: 'x', system: 'actorserve', model: 'text-orientation', mode: 'open', concurrency: null, offeredRate: o.offered ?? 300, offeredPctOfCapacity: 300,
+    connections: 4, generators: 1, warmupS: 1, durationS: 1, sent: 1000, ok: 100, throughput: o.throughput, errors: {}, unanswered: 0,
+    latencyMs: lat(o.highP99), histogram: '', timeline: { startAt: 0, measureFrom: 0, measureTo: 1000, bucketMs: 1000, ok: [], errors: [] },
+    perNode: {}, forwardedShare: null, meanBatch: null, generator: { cpuPct: 10, loopMaxMs: 1 }, machine: { busyPct: 100, othersPct: 0 },
+    server: { pids: [1], cpuSeconds: 1, cpuPct: 100, cpuSecondsToDrainByPid: null, cpuPerRequestUs: 1, eventLoopDelayMaxMs: 12, eventLoopSamples: 2 },
+    byPriority: { high: prio(o.highP99), normal: prio(o.highP99 * 2, 50), low: prio(o.highP99 * 3, 0) },
+    ...(o.overloadedP99 !== undefined
+      ? { overloaded: { count: 900, latencyMs: lat(o.overloadedP99, 900), histogram: '', missingRetryAfter: 2, reasons: { 'model queue is full (N)': 900 }, retryAfterMs: { min: 5, mean: 20, max: 40 } } }
+      : {}),
+  };
+}
+
+function results(peak: number, unloaded: PhaseResult | null, overload: PhaseResult | null): OverloadResults {
+  return {
+    model: 'text-orientation', factor: 3, mix: { high: 0.1, normal: 0.6, low: 0.3 }, closedLoop: { throughput: peak, source: 'earlier phase' },
+    openAtPeak: null, peak, peakSource: 'closed loop', unloadedPct: 10, unloaded, overload, targets: overloadTargets(peak, unloaded, overload),
+    rssMiB: { before: 200, max: 300, after: 250 }, after: { sent: 9, ok: 9, errors: {} },
+  };
+}
+
+describe('overloadTargets', () => {
+  const unloaded = phase({ throughput: 10, highP99: 10 });
+
+  it('meets every target when goodput is at least 90% of peak, refusals come within 5 ms and high p99 stays under 3× unloaded', () => {
+    const t = overloadTargets(100, unloaded, phase({ throughput: 90, highP99: 29, overloadedP99: 4.9 }));
+    expect(t.goodputVsPeak).toEqual({ value: 0.9, min: 0.9, met: true });
+    expect(t.overloadedP99Ms).toEqual({ value: 4.9, max: 5, met: true });
+    expect(t.highP99VsUnloaded).toEqual({ value: 2.9, max: 3, met: true });
+  });
+
+  it('misses each target on the wrong side of its bound, the bounds of "under" included', () => {
+    const t = overloadTargets(100, unloaded, phase({ throughput: 89, highP99: 30, overloadedP99: 5 }));
+    expect(t.goodputVsPeak.met).toBe(false);
+    expect(t.overloadedP99Ms.met).toBe(false);
+    expect(t.highP99VsUnloaded.met).toBe(false);
+  });
+
+  it('leaves a target unmeasured (null) when its figures are missing: no refusals, no unloaded reference, no phase', () => {
+    const noRefusals = overloadTargets(100, null, phase({ throughput: 95, highP99: 20 }));
+    expect(noRefusals.goodputVsPeak.met).toBe(true);
+    expect(noRefusals.overloadedP99Ms).toEqual({ value: null, max: 5, met: null });
+    expect(noRefusals.highP99VsUnloaded).toEqual({ value: null, max: 3, met: null });
+    const none = overloadTargets(100, unloaded, null);
+    expect([none.goodputVsPeak.met, none.overloadedP99Ms.met, none.highP99VsUnloaded.met]).toEqual([null, null, null]);
+  });
+});
+
+describe('renderOverload', () => {
+  const targetRows = (md: string) => md.split('\n').filter((l) => /^\| (goodput ÷ peak|p99 time to an `overloaded` answer|high-priority p99 under overload ÷ unloaded) \|/.test(l));
+
+  it('prints a titled section with one row per target, each with its bound and met ✅', () => {
+    const md = renderOverload(results(100, phase({ throughput: 10, highP99: 10 }), phase({ throughput: 95, highP99: 20, overloadedP99: 2 }))).join('\n');
+    expect(md).toMatch(/^## Overload \(text-orientation, 3× peak\)$/m);
+    expect(md).toMatch(/^\| target \| value \| bound \|$/m);
+    const rows = targetRows(md);
+    expect(rows).toHaveLength(3);
+    expect(rows[0]).toMatch(/\| 95% \(95 \/s of 100\) \| at least 90%: met ✅ \|$/);
+    expect(rows[1]).toMatch(/\| 2\.00 ms \(900 answers\) \| under 5 ms: met ✅ \|$/);
+    expect(rows[2]).toMatch(/\| 2× \(20\.00 ms ÷ 10\.00 ms\) \| under 3×: met ✅ \|$/);
+  });
+
+  it('marks missed targets ❌ and unmeasured ones "(not measured)", and prints the detail rows', () => {
+    const md = renderOverload(results(100, null, phase({ throughput: 20, highP99: 200 }))).join('\n');
+    const rows = targetRows(md);
+    expect(rows[0]).toMatch(/at least 90%: missed ❌ \|$/);
+    expect(rows[1]).toMatch(/under 5 ms \(not measured\) \|$/);
+    expect(rows[2]).toMatch(/under 3× \(not measured\) \|$/);
+    expect(md).toMatch(/^\| high-priority requests that succeeded under overload \| 100% \(100 of 100\) \|$/m);
+    expect(md).toMatch(/^\| node RSS before \/ max during \/ after the overload \| 200 \/ 300 \/ 250 MiB \|$/m);
+    expect(md).toMatch(/^\| requests after the overload \(fresh connection, every priority\) \| 9 of 9 ok, failed: none \|$/m);
+    expect(md).toMatch(/^\| 3× peak \| low \| 100 \| 0 \| 0% \|.*\| overloaded 100 \|$/m);
+  });
+
+  it('counts refusals without retryAfterMs and lists the server\'s reasons', () => {
+    const md = renderOverload(results(100, phase({ throughput: 10, highP99: 10 }), phase({ throughput: 95, highP99: 20, overloadedP99: 2 }))).join('\n');
+    expect(md).toMatch(/^\| `overloaded` answers without `retryAfterMs` \| 2 of 900 \(given: 5–40 ms, mean 20\) \|$/m);
+    expect(md).toMatch(/^\| `overloaded` reasons \(the server's messages\) \| model queue is full \(N\): 900 \|$/m);
+  });
+});
