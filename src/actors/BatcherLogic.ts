@@ -87,7 +87,7 @@ export interface BatcherState<R extends QueueItem> {
   queued: number;
   nextSeq: number;
   nextBatchId: number;
-  /** Smoothed ms of inference per batch, whatever its size; undefined until one has run. */
+  /** Smoothed ms per batch from dispatch to done, whatever its size; undefined until one has run. */
   batchMs: number | undefined;
   /**
    * Smoothed ms per row of batches at least half of maxBatch, the rate a
@@ -169,8 +169,11 @@ export function transition<R extends QueueItem>(s: BatcherState<R>, msg: Batcher
       if (slot?.state !== 'busy' || slot.batch.id !== msg.batchId) break;
       s.workers.set(msg.worker, { state: 'idle' });
       for (const r of slot.batch.requests) s.budget.used -= r.bytes ?? 0;
-      s.batchMs = smooth(s.batchMs, msg.inferMs);
-      if (2 * slot.batch.rows >= s.settings.maxBatch) s.msPerRowFull = smooth(s.msPerRowFull, msg.inferMs / slot.batch.rows);
+      // Service time, dispatch to done: a backlog drains at this pace, not at the pace of the run alone
+      // (handing the batch to the thread and the result back, and a thread waiting for a core, count too).
+      const serviceMs = Math.max(msg.inferMs, now - slot.batch.startedAt);
+      s.batchMs = smooth(s.batchMs, serviceMs);
+      if (2 * slot.batch.rows >= s.settings.maxBatch) s.msPerRowFull = smooth(s.msPerRowFull, serviceMs / slot.batch.rows);
       fx.push({ t: 'complete', batch: slot.batch });
       break;
     }

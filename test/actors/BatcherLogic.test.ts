@@ -834,21 +834,21 @@ describe('load shedding', () => {
     expect(drainMsPerRow(s)).toBe(5);
     const first = transition(s, { t: 'enqueue', req: item('warm', 'normal', { rows: 4 }) }, 20).find((e) => e.t === 'run');
     if (first?.t !== 'run') return expect.fail('expected a run');
-    // A full batch of 4 rows in 40 ms: a backlog drains at 10 ms per row.
-    transition(s, { t: 'batchDone', worker: 'w', batchId: first.batch.id, inferMs: 40 }, 40);
+    // A full batch of 4 rows, 30 ms of inference but 40 ms from dispatch to done: a backlog drains at 10 ms per row.
+    transition(s, { t: 'batchDone', worker: 'w', batchId: first.batch.id, inferMs: 30 }, 60);
     expect(drainMsPerRow(s)).toBe(10);
-    const running = transition(s, { t: 'enqueue', req: item('r', 'normal', { rows: 4 }) }, 41);
+    const running = transition(s, { t: 'enqueue', req: item('r', 'normal', { rows: 4 }) }, 61);
     expect(running.some((e) => e.t === 'run')).toBe(true);
     // 4 rows running = 40 ms ahead of anything new. Low is held to 20 ms.
-    expect(rejected(transition(s, { t: 'enqueue', req: item('l1', 'low') }, 41))).toEqual(['l1:overloaded']);
-    expect(rejected(transition(s, { t: 'enqueue', req: item('n1', 'normal') }, 41))).toEqual([]); // 40 ms: at the bound
-    const refused = transition(s, { t: 'enqueue', req: item('n2', 'normal') }, 41); // 50 ms
+    expect(rejected(transition(s, { t: 'enqueue', req: item('l1', 'low') }, 61))).toEqual(['l1:overloaded']);
+    expect(rejected(transition(s, { t: 'enqueue', req: item('n1', 'normal') }, 61))).toEqual([]); // 40 ms: at the bound
+    const refused = transition(s, { t: 'enqueue', req: item('n2', 'normal') }, 61); // 50 ms
     expect(rejected(refused)).toEqual(['n2:overloaded']);
     const err = refused.find((e) => e.t === 'reject');
     expect(err?.t === 'reject' && err.error.retryAfterMs).toBe(50); // 1 queued + 4 running rows drain in 50 ms
     // High counts running and high rows only, up to 80 ms: four get in (40..70 ms), a fifth at 80 too, a sixth not.
-    for (const k of ['h1', 'h2', 'h3', 'h4', 'h5']) expect(rejected(transition(s, { t: 'enqueue', req: item(k, 'high') }, 41))).toEqual([]);
-    expect(rejected(transition(s, { t: 'enqueue', req: item('h6', 'high') }, 41))).toEqual(['h6:overloaded']);
+    for (const k of ['h1', 'h2', 'h3', 'h4', 'h5']) expect(rejected(transition(s, { t: 'enqueue', req: item(k, 'high') }, 61))).toEqual([]);
+    expect(rejected(transition(s, { t: 'enqueue', req: item('h6', 'high') }, 61))).toEqual(['h6:overloaded']);
   });
 
   it('still admits a connection under its share of the queue past the wait bound, up to twice it, so one flooding client does not lock out the others', () => {
