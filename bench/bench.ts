@@ -30,7 +30,7 @@ import type { ModelInput } from './payload.js';
 import { freePorts, killAllNow, started, stop, stopAll } from './processes.js';
 import { writeReport } from './report.js';
 import { RESULTS_SCHEMA, type BenchError, type BenchResults, type ModelResults, type PhaseResult } from './results.js';
-import { startActorserveNode, startPlainServer, type RunningServer } from './servers.js';
+import { setExtraNodeArgs, startActorserveNode, startPlainServer, type RunningServer } from './servers.js';
 
 const t0 = performance.now();
 const log = (line: string) => process.stderr.write(`[${((performance.now() - t0) / 1000).toFixed(1).padStart(5)} s] ${line}\n`);
@@ -247,6 +247,7 @@ async function main(): Promise<void> {
       process.exit(130);
     });
   }
+  setExtraNodeArgs(o.nodeArgs);
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const dir = o.out ?? join(projectRoot, 'bench', 'results', stamp);
   let results: BenchResults;

@@ -41,8 +41,9 @@ Options (defaults; --quick defaults in brackets):
   --concurrency N       requests in flight in closed loop, for actorserve and the
                         plain server alike (per model: iris 256, text-orientation 32)
   --connections N       WebSocket connections to actorserve, and pipelined HTTP
-                        connections in open loop (4); closed-loop HTTP uses one
-                        connection per request in flight
+                        connections in open loop (1: the targets are stated for
+                        one connection); closed-loop HTTP uses one connection
+                        per request in flight
   --generators N        load-generator processes (1); concurrency and rate are
                         split between them and their histograms merged
   --ceiling-batches B,B batch sizes for the in-process ceiling (1,4,8,16,32)
@@ -58,6 +59,8 @@ Options (defaults; --quick defaults in brackets):
   --overload-mix H,N,L  shares of high, normal and low priority requests in the
                         overload phase's open loops, normalised (0.1,0.6,0.3);
                         its measured seconds follow --sweep-duration
+  --node-args "A B"     extra flags for every actorserve node the bench starts,
+                        e.g. "--inference-nice 0 --max-batch 8" (none)
   --no-plain            skip the plain HTTP server
   --out DIR             write the report here (bench/results/<timestamp>)
   --quick               smoke run of every phase, about 60 s on 2 cores
@@ -78,6 +81,8 @@ export interface BenchOptions {
   ceilingBatches: number[];
   ceilingSeconds: number;
   cluster: number;
+  /** Extra flags for every actorserve node the bench starts. */
+  nodeArgs: string[];
   clusterRatePct: number;
   /** Model of the overload phase; null skips it. */
   overload: string | null;
@@ -134,6 +139,7 @@ export function parseOptions(argv: string[]): BenchOptions {
       overload: { type: 'string' },
       'overload-factor': { type: 'string' },
       'overload-mix': { type: 'string' },
+      'node-args': { type: 'string' },
       'no-plain': { type: 'boolean', default: false },
       out: { type: 'string' },
       quick: { type: 'boolean', default: false },
@@ -157,11 +163,12 @@ export function parseOptions(argv: string[]): BenchOptions {
     sweepPct: sweep === 'none' ? [] : list('sweep', sweep, positive),
     sweepDurationS: values['sweep-duration'] === undefined ? (quick ? 1 : 2) : positive('sweep-duration', values['sweep-duration']),
     concurrency,
-    connections: values.connections === undefined ? 4 : positiveInt('connections', values.connections, 1024),
+    connections: values.connections === undefined ? 1 : positiveInt('connections', values.connections, 1024),
     generators: values.generators === undefined ? 1 : positiveInt('generators', values.generators, 16),
     ceilingBatches: list('ceiling-batches', values['ceiling-batches'] ?? '1,4,8,16,32', (f, v) => positiveInt(f, v, 4096)),
     ceilingSeconds: values['ceiling-seconds'] === undefined ? (quick ? 0.2 : 0.5) : positive('ceiling-seconds', values['ceiling-seconds']),
     cluster,
+    nodeArgs: (values['node-args'] ?? '').split(/\s+/).filter(Boolean),
     clusterRatePct: values['cluster-rate'] === undefined ? 50 : positive('cluster-rate', values['cluster-rate']),
     overload: overload === 'none' ? null : overload,
     overloadFactor: values['overload-factor'] === undefined ? 3 : positive('overload-factor', values['overload-factor']),

@@ -13,6 +13,12 @@ export const PLAIN_SERVER_PATH = join(projectRoot, 'dist', 'bench', 'plainServer
 
 const READY_TIMEOUT_MS = 90_000;
 
+/** Extra flags for every node the bench starts (`--node-args`). */
+let extraNodeArgs: readonly string[] = [];
+export function setExtraNodeArgs(args: readonly string[]): void {
+  extraNodeArgs = args;
+}
+
 export interface RunningServer {
   proc: Tracked;
   id: string;
@@ -40,6 +46,7 @@ export function spawnActorserveNode(o: NodeStart): { server: RunningServer; read
   const args = [ACTORSERVE_BIN, 'node', '--port', String(o.port), '--node-id', o.id, '--models', o.models.join(','), '--log-level', 'warn'];
   if (o.seeds !== undefined && o.seeds.length > 0) args.push('--seeds', o.seeds.map((p) => `127.0.0.1:${p}`).join(','));
   if (o.cluster !== undefined) args.push('--cluster', o.cluster);
+  args.push(...extraNodeArgs);
   const env = { ...process.env };
   if (o.secret !== undefined) env['ACTORSERVE_CLUSTER_SECRET'] = o.secret;
   else delete env['ACTORSERVE_CLUSTER_SECRET'];
