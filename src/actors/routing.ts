@@ -52,17 +52,23 @@ export function eligible(view: readonly RouteCandidate[], model: string): string
 // Keyless: power of two choices with a local preference.
 // ---------------------------------------------------------------------------
 
+/** How much busier than every other node the local one must be before keyless work leaves it. */
+export const LOCAL_SLACK = 0.25;
+
 /**
  * Keyless choice among `nodes` (normally the output of {@link eligible}).
  *
  * Rule:
  * 1. No nodes → `undefined`.
- * 2. If `localId` is in `nodes` and its load is not strictly greater than
- *    every other node's load, choose it: a local request skips a network hop,
- *    and we give that up only when the local node is the unique busiest.
- *    A single-node list therefore returns that node.
+ * 2. If `localId` is in `nodes` and it is not the busiest, choose it: a
+ *    local request skips a network hop, and we give that up only when the
+ *    local node is clearly the unique busiest, its load above
+ *    (1 + {@link LOCAL_SLACK})·load + 1 of every other node. Loads of
+ *    peers are a heartbeat old and a node's own swings by a batch at a time,
+ *    so without the slack nodes with equal traffic forwarded about a third
+ *    of it to each other for nothing. A single-node list returns that node.
  * 3. Otherwise the candidates are `nodes` without the local node (it was
- *    rejected for being strictly the busiest, or is absent). One candidate is
+ *    rejected for being the busiest, or is absent). One candidate is
  *    returned as is; with two or more, two distinct candidates are sampled
  *    uniformly with two calls to `rand` and the one with the lower load wins,
  *    ties going to the lexicographically smaller id.
@@ -84,14 +90,14 @@ export function powerOfTwoChoices(
   if (localId !== undefined && nodes.includes(localId)) {
     if (n === 1) return localId;
     const localLoad = load(localId);
-    let strictlyBusiest = true;
+    let busiest = true;
     for (const id of nodes) {
-      if (id !== localId && !(localLoad > load(id))) {
-        strictlyBusiest = false;
+      if (id !== localId && !(localLoad > (1 + LOCAL_SLACK) * load(id) + 1)) {
+        busiest = false;
         break;
       }
     }
-    if (!strictlyBusiest) return localId;
+    if (!busiest) return localId;
     candidates = nodes.filter((id) => id !== localId);
   }
   const m = candidates.length;
