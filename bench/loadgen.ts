@@ -399,7 +399,7 @@ async function run(spec: LoadSpec, started: Promise<number>, stopped: Promise<vo
 
   post({ t: 'ready' });
   startAt = await started;
-  const loop = monitorEventLoopDelay({ resolution: 10 });
+  const loop = monitorEventLoopDelay({ resolution: 2 });
   let cpuFrom = process.cpuUsage();
   let cpuUsed: NodeJS.CpuUsage | undefined;
   measureFrom = startAt + spec.warmupS * 1000;

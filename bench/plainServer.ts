@@ -115,7 +115,7 @@ async function main(): Promise<void> {
     models.set(spec.name, { spec, session, rowShape, rowSize: rowShape.reduce((a, b) => a * b, 1) });
   }
 
-  const loop = monitorEventLoopDelay({ resolution: 10 });
+  const loop = monitorEventLoopDelay({ resolution: 2 });
   loop.enable();
   const server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';

@@ -121,7 +121,7 @@ export function renderSummary(r: BenchResults, charts: readonly string[] = []): 
   }
   out.push('');
   out.push('Event-loop delay is the max of `nodejs_eventloop_lag_max_seconds` scraped every 500 ms (prom-client resets it at each scrape; ' +
-    'its `monitorEventLoopDelay` resolution is 10 ms, so an idle loop reads about 10 ms). The plain server reports the same gauge. ' +
+    'its `monitorEventLoopDelay` samples every 2 ms, so an idle loop reads about 2 ms). The plain server and the generators sample the same way. ' +
     'CPU % is of one core. "Other processes" is the machine\'s busy CPU (/proc/stat) less the server and the generators: ' +
     `⚠ marks a phase where it passed ${DISTURBED_OTHERS_PCT}% of a core, so something outside the bench competed for the CPUs.`);
   out.push('');
