@@ -30,6 +30,8 @@ Node options:
   --inference-nice N  Linux nice (0-19) of inference threads, so the event loop gets the
                       cores first when both want them; 0 = same as the node (default 10)
   --max-batch N       cap on rows per batch (default per model)
+  --preferred-batch N rows a batch is filled to when more are waiting; a request of up to
+                      --max-batch rows still runs whole (default per model: text-orientation 8)
   --max-queue N       cap on queued requests per model (default per model)
   --max-queue-delay-ms N
                       refuse (overloaded) a request whose expected queue wait is past N ms;
@@ -97,6 +99,7 @@ export async function main(argv: string[]): Promise<number> {
       workers: { type: 'string' },
       threads: { type: 'string' },
       'max-batch': { type: 'string' },
+      'preferred-batch': { type: 'string' },
       'max-queue': { type: 'string' },
       'max-queue-delay-ms': { type: 'string' },
       'inference-nice': { type: 'string' },
@@ -148,6 +151,7 @@ export async function main(argv: string[]): Promise<number> {
   set('workers', intOpt('workers', values.workers));
   set('intraOpThreads', intOpt('threads', values.threads));
   set('maxBatch', intOpt('max-batch', values['max-batch']));
+  set('preferredBatch', intOpt('preferred-batch', values['preferred-batch']));
   set('maxQueue', intOpt('max-queue', values['max-queue']));
   set('maxQueueDelayMs', intOpt('max-queue-delay-ms', values['max-queue-delay-ms']));
   set('inferenceNice', intOpt('inference-nice', values['inference-nice']));

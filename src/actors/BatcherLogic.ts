@@ -59,6 +59,13 @@ export interface BatcherSettings {
    * so one flooding client cannot lock the others out. Default: none.
    */
   maxQueueDelayMs?: number;
+  /**
+   * Rows a batch is filled to when more are waiting (Triton's preferred batch
+   * size): past the size a model runs best at, a bigger batch only adds
+   * latency. A single request of more rows, up to maxBatch, still runs
+   * whole. Default maxBatch.
+   */
+  preferredBatch?: number;
 }
 
 export interface Batch<R extends QueueItem> {
@@ -131,6 +138,7 @@ export function initialBatcherState<R extends QueueItem>(
   for (const [k, v] of Object.entries(settings)) {
     if (!Number.isInteger(v) || v < 1) throw new RangeError(`batcher setting ${k} must be a positive integer, got ${v}`);
   }
+  if ((settings.preferredBatch ?? 0) > settings.maxBatch) throw new RangeError(`preferredBatch ${settings.preferredBatch} exceeds maxBatch ${settings.maxBatch}`);
   const softQueue = settings.softQueue ?? Math.ceil(0.75 * settings.maxQueue);
   if (softQueue > settings.maxQueue) throw new RangeError(`softQueue ${softQueue} exceeds maxQueue ${settings.maxQueue}`);
   return {
@@ -173,7 +181,7 @@ export function transition<R extends QueueItem>(s: BatcherState<R>, msg: Batcher
       // (handing the batch to the thread and the result back, and a thread waiting for a core, count too).
       const serviceMs = Math.max(msg.inferMs, now - slot.batch.startedAt);
       s.batchMs = smooth(s.batchMs, serviceMs);
-      if (2 * slot.batch.rows >= s.settings.maxBatch) s.msPerRowFull = smooth(s.msPerRowFull, serviceMs / slot.batch.rows);
+      if (2 * slot.batch.rows >= fillTo(s)) s.msPerRowFull = smooth(s.msPerRowFull, serviceMs / slot.batch.rows);
       fx.push({ t: 'complete', batch: slot.batch });
       break;
     }
@@ -228,7 +236,10 @@ const smooth = (avg: number | undefined, x: number): number => (avg === undefine
  * full batches then clear); before anything has run, 0: no wait predicted.
  */
 export const drainMsPerRow = <R extends QueueItem>(s: BatcherState<R>): number =>
-  s.msPerRowFull ?? (s.batchMs === undefined ? 0 : s.batchMs / s.settings.maxBatch);
+  s.msPerRowFull ?? (s.batchMs === undefined ? 0 : s.batchMs / fillTo(s));
+
+/** Rows a batch is filled to when work is waiting. */
+const fillTo = <R extends QueueItem>(s: BatcherState<R>): number => s.settings.preferredBatch ?? s.settings.maxBatch;
 
 /** Expected ms until `rowsAhead` more rows and the running batches are done. */
 const expectedWaitMs = <R extends QueueItem>(s: BatcherState<R>, rowsAhead: number): number =>
@@ -464,12 +475,14 @@ function dispatch<R extends QueueItem>(s: BatcherState<R>, now: number, fx: Batc
 }
 
 /**
- * Greedy batch: whatever is queued now, up to maxBatch rows. The oldest
+ * Greedy batch: whatever is queued now, up to preferredBatch rows (or one
+ * request of up to maxBatch rows). The oldest
  * request of the highest non-empty priority picks the bucket; a lower lane
  * contributes only once every higher lane is empty, so a higher priority
  * never waits behind a lower one; within a bucket, strictly FIFO.
  */
 function takeBatch<R extends QueueItem>(s: BatcherState<R>, worker: string, now: number, fx: BatcherEffect<R>[]): Batch<R> | undefined {
+  const fill = fillTo(s);
   while (s.queued > 0) {
     const laneIx = s.lanes.findIndex((l) => l.size > 0);
     const head = laneIx < 0 ? undefined : oldestHead(s.lanes[laneIx]!);
@@ -488,14 +501,14 @@ function takeBatch<R extends QueueItem>(s: BatcherState<R>, worker: string, now:
           continue;
         }
         const alone = req.isolate || (requests.length > 0 && requests[0]!.isolate);
-        if ((alone && requests.length > 0) || rows + req.rows > s.settings.maxBatch) break;
+        if (requests.length > 0 && (alone || rows + req.rows > fill)) break;
         q.shift();
         dequeued(s, req);
         requests.push(req);
         rows += req.rows;
       }
       if (q && q.length === 0) lane.delete(head.bucket);
-      const full = requests.length > 0 && (requests[0]!.isolate || rows >= s.settings.maxBatch);
+      const full = requests.length > 0 && (requests[0]!.isolate || rows >= fill);
       if (full || lane.size > 0) break;
     }
     if (requests.length === 0) continue; // everything looked at had expired

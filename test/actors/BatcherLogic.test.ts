@@ -392,6 +392,8 @@ const settingsArb: fc.Arbitrary<BatcherSettings> = fc.record(
     maxQueueDelayMs: fc.integer({ min: 1, max: 120 }),
   },
   { requiredKeys: ['maxBatch', 'maxQueue', 'maxAttempts'] },
+).chain((s) =>
+  fc.option(fc.integer({ min: 1, max: s.maxBatch }), { nil: undefined }).map((p): BatcherSettings => (p === undefined ? s : { ...s, preferredBatch: p })),
 );
 
 const NUM_RUNS = 200;
@@ -463,13 +465,14 @@ describe('BatcherLogic invariants (model-based, fc.commands)', () => {
     });
   });
 
-  it('no batch holds more than maxBatch rows, and no batch mixes buckets', () => {
+  it('no batch holds more than maxBatch rows, a batch of several requests no more than preferredBatch, and no batch mixes buckets', () => {
     checkInvariant({
       afterTransition(w, step) {
         for (const { batch } of runs(step)) {
           expect(batch.requests.length).toBeGreaterThan(0);
           expect(batch.rows).toBe(batch.requests.reduce((n, r) => n + r.rows, 0));
           expect(batch.rows).toBeLessThanOrEqual(w.settings.maxBatch);
+          if (batch.requests.length > 1) expect(batch.rows).toBeLessThanOrEqual(w.settings.preferredBatch ?? w.settings.maxBatch);
           expect(new Set(batch.requests.map((r) => r.bucket))).toEqual(new Set([batch.bucket]));
         }
       },
