@@ -565,20 +565,14 @@ export interface PhaseResult {
   inFlightSettledMs: number | null;
 }
 
-export interface ScenarioResult {
+/** Counts summed over the scenario's loads, with the same meaning as in {@link LoadReport}. */
+export interface ScenarioResult extends Pick<LoadReport, 'sent' | 'results' | 'errors' | 'lost' | 'duplicates' | 'foreign' | 'byNode'> {
   name: string;
   description: string;
   mode: Mode;
   ok: boolean;
   failures: string[];
   durationMs: number;
-  sent: number;
-  results: number;
-  errors: Record<string, number>;
-  lost: number;
-  duplicates: number;
-  foreign: number;
-  byNode: Record<string, number>;
   /** Late replies the client's node dropped (first reply won): actorserve_duplicate_replies_total delta. */
   lateRepliesDropped: number | null;
   /** Worst over streams and repeats; undefined where there is no fault event; null when never recovered. */

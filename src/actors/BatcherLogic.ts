@@ -459,10 +459,7 @@ function expire<R extends QueueItem>(s: BatcherState<R>, now: number, fx: Batche
   }
 }
 
-const hasLiveWorker = <R extends QueueItem>(s: BatcherState<R>): boolean => {
-  for (const w of s.workers.values()) if (w.state !== 'stopped') return true;
-  return false;
-};
+const hasLiveWorker = <R extends QueueItem>(s: BatcherState<R>): boolean => liveWorkers(s) > 0;
 
 function dispatch<R extends QueueItem>(s: BatcherState<R>, now: number, fx: BatcherEffect<R>[]): void {
   for (const [worker, slot] of s.workers) {

@@ -155,31 +155,18 @@ class CrashUntilGivenUp implements Cmd {
   toString = () => `crashUntilGivenUp(#${this.sel})~${this.pauseMs}ms`;
 }
 
-class KillNode implements Cmd {
-  constructor(readonly sel: number, readonly pauseMs: number) {}
+/** A kill, or a graceful leave (the node drains, handing its queue to other nodes, possibly the requests' origins). */
+class StopNode implements Cmd {
+  constructor(readonly how: 'kill' | 'leave', readonly sel: number, readonly pauseMs: number) {}
   check = (m: Readonly<Model>) => m.kills < MAX_KILLS && killable(m).length > 0;
   async run(m: Model, c: InProcessCluster): Promise<void> {
     const n = pick(killable(m), this.sel);
     n.up = false;
     m.kills++;
-    await c.kill(n.id);
+    await (this.how === 'kill' ? c.kill(n.id) : c.leave(n.id));
     await sleep(this.pauseMs);
   }
-  toString = () => `kill(#${this.sel})~${this.pauseMs}ms`;
-}
-
-/** Like a kill, but graceful: the node drains, handing its queue to other nodes (possibly the requests' origins). */
-class LeaveNode implements Cmd {
-  constructor(readonly sel: number, readonly pauseMs: number) {}
-  check = (m: Readonly<Model>) => m.kills < MAX_KILLS && killable(m).length > 0;
-  async run(m: Model, c: InProcessCluster): Promise<void> {
-    const n = pick(killable(m), this.sel);
-    n.up = false;
-    m.kills++;
-    await c.leave(n.id);
-    await sleep(this.pauseMs);
-  }
-  toString = () => `leave(#${this.sel})~${this.pauseMs}ms`;
+  toString = () => `${this.how}(#${this.sel})~${this.pauseMs}ms`;
 }
 
 class AddNode implements Cmd {
@@ -257,8 +244,8 @@ const commands = fc.commands(
     fc.tuple(sel, fc.constantFrom<WorkerFault>('throwNext', 'exit'), pause).map(([s, kind, p]): Cmd => new WorkerFaultCmd(s, kind, p)),
     fc.tuple(sel, pause).map(([s, p]): Cmd => new WorkerFaultCmd(s, 'hangNext', p)),
     fc.tuple(sel, pause).map(([s, p]): Cmd => new CrashUntilGivenUp(s, p)),
-    fc.tuple(sel, pause).map(([s, p]): Cmd => new KillNode(s, p)),
-    fc.tuple(sel, pause).map(([s, p]): Cmd => new LeaveNode(s, p)),
+    fc.tuple(sel, pause).map(([s, p]): Cmd => new StopNode('kill', s, p)),
+    fc.tuple(sel, pause).map(([s, p]): Cmd => new StopNode('leave', s, p)),
     pause.map((p): Cmd => new AddNode(p)),
     fc.tuple(sel, pause).map(([s, p]): Cmd => new Partition(s, p)),
     fc.tuple(sel, fc.integer({ min: 50, max: 800 }), pause).map(([s, ms, p]): Cmd => new Flap(s, ms, p)),

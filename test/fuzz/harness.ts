@@ -7,11 +7,13 @@
 import { Writable } from 'node:stream';
 import * as ort from 'onnxruntime-node';
 import { pino, type Logger } from 'pino';
-import { vi, type MockInstance } from 'vitest';
-import { irisModelPath } from '../../src/models/registry.js';
+import { afterAll, beforeAll, vi, type MockInstance } from 'vitest';
+import { ActorserveNode } from '../../src/actors/Node.js';
+import { irisModelPath, resolveModels } from '../../src/models/registry.js';
 import type { RequestId, ResultFrame } from '../../src/transport/protocol.js';
 import { IrisLoad, type LoadReport } from '../helpers/load.js';
 import { RawClient, readF32 } from '../helpers/RawClient.js';
+import { snapshotPrototypes, type ProtoSnapshot } from './hostile.js';
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -156,4 +158,32 @@ export class GoodClient {
     this.client.close();
     return { ...report, wrong, maxGapMs: Math.round(maxGapMs), rows: reference.size };
   }
+}
+
+/** What a fuzz suite inspects after the storm: the node, its log lines, prototypes before it, actor crashes. */
+export interface FuzzTarget {
+  node: ActorserveNode;
+  logs: ReturnType<typeof memoryLogger>;
+  protos: ProtoSnapshot;
+  actorFaults: ReturnType<typeof watchActorFaults>;
+}
+
+/**
+ * One in-process iris node `fz` for the file's tests, started before them
+ * (after snapshotting prototypes and watching actor faults) and stopped after.
+ * Its fields are set once `beforeAll` has run.
+ */
+export function useFuzzNode(level: 'debug' | 'info' | 'warn', clusterSecret: string): FuzzTarget {
+  const t = {} as FuzzTarget;
+  beforeAll(async () => {
+    t.protos = snapshotPrototypes();
+    t.actorFaults = watchActorFaults();
+    t.logs = memoryLogger(level);
+    t.node = await ActorserveNode.start({ nodeId: 'fz', port: 0, models: resolveModels(['iris']), clusterSecret, log: t.logs.log });
+  });
+  afterAll(async () => {
+    t.actorFaults?.restore();
+    await t.node?.stop();
+  });
+  return t;
 }

@@ -13,14 +13,12 @@
  */
 import fc from 'fast-check';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { ActorserveNode } from '../../src/actors/Node.js';
-import { resolveModels } from '../../src/models/registry.js';
 import { decodeUntrusted, encode } from '../../src/transport/codec.js';
 import { parseClientFrame, type ErrorFrame, type RequestId, type ServerFrame } from '../../src/transport/protocol.js';
 import { RawClient, irisInput } from '../helpers/RawClient.js';
-import { GoodClient, memoryLogger, pool, sleep, watchActorFaults } from './harness.js';
+import { GoodClient, pool, sleep, useFuzzNode } from './harness.js';
 import {
   HEADERS,
   HOLES,
@@ -39,7 +37,6 @@ import {
   snapshotPrototypes,
   type HeaderKind,
   type NestKind,
-  type ProtoSnapshot,
 } from './hostile.js';
 
 const SEED = Number(process.env['FUZZ_SEED'] ?? Math.floor(Math.random() * 0x7fffffff));
@@ -236,25 +233,11 @@ function judge(o: Outcome): string[] {
   return bad.map((b) => `${s.name}: ${b}`);
 }
 
-let node: ActorserveNode;
-let logs: ReturnType<typeof memoryLogger>;
-let protos: ProtoSnapshot;
-let actorFaults: ReturnType<typeof watchActorFaults>;
-
-beforeAll(async () => {
-  protos = snapshotPrototypes();
-  actorFaults = watchActorFaults();
-  logs = memoryLogger('warn');
-  node = await ActorserveNode.start({ nodeId: 'fz', port: 0, models: resolveModels(['iris']), clusterSecret: 'fuzz-secret', log: logs.log });
-});
-afterAll(async () => {
-  actorFaults?.restore();
-  await node?.stop();
-});
+const fz = useFuzzNode('warn', 'fuzz-secret');
 
 describe('a node under hostile clients', () => {
   it('answers garbage by the contract, keeps every hostile connection apart and serves a good client throughout: every answer, right, once', async () => {
-    const probe = await RawClient.connect(node.url);
+    const probe = await RawClient.connect(fz.node.url);
     const limit = probe.welcome.limits.maxFrameBytes;
     probe.close();
     const goodIds = fc.integer({ min: 0, max: 4000 }).map((k) => `good-${k}`);
@@ -319,12 +302,12 @@ describe('a node under hostile clients', () => {
 
     // Everything hostile is generated above, before the good client starts: generating blocks this event loop, which is the node's too.
     const started = performance.now();
-    const good = await GoodClient.start(node.url, 'good');
+    const good = await GoodClient.start(fz.node.url, 'good');
     const loop = monitorEventLoopDelay({ resolution: 10 });
     loop.enable();
     const [outcomes] = await Promise.all([
-      pool(6, all.map((s) => () => runScript(node.url, s))),
-      pool(2, Array.from({ length: 40 }, (_, i) => () => churn(node.url, churnFrames, i))),
+      pool(6, all.map((s) => () => runScript(fz.node.url, s))),
+      pool(2, Array.from({ length: 40 }, (_, i) => () => churn(fz.node.url, churnFrames, i))),
     ]);
     loop.disable();
     const report = await good.finish();
@@ -348,22 +331,22 @@ describe('a node under hostile clients', () => {
 
     // Nothing left behind by connections that vanished with requests in flight.
     const until = performance.now() + 5_000;
-    while (node.outstanding !== 0 && performance.now() < until) await sleep(20);
-    expect(node.outstanding, 'requests still outstanding').toBe(0);
-    const stats = await node.batcherStats('iris');
+    while (fz.node.outstanding !== 0 && performance.now() < until) await sleep(20);
+    expect(fz.node.outstanding, 'requests still outstanding').toBe(0);
+    const stats = await fz.node.batcherStats('iris');
     expect({ queued: stats.queued, running: stats.running }).toEqual({ queued: 0, running: 0 });
-    expect(node.queuedBytes).toBe(0);
+    expect(fz.node.queuedBytes).toBe(0);
 
     // Up, responsive, nothing crashed, nothing polluted.
-    expect((await fetch(`http://127.0.0.1:${node.port}/v2/health/live`)).status).toBe(200);
-    expect((await fetch(`http://127.0.0.1:${node.port}/v2/health/ready`)).status).toBe(200);
-    const after = await GoodClient.start(node.url, 'after');
+    expect((await fetch(`http://127.0.0.1:${fz.node.port}/v2/health/live`)).status).toBe(200);
+    expect((await fetch(`http://127.0.0.1:${fz.node.port}/v2/health/ready`)).status).toBe(200);
+    const after = await GoodClient.start(fz.node.url, 'after');
     await sleep(200);
     const afterReport = await after.finish();
     expect({ ok: afterReport.results === afterReport.sent && afterReport.sent > 0, wrong: afterReport.wrong }).toEqual({ ok: true, wrong: 0 });
-    expect(actorFaults.faults(), 'actors that crashed').toEqual([]);
-    expect(logs.lines().filter((l) => Number(l['level']) >= 50 || /worker crashed/.test(String(l['msg']))), 'error logs').toEqual([]);
-    expect(prototypeChanges(protos, snapshotPrototypes())).toEqual([]);
+    expect(fz.actorFaults.faults(), 'actors that crashed').toEqual([]);
+    expect(fz.logs.lines().filter((l) => Number(l['level']) >= 50 || /worker crashed/.test(String(l['msg']))), 'error logs').toEqual([]);
+    expect(prototypeChanges(fz.protos, snapshotPrototypes())).toEqual([]);
     expect(hostileMs, 'fuzz phase time').toBeLessThan(40_000);
     console.info(`node fuzz: seed ${SEED}, ${frameCount} hostile frames on ${outcomes.length + 40} connections, good client ${report.sent} requests, worst stall ${Math.round(loop.max / 1e6)} ms, ${Math.round(hostileMs)} ms`);
   });

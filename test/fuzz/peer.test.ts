@@ -13,16 +13,14 @@
 import fc from 'fast-check';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { AddressInfo } from 'node:net';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
-import { ActorserveNode } from '../../src/actors/Node.js';
-import { resolveModels } from '../../src/models/registry.js';
 import { encode } from '../../src/transport/codec.js';
 import { decodePeer } from '../../src/transport/peerCodec.js';
 import { PEER_PROTOCOL_VERSION, newNonce, proof, type ChallengeFrame, type HelloFrame, type MemberInfo } from '../../src/transport/peerProtocol.js';
 import { f32 } from '../helpers/RawClient.js';
-import { GoodClient, memoryLogger, pool, sleep, waitFor, watchActorFaults } from './harness.js';
-import { PACKERS, own, packPlain, prototypeChanges, snapshotPrototypes, valueArb, type ProtoSnapshot } from './hostile.js';
+import { GoodClient, pool, sleep, waitFor, useFuzzNode } from './harness.js';
+import { PACKERS, own, packPlain, prototypeChanges, snapshotPrototypes, valueArb } from './hostile.js';
 
 const SEED = Number(process.env['FUZZ_SEED'] ?? Math.floor(Math.random() * 0x7fffffff));
 const seeded = (what: string) => `${what} (FUZZ_SEED=${SEED})`;
@@ -31,21 +29,7 @@ const sample = <T>(arb: fc.Arbitrary<T>, n: number, salt: number): T[] => fc.sam
 const SECRET = 'fuzz-secret';
 const CLUSTER = 'actorserve';
 
-let node: ActorserveNode;
-let logs: ReturnType<typeof memoryLogger>;
-let protos: ProtoSnapshot;
-let actorFaults: ReturnType<typeof watchActorFaults>;
-
-beforeAll(async () => {
-  protos = snapshotPrototypes();
-  actorFaults = watchActorFaults();
-  logs = memoryLogger('info');
-  node = await ActorserveNode.start({ nodeId: 'fz', port: 0, models: resolveModels(['iris']), clusterSecret: SECRET, log: logs.log });
-});
-afterAll(async () => {
-  actorFaults?.restore();
-  await node?.stop();
-});
+const fz = useFuzzNode('info', SECRET);
 
 /** One connection to /cluster: its challenge, the frames after it, and how it closed. */
 interface PeerConn {
@@ -58,7 +42,7 @@ interface PeerConn {
 }
 
 async function dial(): Promise<PeerConn> {
-  const ws = new WebSocket(`ws://127.0.0.1:${node.port}/cluster`, { perMessageDeflate: false, maxPayload: 64 * 2 ** 20 });
+  const ws = new WebSocket(`ws://127.0.0.1:${fz.node.port}/cluster`, { perMessageDeflate: false, maxPayload: 64 * 2 ** 20 });
   let port = 0;
   ws.on('upgrade', (res) => void (port = res.socket.localPort ?? 0));
   ws.on('error', () => undefined);
@@ -89,7 +73,7 @@ const goodHello = (c: ChallengeFrame, m: MemberInfo, secret = SECRET): HelloFram
   proof: proof(secret, 'dialer', c.nonce, CLUSTER, m.nodeId, c.nodeId),
 });
 
-const refusedLines = () => logs.lines().filter((l) => l['msg'] === 'peer refused');
+const refusedLines = () => fz.logs.lines().filter((l) => l['msg'] === 'peer refused');
 
 /** Sends `frame` before any handshake; the node must close with 1008 and log the refusal for this connection. */
 async function expectRefused(name: string, frame: (c: ChallengeFrame) => Uint8Array | string): Promise<string[]> {
@@ -304,14 +288,14 @@ describe('the peer endpoint under hostile peers', () => {
     expect(bad, seeded(`${bad.length} refusals went wrong`)).toEqual([]);
     expect(cases.length).toBeGreaterThan(90);
     // Nobody refused became a member; the replayer and proto-keys did (they had right proofs).
-    const ids = node.clusterView().map((m) => m.nodeId);
+    const ids = fz.node.clusterView().map((m) => m.nodeId);
     expect(ids.filter((id) => !['fz', 'replayer', 'proto-keys'].includes(id)), 'members from refused handshakes').toEqual([]);
-    expect(actorFaults.faults()).toEqual([]);
-    expect(prototypeChanges(protos, snapshotPrototypes())).toEqual([]);
+    expect(fz.actorFaults.faults()).toEqual([]);
+    expect(prototypeChanges(fz.protos, snapshotPrototypes())).toEqual([]);
   }, 40_000);
 
   it('survives malformed envelopes of every shape from an authenticated peer: no crash, no stall, and the good client gets every answer, right, once', async () => {
-    const good = await GoodClient.start(node.url, 'good');
+    const good = await GoodClient.start(fz.node.url, 'good');
     // An authenticated link as 'evil'; an undecodable frame closes it (1007), and we come back with a new handshake.
     const closes: number[] = [];
     const authed = async () => {
@@ -398,16 +382,16 @@ describe('the peer endpoint under hostile peers', () => {
     expect(sentEnvelopes).toBeGreaterThan(1_000);
     expect(delivered).toBeGreaterThan(frames.length);
 
-    expect((await fetch(`http://127.0.0.1:${node.port}/v2/health/live`)).status).toBe(200);
-    const after = await GoodClient.start(node.url, 'after');
+    expect((await fetch(`http://127.0.0.1:${fz.node.port}/v2/health/live`)).status).toBe(200);
+    const after = await GoodClient.start(fz.node.url, 'after');
     await sleep(200);
     const afterReport = await after.finish();
     expect({ ok: afterReport.results === afterReport.sent && afterReport.sent > 0, wrong: afterReport.wrong }).toEqual({ ok: true, wrong: 0 });
-    expect(actorFaults.faults(), 'actors that crashed').toEqual([]);
-    const badLogs = logs.lines().filter((l) => Number(l['level']) >= 50 || /worker crashed|gave up|giving up/.test(String(l['msg'])));
+    expect(fz.actorFaults.faults(), 'actors that crashed').toEqual([]);
+    const badLogs = fz.logs.lines().filter((l) => Number(l['level']) >= 50 || /worker crashed|gave up|giving up/.test(String(l['msg'])));
     expect(badLogs, 'error logs').toEqual([]);
-    expect(node.clusterView().map((m) => m.nodeId)).toContain('fz');
-    expect(prototypeChanges(protos, snapshotPrototypes())).toEqual([]);
+    expect(fz.node.clusterView().map((m) => m.nodeId)).toContain('fz');
+    expect(prototypeChanges(fz.protos, snapshotPrototypes())).toEqual([]);
     console.info(`peer fuzz: seed ${SEED}, ${frames.length} arbitrary frames (${reconnects} closed the link) and ${sentEnvelopes} hostile envelopes, good client ${report.sent} requests, worst stall ${Math.round(loop.max / 1e6)} ms`);
   }, 40_000);
 });
