@@ -17,6 +17,7 @@
 import { connect as netConnect, type Socket } from 'node:net';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import WebSocket, { type RawData } from 'ws';
+import { applyHeapGrowth, DEFAULT_HEAP_GROWTH_PERCENT } from '../src/heapGrowth.js';
 import { decodeUntrusted, encode } from '../src/transport/codec.js';
 import { PRIORITIES, type Priority, type WelcomeFrame } from '../src/transport/protocol.js';
 import { encodeHistogram, newHistogram, recordMs } from './histogram.js';
@@ -548,6 +549,10 @@ function main(): void {
     process.stderr.write('loadgen: run by the bench (forked with an IPC channel), not directly\n');
     process.exit(2);
   }
+  // It sends the same tensor frames the node receives, and V8 misjudges them the same way
+  // (src/heapGrowth.ts): without this the generator runs a full collection every ~100 ms, on
+  // the cores the server under test needs.
+  applyHeapGrowth(DEFAULT_HEAP_GROWTH_PERCENT);
   let go!: (startAt: number) => void;
   let stop!: () => void;
   const started = new Promise<number>((r) => (go = r));
