@@ -84,6 +84,8 @@ type WorkerSlot<R extends QueueItem> =
   | { state: 'stopped' };
 
 const LANES: readonly Priority[] = ['high', 'normal', 'low'];
+/** Index of the high-priority lane in `lanes`. */
+const HIGH_LANE = LANES.indexOf('high');
 const laneOf = (p: Priority): number => (p === 'high' ? 0 : p === 'normal' ? 1 : 2);
 
 export interface BatcherState<R extends QueueItem> {
@@ -477,6 +479,9 @@ function dispatch<R extends QueueItem>(s: BatcherState<R>, now: number, fx: Batc
  * request of the highest non-empty priority picks the bucket; a lower lane
  * contributes only once every higher lane is empty, so a higher priority
  * never waits behind a lower one; within a bucket, strictly FIFO.
+ * High-priority rows run in batches of their own: filling one with normal or
+ * low rows would make them wait for those rows' inference too (a batch of 8
+ * text-orientation rows runs ~7× as long as one row).
  */
 function takeBatch<R extends QueueItem>(s: BatcherState<R>, worker: string, now: number, fx: BatcherEffect<R>[]): Batch<R> | undefined {
   const fill = fillTo(s);
@@ -506,7 +511,7 @@ function takeBatch<R extends QueueItem>(s: BatcherState<R>, worker: string, now:
       }
       if (q && q.length === 0) lane.delete(head.bucket);
       const full = requests.length > 0 && (requests[0]!.isolate || rows >= fill);
-      if (full || lane.size > 0) break;
+      if (full || lane.size > 0 || (li === HIGH_LANE && requests.length > 0)) break;
     }
     if (requests.length === 0) continue; // everything looked at had expired
     for (const r of requests) r.attempts++;

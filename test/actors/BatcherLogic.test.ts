@@ -491,6 +491,17 @@ describe('BatcherLogic invariants (model-based, fc.commands)', () => {
     });
   });
 
+  it('high priority runs in batches of its own: a batch holding a high request holds no normal or low one', () => {
+    checkInvariant({
+      afterTransition(_w, step) {
+        for (const { batch } of runs(step)) {
+          const priorities = new Set(batch.requests.map((r) => r.priority));
+          if (priorities.has('high')) expect([...priorities], `batch #${batch.id}`).toEqual(['high']);
+        }
+      },
+    });
+  });
+
   it('requests of one priority and bucket that never crashed run in the order they were enqueued', () => {
     checkInvariant({
       afterTransition(w, step) {
