@@ -25,7 +25,10 @@ bench/results/<timestamp>/{results.json,summary.md,*.svg}:
      closed-loop throughput above, else measured, and an open loop at 100% of
      it: the higher), then open loops with a priority mix at 10% of peak and at
      F × peak; reports goodput ÷ peak, time to an "overloaded" answer and
-     high-priority p99 against unloaded, then checks the node still answers.
+     high-priority p99 against unloaded, then checks the node still answers;
+     last, the same overload against bench/refuser.ts (refuses every request
+     at once): the floor this generator and these cores put under the time
+     to an "overloaded" answer.
 The load generator runs in its own child process(es) over WebSocket (actorserve)
 or HTTP/1.1 keep-alive (plain server); latency goes into HDR histograms, the
 warm-up is left out, and open-loop latency counts from the scheduled send time.

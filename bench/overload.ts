@@ -25,7 +25,7 @@ import { sampleInput } from './payload.js';
 import type { PriorityMix } from './priorityMix.js';
 import { freePorts, rssBytes, stop } from './processes.js';
 import type { BenchError, OverloadResults, PhaseResult } from './results.js';
-import { startActorserveNode, type RunningServer } from './servers.js';
+import { startActorserveNode, startRefuser, type RunningServer } from './servers.js';
 
 export const GOODPUT_MIN = 0.9;
 export const OVERLOADED_P99_MAX_MS = 5;
@@ -130,6 +130,7 @@ export async function runOverload(o: OverloadOptions): Promise<OverloadResults> 
     unloadedPct: UNLOADED_PCT,
     unloaded: null,
     overload: null,
+    refusalFloor: null,
     targets: overloadTargets(0, null, null),
     rssMiB: { before: null, max: null, after: null },
     after: null,
@@ -230,5 +231,27 @@ export async function runOverload(o: OverloadOptions): Promise<OverloadResults> 
     o.log('overload: stopping the node ...');
     await stop(node.proc);
   }
+  if (result.overload !== null) result.refusalFloor = await refusalFloor(o, result.peak * o.factor);
   return result;
+}
+
+/** The overload's open loop again, against a server that refuses everything at once (bench/refuser.ts). */
+async function refusalFloor(o: OverloadOptions, rate: number): Promise<PhaseResult | null> {
+  let server: RunningServer | undefined;
+  try {
+    const [port] = await freePorts(1);
+    server = await startRefuser(port!);
+    o.log(`overload: refusal floor, the same open loop (${Math.round(rate)} req/s) against a server that refuses at once ...`);
+    return await runPhase({
+      label: `overload ${o.input.model}: refusal floor`, system: 'refuser', target: { kind: 'ws', urls: [`ws://127.0.0.1:${port}/v1/stream`] },
+      input: o.input, connections: o.connections, generators: o.generators, mode: { kind: 'open', rate, mix: o.mix },
+      offeredPctOfCapacity: round(o.factor * 100, 1), warmupS: o.warmupS, durationS: o.sweepDurationS, drainTimeoutMs: o.drainMs(o.sweepDurationS),
+      serverPids: [server.proc.pid], metricsUrls: [],
+    });
+  } catch (e) {
+    note(o, `overload ${o.input.model}: refusal floor`, e);
+    return null;
+  } finally {
+    if (server !== undefined) await stop(server.proc);
+  }
 }

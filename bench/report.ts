@@ -252,6 +252,10 @@ export function renderOverload(ov: OverloadResults): string[] {
     ? `p50 ${num(refusals.latencyMs.p50, 2)}, p99 ${num(refusals.latencyMs.p99, 2)}, max ${num(refusals.latencyMs.max, 2)} ms; ${num(refusals.count)} answers`
     : 'none';
   out.push(`| time to \`overloaded\` under overload | ${lat} |`);
+  const floor = ov.refusalFloor?.overloaded;
+  if (floor !== undefined && floor.count > 0) {
+    out.push(`| the same, from a server that refuses at once (bench/refuser.ts: the floor of this generator on these cores) | p50 ${num(floor.latencyMs.p50, 2)}, p99 ${num(floor.latencyMs.p99, 2)}, max ${num(floor.latencyMs.max, 2)} ms; ${num(floor.count)} answers |`);
+  }
   if (refusals !== undefined) {
     const hints = refusals.retryAfterMs === null ? 'none given' : `given: ${num(refusals.retryAfterMs.min)}–${num(refusals.retryAfterMs.max)} ms, mean ${num(refusals.retryAfterMs.mean)}`;
     out.push(`| \`overloaded\` answers without \`retryAfterMs\` | ${num(refusals.missingRetryAfter)} of ${num(refusals.count)} (${hints}) |`);

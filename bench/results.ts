@@ -10,7 +10,7 @@ import type { PriorityMix } from './priorityMix.js';
 
 export const RESULTS_SCHEMA = 'actorserve-bench/1';
 
-export type SystemName = 'actorserve' | 'plain' | 'cluster';
+export type SystemName = 'actorserve' | 'plain' | 'cluster' | 'refuser';
 
 export interface PhaseResult {
   label: string;
@@ -177,6 +177,12 @@ export interface OverloadResults {
   unloaded: PhaseResult | null;
   /** Open loop at factor × peak. */
   overload: PhaseResult | null;
+  /**
+   * The same open loop against bench/refuser.ts, a WebSocket server that
+   * refuses every request at once: the floor the generator and these cores
+   * put under the time to an `overloaded` answer. Absent in runs before it.
+   */
+  refusalFloor?: PhaseResult | null;
   /** The three targets: value, bound and whether it holds (null: not measured). */
   targets: {
     /** Results per second completed inside the overload window ÷ peak; at least `min`. */

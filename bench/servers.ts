@@ -10,6 +10,7 @@ import { spawnNodeProcess, waitReady, type Tracked } from './processes.js';
 
 export const ACTORSERVE_BIN = join(projectRoot, 'bin', 'actorserve.js');
 export const PLAIN_SERVER_PATH = join(projectRoot, 'dist', 'bench', 'plainServer.js');
+export const REFUSER_PATH = join(projectRoot, 'dist', 'bench', 'refuser.js');
 
 const READY_TIMEOUT_MS = 90_000;
 
@@ -61,9 +62,16 @@ export async function startActorserveNode(o: NodeStart): Promise<RunningServer> 
   return server;
 }
 
-export async function startPlainServer(port: number, models: readonly string[]): Promise<RunningServer> {
-  const proc = spawnNodeProcess('plain HTTP server', [PLAIN_SERVER_PATH, '--port', String(port), '--models', models.join(',')], { cwd: projectRoot });
+/** A bench server script (`dist/bench/*.js`) on `port`, ready when its `GET /ready` answers 200. */
+async function startScript(name: string, id: string, path: string, port: number, args: readonly string[] = []): Promise<RunningServer> {
+  const proc = spawnNodeProcess(name, [path, '--port', String(port), ...args], { cwd: projectRoot });
   const base = `http://127.0.0.1:${port}`;
   await waitReady(proc, `${base}/ready`, READY_TIMEOUT_MS);
-  return { proc, id: 'plain', port, base };
+  return { proc, id, port, base };
 }
+
+export const startPlainServer = (port: number, models: readonly string[]): Promise<RunningServer> =>
+  startScript('plain HTTP server', 'plain', PLAIN_SERVER_PATH, port, ['--models', models.join(',')]);
+
+/** bench/refuser.ts: answers every request `overloaded` at once; the floor of time-to-refusal. */
+export const startRefuser = (port: number): Promise<RunningServer> => startScript('refusal floor server', 'refuser', REFUSER_PATH, port);

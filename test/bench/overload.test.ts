@@ -95,4 +95,12 @@ describe('renderOverload', () => {
     expect(md).toMatch(/^\| `overloaded` answers without `retryAfterMs` \| 2 of 900 \(given: 5–40 ms, mean 20\) \|$/m);
     expect(md).toMatch(/^\| `overloaded` reasons \(the server's messages\) \| model queue is full \(N\): 900 \|$/m);
   });
+
+  it('prints the refusal floor next to the node\'s time to `overloaded` when it was measured, and nothing when not', () => {
+    const r = results(100, phase({ throughput: 10, highP99: 10 }), phase({ throughput: 95, highP99: 20, overloadedP99: 30 }));
+    const floorRow = /^\| the same, from a server that refuses at once .*\| p50 [0-9.]+, p99 7\.00, max [0-9.]+ ms; 900 answers \|$/m;
+    expect(renderOverload(r).join('\n')).not.toMatch(/server that refuses at once/);
+    r.refusalFloor = phase({ throughput: 0, highP99: 1, overloadedP99: 7 });
+    expect(renderOverload(r).join('\n')).toMatch(floorRow);
+  });
 });
