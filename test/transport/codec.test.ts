@@ -6,7 +6,7 @@ import { checkFrameStructure, decodeUntrusted, encode } from '../../src/transpor
 describe('the frame structure check', () => {
   it('invariant: every value msgpackr encodes as plain msgpack passes the check and decodes to an equal value, a `__proto__` key renamed `__proto_`', () => {
     // msgpackr never writes a key named __proto__ into a decoded object (prototype safety): it renames it.
-    const renamed = (key: string, value: unknown) => {
+    const renamed = (_key: string, value: unknown) => {
       if (value === null || typeof value !== 'object' || Array.isArray(value) || !Object.hasOwn(value, '__proto__')) return value;
       return Object.fromEntries(Object.entries(value).map(([k, x]) => [k === '__proto__' ? '__proto_' : k, x]));
     };
