@@ -183,7 +183,13 @@ export function transition<R extends QueueItem>(s: BatcherState<R>, msg: Batcher
       // (handing the batch to the thread and the result back, and a thread waiting for a core, count too).
       const serviceMs = Math.max(msg.inferMs, now - slot.batch.startedAt);
       s.batchMs = smooth(s.batchMs, serviceMs);
-      if (2 * slot.batch.rows >= fillTo(s)) s.msPerRowFull = smooth(s.msPerRowFull, serviceMs / slot.batch.rows);
+      const perRow = serviceMs / slot.batch.rows;
+      // Full batches run at least as fast per row as small ones, so a small batch faster per row than
+      // the estimate proves it stale (a cold first batch, a stall): without this, refusals kept batches
+      // small and a slow estimate was never replaced.
+      if (2 * slot.batch.rows >= fillTo(s) || (s.msPerRowFull !== undefined && perRow < s.msPerRowFull)) {
+        s.msPerRowFull = smooth(s.msPerRowFull, perRow);
+      }
       fx.push({ t: 'complete', batch: slot.batch });
       break;
     }
@@ -232,7 +238,8 @@ const smooth = (avg: number | undefined, x: number): number => (avg === undefine
 
 /**
  * The ms per row a backlog drains at. A backlog runs in full batches, so it
- * is measured on batches at least half full when some have run. Before that,
+ * is measured on batches at least half full when some have run, and lowered
+ * by any smaller batch that ran faster per row than that. Before that,
  * a full batch is assumed to take as long as the batches seen so far (small
  * ones run at a worse rate per row, which would refuse a first burst that
  * full batches then clear); before anything has run, 0: no wait predicted.

@@ -865,6 +865,31 @@ describe('load shedding', () => {
     expect(rejected(transition(s, { t: 'enqueue', req: item('h6', 'high') }, 61))).toEqual(['h6:overloaded']);
   });
 
+  it('lets small fast batches replace a stale slow estimate, so one slow full batch cannot lock a light load out', () => {
+    const s = fresh({ maxQueue: 100, maxQueueDelayMs: 40 });
+    transition(s, { t: 'workerReady', worker: 'w' }, 0);
+    const cold = transition(s, { t: 'enqueue', req: item('cold', 'normal', { rows: 4 }) }, 0).find((e) => e.t === 'run');
+    if (cold?.t !== 'run') return expect.fail('expected a run');
+    transition(s, { t: 'batchDone', worker: 'w', batchId: cold.batch.id, inferMs: 400 }, 400); // 100 ms per row
+    expect(drainMsPerRow(s)).toBe(100);
+    // One row running makes a second row wait 100 ms: refused, so batches stay at one row.
+    const one = transition(s, { t: 'enqueue', req: item('one', 'normal') }, 400).find((e) => e.t === 'run');
+    if (one?.t !== 'run') return expect.fail('expected a run');
+    expect(rejected(transition(s, { t: 'enqueue', req: item('two', 'normal') }, 400))).toEqual(['two:overloaded']);
+    // That row took 2 ms: full batches are at least that fast per row, so the estimate comes down.
+    transition(s, { t: 'batchDone', worker: 'w', batchId: one.batch.id, inferMs: 2 }, 402);
+    expect(drainMsPerRow(s)).toBeCloseTo(0.8 * 100 + 0.2 * 2);
+    for (let i = 0; drainMsPerRow(s) > 10 && i < 50; i++) {
+      const r = transition(s, { t: 'enqueue', req: item(`s${i}`, 'normal') }, 402).find((e) => e.t === 'run');
+      if (r?.t !== 'run') return expect.fail('expected a run');
+      transition(s, { t: 'batchDone', worker: 'w', batchId: r.batch.id, inferMs: 2 }, 404);
+    }
+    expect(drainMsPerRow(s)).toBeLessThanOrEqual(10);
+    const running = transition(s, { t: 'enqueue', req: item('again', 'normal') }, 404);
+    expect(running.some((e) => e.t === 'run')).toBe(true);
+    expect(rejected(transition(s, { t: 'enqueue', req: item('next', 'normal') }, 404))).toEqual([]);
+  });
+
   it('still admits a connection under its share of the queue past the wait bound, up to twice it, so one flooding client does not lock out the others', () => {
     const s = fresh({ maxQueue: 100, maxQueueDelayMs: 40 });
     transition(s, { t: 'workerReady', worker: 'w' }, 0);
