@@ -2,15 +2,15 @@
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 
-/** Where the kernel picks ports for outgoing connections (Linux), or the IANA dynamic range elsewhere. */
-function ephemeralRange(): [number, number] {
+/** The first port the kernel may pick for outgoing connections (Linux), or of the IANA dynamic range elsewhere. */
+function ephemeralLow(): number {
   try {
-    const [lo, hi] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
-    if (Number.isInteger(lo) && Number.isInteger(hi)) return [lo!, hi!];
+    const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    if (Number.isInteger(low) && low > 0) return low;
   } catch {
     // not Linux
   }
-  return [49152, 65535];
+  return 49152;
 }
 
 const bindable = (port: number): Promise<Server | undefined> =>
@@ -29,9 +29,8 @@ const bindable = (port: number): Promise<Server | undefined> =>
  * is too small.
  */
 export async function freePorts(n: number): Promise<number[]> {
-  const [ephemeralLow] = ephemeralRange();
   const low = 10_000;
-  const high = Math.min(ephemeralLow, 65_536) - 1;
+  const high = Math.min(ephemeralLow(), 65_536) - 1;
   const servers: Server[] = [];
   const ports = new Set<number>();
   for (let tries = 0; ports.size < n && tries < 50 * n && high - low > 1_000; tries++) {

@@ -84,9 +84,8 @@ type WorkerSlot<R extends QueueItem> =
   | { state: 'stopped' };
 
 const LANES: readonly Priority[] = ['high', 'normal', 'low'];
-/** Index of the high-priority lane in `lanes`. */
-const HIGH_LANE = LANES.indexOf('high');
 const laneOf = (p: Priority): number => (p === 'high' ? 0 : p === 'normal' ? 1 : 2);
+const HIGH_LANE = laneOf('high');
 
 export interface BatcherState<R extends QueueItem> {
   readonly settings: BatcherSettings;
