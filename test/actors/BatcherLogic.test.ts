@@ -686,6 +686,12 @@ const item = (key: string, over: Partial<QueueItem> = {}): QueueItem => ({
   ...over,
 });
 
+/** The batch the transition's effects dispatched; fails the test when there is none. */
+function ranBatch(fx: readonly Effect[]): Batch<QueueItem> {
+  const run = fx.find((e) => e.t === 'run');
+  if (run?.t !== 'run') throw new Error('expected a run');
+  return run.batch;
+}
 const keysOfRuns = (fx: readonly Effect[]) => fx.flatMap((e) => (e.t === 'run' ? [[e.batch.worker, ...e.batch.requests.map((r) => r.key)]] : []));
 
 describe('BatcherLogic', () => {
@@ -841,15 +847,13 @@ describe('load shedding', () => {
     transition(s, { t: 'workerReady', worker: 'w' }, 0);
     // Nothing has run yet: no wait is predicted, so a first burst is bounded by maxQueue alone.
     expect(drainMsPerRow(s)).toBe(0);
-    const small = transition(s, { t: 'enqueue', req: item('one', 'normal') }, 0).find((e) => e.t === 'run');
-    if (small?.t !== 'run') return expect.fail('expected a run');
+    const small = ranBatch(transition(s, { t: 'enqueue', req: item('one', 'normal') }, 0));
     // One row in 20 ms: until a full batch has run, a batch of 4 is assumed to take as long, 5 ms per row.
-    transition(s, { t: 'batchDone', worker: 'w', batchId: small.batch.id, inferMs: 20 }, 20);
+    transition(s, { t: 'batchDone', worker: 'w', batchId: small.id, inferMs: 20 }, 20);
     expect(drainMsPerRow(s)).toBe(5);
-    const first = transition(s, { t: 'enqueue', req: item('warm', 'normal', { rows: 4 }) }, 20).find((e) => e.t === 'run');
-    if (first?.t !== 'run') return expect.fail('expected a run');
+    const first = ranBatch(transition(s, { t: 'enqueue', req: item('warm', 'normal', { rows: 4 }) }, 20));
     // A full batch of 4 rows, 30 ms of inference but 40 ms from dispatch to done: a backlog drains at 10 ms per row.
-    transition(s, { t: 'batchDone', worker: 'w', batchId: first.batch.id, inferMs: 30 }, 60);
+    transition(s, { t: 'batchDone', worker: 'w', batchId: first.id, inferMs: 30 }, 60);
     expect(drainMsPerRow(s)).toBe(10);
     const running = transition(s, { t: 'enqueue', req: item('r', 'normal', { rows: 4 }) }, 61);
     expect(running.some((e) => e.t === 'run')).toBe(true);
@@ -868,21 +872,18 @@ describe('load shedding', () => {
   it('lets small fast batches replace a stale slow estimate, so one slow full batch cannot lock a light load out', () => {
     const s = fresh({ maxQueue: 100, maxQueueDelayMs: 40 });
     transition(s, { t: 'workerReady', worker: 'w' }, 0);
-    const cold = transition(s, { t: 'enqueue', req: item('cold', 'normal', { rows: 4 }) }, 0).find((e) => e.t === 'run');
-    if (cold?.t !== 'run') return expect.fail('expected a run');
-    transition(s, { t: 'batchDone', worker: 'w', batchId: cold.batch.id, inferMs: 400 }, 400); // 100 ms per row
+    const cold = ranBatch(transition(s, { t: 'enqueue', req: item('cold', 'normal', { rows: 4 }) }, 0));
+    transition(s, { t: 'batchDone', worker: 'w', batchId: cold.id, inferMs: 400 }, 400); // 100 ms per row
     expect(drainMsPerRow(s)).toBe(100);
     // One row running makes a second row wait 100 ms: refused, so batches stay at one row.
-    const one = transition(s, { t: 'enqueue', req: item('one', 'normal') }, 400).find((e) => e.t === 'run');
-    if (one?.t !== 'run') return expect.fail('expected a run');
+    const one = ranBatch(transition(s, { t: 'enqueue', req: item('one', 'normal') }, 400));
     expect(rejected(transition(s, { t: 'enqueue', req: item('two', 'normal') }, 400))).toEqual(['two:overloaded']);
     // That row took 2 ms: full batches are at least that fast per row, so the estimate comes down.
-    transition(s, { t: 'batchDone', worker: 'w', batchId: one.batch.id, inferMs: 2 }, 402);
+    transition(s, { t: 'batchDone', worker: 'w', batchId: one.id, inferMs: 2 }, 402);
     expect(drainMsPerRow(s)).toBeCloseTo(0.8 * 100 + 0.2 * 2);
     for (let i = 0; drainMsPerRow(s) > 10 && i < 50; i++) {
-      const r = transition(s, { t: 'enqueue', req: item(`s${i}`, 'normal') }, 402).find((e) => e.t === 'run');
-      if (r?.t !== 'run') return expect.fail('expected a run');
-      transition(s, { t: 'batchDone', worker: 'w', batchId: r.batch.id, inferMs: 2 }, 404);
+      const r = ranBatch(transition(s, { t: 'enqueue', req: item(`s${i}`, 'normal') }, 402));
+      transition(s, { t: 'batchDone', worker: 'w', batchId: r.id, inferMs: 2 }, 404);
     }
     expect(drainMsPerRow(s)).toBeLessThanOrEqual(10);
     const running = transition(s, { t: 'enqueue', req: item('again', 'normal') }, 404);
@@ -893,9 +894,8 @@ describe('load shedding', () => {
   it('still admits a connection under its share of the queue past the wait bound, up to twice it, so one flooding client does not lock out the others', () => {
     const s = fresh({ maxQueue: 100, maxQueueDelayMs: 40 });
     transition(s, { t: 'workerReady', worker: 'w' }, 0);
-    const first = transition(s, { t: 'enqueue', req: item('warm', 'normal', { rows: 4 }) }, 0).find((e) => e.t === 'run');
-    if (first?.t !== 'run') return expect.fail('expected a run');
-    transition(s, { t: 'batchDone', worker: 'w', batchId: first.batch.id, inferMs: 40 }, 40); // 10 ms per row
+    const first = ranBatch(transition(s, { t: 'enqueue', req: item('warm', 'normal', { rows: 4 }) }, 0));
+    transition(s, { t: 'batchDone', worker: 'w', batchId: first.id, inferMs: 40 }, 40); // 10 ms per row
     transition(s, { t: 'enqueue', req: item('r', 'normal', { rows: 4, owner: 'A' }) }, 41); // runs: 40 ms ahead
     // A floods: one row gets in at 40 ms, the next would wait 50 ms.
     expect(rejected(transition(s, { t: 'enqueue', req: item('a1', 'normal', { owner: 'A' }) }, 41))).toEqual([]);
