@@ -38,6 +38,8 @@ Node options:
                       refuse (overloaded) a request whose expected queue wait is past N ms;
                       high priority counts only high work ahead, low is held to N/2;
                       0 turns it off (default 250)
+  --pipeline N        batches a worker holds at once: the running one plus full (or high-
+                      priority) batches staged behind it; 1 = one at a time (default 2)
   --max-in-flight N   unanswered requests per connection (default 1024)
   --max-frame-bytes N largest client frame in bytes (default 8388608)
   --heap-growth-percent N
@@ -107,6 +109,7 @@ export async function main(argv: string[]): Promise<number> {
       'preferred-batch': { type: 'string' },
       'max-queue': { type: 'string' },
       'max-queue-delay-ms': { type: 'string' },
+      pipeline: { type: 'string' },
       'inference-nice': { type: 'string' },
       'heap-growth-percent': { type: 'string' },
       'max-in-flight': { type: 'string' },
@@ -160,6 +163,7 @@ export async function main(argv: string[]): Promise<number> {
   set('preferredBatch', intOpt('preferred-batch', values['preferred-batch']));
   set('maxQueue', intOpt('max-queue', values['max-queue']));
   set('maxQueueDelayMs', intOpt('max-queue-delay-ms', values['max-queue-delay-ms']));
+  set('pipeline', intOpt('pipeline', values.pipeline));
   set('inferenceNice', intOpt('inference-nice', values['inference-nice']));
   const models = resolveModels(names, overrides);
   applyHeapGrowth(intOpt('heap-growth-percent', values['heap-growth-percent']) ?? DEFAULT_HEAP_GROWTH_PERCENT);

@@ -93,7 +93,7 @@ export function spawnBatcher(parent: Ref<unknown>, o: BatcherOptions): Ref<Batch
           log.warn({ worker: msg.worker, err: msg.error, event: msg.t }, 'worker lost; its batch goes back to the queue');
           {
             const slot = state.workers.get(msg.worker);
-            if (slot?.state === 'busy') for (const r of slot.batch.requests) crashedAt.set(r.key, now);
+            if (slot?.state === 'busy') for (const b of slot.batches) for (const r of b.requests) crashedAt.set(r.key, now);
           }
           logicMsg = { t: msg.t, worker: msg.worker, ...(msg.innocent ? { innocent: true } : {}) };
           if (msg.t === 'workerStopped' && [...state.workers].every(([w, slot]) => w === msg.worker || slot.state === 'stopped')) {
@@ -149,7 +149,7 @@ function deliver(o: BatcherOptions, batch: Batch<InferRequest>, outputs: Record<
 
 const running = (s: BatcherState<InferRequest>) => {
   let n = 0;
-  for (const w of s.workers.values()) if (w.state === 'busy') n += w.batch.requests.length;
+  for (const w of s.workers.values()) if (w.state === 'busy') for (const b of w.batches) n += b.requests.length;
   return n;
 };
 

@@ -66,6 +66,15 @@ export interface BatcherSettings {
    * whole. Default maxBatch.
    */
   preferredBatch?: number;
+  /**
+   * Batches a worker holds at once: the one it runs and, behind it, full
+   * batches handed over early so its thread starts the next run the moment
+   * one ends instead of waiting for the event loop to hear of it. Only a
+   * batch of preferredBatch rows is staged (below that the queue is short,
+   * and waiting lets the batch fill), or one of high priority, which then
+   * waits for the running batch alone. Default 1 (one at a time).
+   */
+  pipeline?: number;
 }
 
 export interface Batch<R extends QueueItem> {
@@ -80,7 +89,8 @@ export interface Batch<R extends QueueItem> {
 type WorkerSlot<R extends QueueItem> =
   | { state: 'starting' }
   | { state: 'idle' }
-  | { state: 'busy'; batch: Batch<R> }
+  /** `batches`: the one running first, then the staged ones, in the order the worker runs them; `headSince`: when the first began (or the one before it ended). */
+  | { state: 'busy'; batches: Batch<R>[]; headSince: number }
   | { state: 'stopped' };
 
 const LANES: readonly Priority[] = ['high', 'normal', 'low'];
@@ -175,21 +185,26 @@ export function transition<R extends QueueItem>(s: BatcherState<R>, msg: Batcher
     }
     case 'batchDone': {
       const slot = s.workers.get(msg.worker);
-      if (slot?.state !== 'busy' || slot.batch.id !== msg.batchId) break;
-      s.workers.set(msg.worker, { state: 'idle' });
-      for (const r of slot.batch.requests) s.budget.used -= r.bytes ?? 0;
-      // Service time, dispatch to done: a backlog drains at this pace, not at the pace of the run alone
-      // (handing the batch to the thread and the result back, and a thread waiting for a core, count too).
-      const serviceMs = Math.max(msg.inferMs, now - slot.batch.startedAt);
+      // A worker runs its batches in the order it was given them, so only the first can be done.
+      const batch = slot?.state === 'busy' ? slot.batches[0] : undefined;
+      if (slot?.state !== 'busy' || batch?.id !== msg.batchId) break;
+      slot.batches.shift();
+      for (const r of batch.requests) s.budget.used -= r.bytes ?? 0;
+      // Service time, from dispatch (or the end of the batch before it) to done: a backlog drains at
+      // this pace, not at the pace of the run alone (handing the batch to the thread and the result
+      // back, and a thread waiting for a core, count too).
+      const serviceMs = Math.max(msg.inferMs, now - Math.max(batch.startedAt, slot.headSince));
+      if (slot.batches.length === 0) s.workers.set(msg.worker, { state: 'idle' });
+      else slot.headSince = now;
       s.batchMs = smooth(s.batchMs, serviceMs);
-      const perRow = serviceMs / slot.batch.rows;
+      const perRow = serviceMs / batch.rows;
       // Full batches run at least as fast per row as small ones, so a small batch faster per row than
       // the estimate proves it stale (a cold first batch, a stall): without this, refusals kept batches
       // small and a slow estimate was never replaced.
-      if (2 * slot.batch.rows >= fillTo(s) || (s.msPerRowFull !== undefined && perRow < s.msPerRowFull)) {
+      if (2 * batch.rows >= fillTo(s) || (s.msPerRowFull !== undefined && perRow < s.msPerRowFull)) {
         s.msPerRowFull = smooth(s.msPerRowFull, perRow);
       }
-      fx.push({ t: 'complete', batch: slot.batch });
+      fx.push({ t: 'complete', batch });
       break;
     }
     case 'workerCrashed':
@@ -197,7 +212,11 @@ export function transition<R extends QueueItem>(s: BatcherState<R>, msg: Batcher
       const slot = s.workers.get(msg.worker);
       if (slot === undefined || slot.state === 'stopped') break;
       s.workers.set(msg.worker, { state: msg.t === 'workerCrashed' ? 'starting' : 'stopped' });
-      if (slot.state === 'busy') requeueCrashed(s, slot.batch, fx, !msg.innocent);
+      if (slot.state === 'busy') {
+        // The first batch was running when the worker went down; the ones staged behind it never ran.
+        // Back to the front in reverse, so they keep their order ahead of the queue.
+        for (let i = slot.batches.length - 1; i >= 0; i--) requeueCrashed(s, slot.batches[i]!, fx, i === 0 && !msg.innocent);
+      }
       if (!hasLiveWorker(s)) rejectAll(s, () => unavailable('no worker is left for this model'), fx);
       break;
     }
@@ -223,7 +242,7 @@ export function queuedByPriority<R extends QueueItem>(s: BatcherState<R>): Recor
 /** Rows in running batches. */
 function runningRows<R extends QueueItem>(s: BatcherState<R>): number {
   let rows = 0;
-  for (const w of s.workers.values()) if (w.state === 'busy') rows += w.batch.rows;
+  for (const w of s.workers.values()) if (w.state === 'busy') for (const b of w.batches) rows += b.rows;
   return rows;
 }
 
@@ -255,7 +274,7 @@ const expectedWaitMs = <R extends QueueItem>(s: BatcherState<R>, rowsAhead: numb
 
 /** When to come back: about the time the whole queue takes to drain, 5 ms to 10 s. */
 export const retryAfterMs = <R extends QueueItem>(s: BatcherState<R>): number =>
-  Math.max(5, Math.min(10_000, Math.round(expectedWaitMs(s, s.rowsByLane.reduce((a, b) => a + b, 0)))));
+  Math.max(5, Math.min(10_000, Math.round(expectedWaitMs(s, queuedRows(s)))));
 
 function enqueue<R extends QueueItem>(s: BatcherState<R>, req: R, now: number, fx: BatcherEffect<R>[]): void {
   // Gateways validate this already; requests from peers arrive pre-validated too, but a request that
@@ -472,12 +491,27 @@ const hasLiveWorker = <R extends QueueItem>(s: BatcherState<R>): boolean => live
 function dispatch<R extends QueueItem>(s: BatcherState<R>, now: number, fx: BatcherEffect<R>[]): void {
   for (const [worker, slot] of s.workers) {
     if (slot.state !== 'idle') continue;
-    const batch = takeBatch(s, worker, now, fx);
+    const batch = takeBatch(s, worker, now, fx, false);
     if (!batch) return;
-    s.workers.set(worker, { state: 'busy', batch });
+    s.workers.set(worker, { state: 'busy', batches: [batch], headSince: now });
     fx.push({ t: 'run', batch });
   }
+  // Every worker is busy and work is waiting: stage full batches behind the running ones.
+  const depth = s.settings.pipeline ?? 1;
+  if (depth < 2) return;
+  for (let staged = 1; staged < depth; staged++) {
+    for (const [worker, slot] of s.workers) {
+      if (slot.state !== 'busy' || slot.batches.length > staged) continue;
+      if (queuedRows(s) < fillTo(s) && s.rowsByLane[HIGH_LANE] === 0) return;
+      const batch = takeBatch(s, worker, now, fx, true);
+      if (!batch) return;
+      slot.batches.push(batch);
+      fx.push({ t: 'run', batch });
+    }
+  }
 }
+
+const queuedRows = <R extends QueueItem>(s: BatcherState<R>): number => s.rowsByLane.reduce((a, b) => a + b, 0);
 
 /**
  * Greedy batch: whatever is queued now, up to preferredBatch rows (or one
@@ -488,8 +522,9 @@ function dispatch<R extends QueueItem>(s: BatcherState<R>, now: number, fx: Batc
  * High-priority rows run in batches of their own: filling one with normal or
  * low rows would make them wait for those rows' inference too (a batch of 8
  * text-orientation rows runs ~7× as long as one row).
+ * `onlyFull`: take nothing unless the batch comes to preferredBatch rows or is high priority.
  */
-function takeBatch<R extends QueueItem>(s: BatcherState<R>, worker: string, now: number, fx: BatcherEffect<R>[]): Batch<R> | undefined {
+function takeBatch<R extends QueueItem>(s: BatcherState<R>, worker: string, now: number, fx: BatcherEffect<R>[], onlyFull: boolean): Batch<R> | undefined {
   const fill = fillTo(s);
   while (s.queued > 0) {
     const laneIx = s.lanes.findIndex((l) => l.size > 0);
@@ -520,6 +555,11 @@ function takeBatch<R extends QueueItem>(s: BatcherState<R>, worker: string, now:
       if (full || lane.size > 0 || (li === HIGH_LANE && requests.length > 0)) break;
     }
     if (requests.length === 0) continue; // everything looked at had expired
+    if (onlyFull && rows < fill && requests[0]!.priority !== 'high') {
+      // Not worth staging: back to the fronts of their queues, in order.
+      for (let i = requests.length - 1; i >= 0; i--) queueBack(s, requests[i]!, true);
+      return undefined;
+    }
     for (const r of requests) r.attempts++;
     return { id: s.nextBatchId++, worker, requests, rows, bucket: head.bucket, startedAt: now };
   }

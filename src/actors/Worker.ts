@@ -1,6 +1,8 @@
 /**
- * A worker actor fronts one worker_thread holding one ONNX session. It runs
- * one batch at a time for its batcher. Any failure (a run that throws, a
+ * A worker actor fronts one worker_thread holding one ONNX session. It hands
+ * its batcher's batches to the thread as they come (the batcher may stage one
+ * behind the running one); the thread runs them one at a time, in order, and
+ * each result goes back to the batcher as it lands. Any failure (a run that throws, a
  * thread that dies, a run hung past the watchdog, a model that will not
  * load) crashes the actor; its supervision policy terminates the thread,
  * tells the batcher (which owns the in-flight batch and puts it back), and
@@ -39,6 +41,16 @@ export interface WorkerHandle {
 export function spawnWorker(parent: Ref<unknown>, o: WorkerOptions): { ref: Ref<WorkerMsg>; handle: WorkerHandle } {
   // Lives outside nact's state so the crash policy can reach the thread of the failed incarnation.
   const slot = { thread: undefined as InferenceThread | undefined, generation: 0, closed: false };
+  // Watchdog over the run at the head of the thread's queue: armed when it starts, re-armed as each ends.
+  const watch = { outstanding: 0, timer: undefined as ReturnType<typeof setTimeout> | undefined };
+  const disarm = () => {
+    clearTimeout(watch.timer);
+    watch.timer = undefined;
+  };
+  const arm = (thread: InferenceThread) => {
+    disarm();
+    watch.timer = setTimeout(() => void thread.terminate(), o.runTimeoutMs);
+  };
   const log = o.log.child({ actor: `${o.spec.name}/${o.name}` });
 
   const startThread = (self: Ref<WorkerMsg>) => {
@@ -56,7 +68,7 @@ export function spawnWorker(parent: Ref<unknown>, o: WorkerOptions): { ref: Ref<
 
   const ref = spawn(
     parent as Ref<never>,
-    async (state: null, msg: WorkerMsg) => {
+    (state: null, msg: WorkerMsg, ctx) => {
       switch (msg.t) {
         case 'started':
           if (msg.generation === slot.generation) {
@@ -66,18 +78,24 @@ export function spawnWorker(parent: Ref<unknown>, o: WorkerOptions): { ref: Ref<
           return state;
         case 'startFailed':
         case 'threadDied':
+        case 'runFailed':
           if (msg.generation === slot.generation) throw new Error(msg.error);
           return state;
         case 'run': {
           const thread = slot.thread;
           if (!thread) throw new Error('run before the worker thread started');
-          const watchdog = setTimeout(() => void thread.terminate(), o.runTimeoutMs);
-          try {
-            const { outputs, inferMs } = await thread.run(msg.batch.id, concatInputs(o.spec, msg.batch));
-            dispatch(o.batcher, { t: 'batchDone', worker: o.name, batchId: msg.batch.id, inferMs, outputs });
-          } finally {
-            clearTimeout(watchdog);
-          }
+          const { generation } = slot;
+          const batchId = msg.batch.id;
+          if (watch.outstanding++ === 0) arm(thread);
+          thread.run(batchId, concatInputs(o.spec, msg.batch)).then(
+            ({ outputs, inferMs }) => {
+              if (generation !== slot.generation) return;
+              if (--watch.outstanding === 0) disarm();
+              else arm(thread);
+              dispatch(o.batcher, { t: 'batchDone', worker: o.name, batchId, inferMs, outputs });
+            },
+            (e: Error) => dispatch(ctx.self as Ref<WorkerMsg>, { t: 'runFailed', generation, error: e.message }),
+          );
           return state;
         }
       }
@@ -89,10 +107,12 @@ export function spawnWorker(parent: Ref<unknown>, o: WorkerOptions): { ref: Ref<
         return null;
       },
       onCrash: async (_msg, err, ctx) => {
+        disarm();
+        watch.outstanding = 0;
         const old = slot.thread;
         slot.thread = undefined;
         slot.generation++;
-        void old?.terminate();
+        void old?.stop(o.runTimeoutMs);
         if (slot.closed) return ctx.stop;
         const error = err?.message ?? 'unknown error';
         // The batch in flight goes back to the queue now, not after the backoff; it is not to blame
@@ -114,7 +134,7 @@ export function spawnWorker(parent: Ref<unknown>, o: WorkerOptions): { ref: Ref<
 
   o.supervision.register(o.name, {
     // A sibling's restart takes this worker down too (one_for_all, rest_for_one): its thread dies, the actor crashes.
-    stopForRestart: () => void slot.thread?.terminate(),
+    stopForRestart: () => void slot.thread?.stop(o.runTimeoutMs),
   });
 
   const handle: WorkerHandle = {
@@ -123,7 +143,7 @@ export function spawnWorker(parent: Ref<unknown>, o: WorkerOptions): { ref: Ref<
     shutdown: async () => {
       slot.closed = true;
       slot.generation++;
-      await slot.thread?.terminate();
+      await slot.thread?.stop(o.runTimeoutMs);
     },
   };
   return { ref, handle };

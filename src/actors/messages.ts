@@ -76,6 +76,8 @@ export type WorkerMsg =
   | { t: 'started'; generation: number }
   | { t: 'startFailed'; generation: number; error: string }
   | { t: 'threadDied'; generation: number; error: string }
+  /** A run of this thread threw, or the thread died under it. */
+  | { t: 'runFailed'; generation: number; error: string }
   | { t: 'run'; batch: Batch<InferRequest> };
 
 export const errorFrame = (id: RequestId | null, e: ActorserveError): ErrorFrame => ({

@@ -32,7 +32,8 @@ export class ThreadDied extends Error {
 
 export class InferenceThread {
   private readonly worker: Worker;
-  private pending: { batchId: number; resolve: (r: RunOutput) => void; reject: (e: Error) => void } | undefined;
+  /** Runs handed to the thread, by batch id; it runs them one at a time in this order. */
+  private readonly pending = new Map<number, { resolve: (r: RunOutput) => void; reject: (e: Error) => void }>();
   private dead: Error | undefined;
   private readonly deathListeners: ((e: Error) => void)[] = [];
 
@@ -71,12 +72,15 @@ export class InferenceThread {
     return handle;
   }
 
-  /** Runs one batch; rejects when the run throws or the thread dies. */
+  /**
+   * Runs one batch, after the ones handed over before it; rejects when the
+   * run throws or the thread dies.
+   */
   run(batchId: number, inputs: Record<string, ThreadTensor>): Promise<RunOutput> {
     if (this.dead) return Promise.reject(this.dead);
-    if (this.pending) return Promise.reject(new Error('inference thread is busy'));
+    if (this.pending.has(batchId)) return Promise.reject(new Error(`batch ${batchId} is already running`));
     return new Promise<RunOutput>((resolve, reject) => {
-      this.pending = { batchId, resolve, reject };
+      this.pending.set(batchId, { resolve, reject });
       const transfer = Object.values(inputs).map((t) => t.buffer);
       this.worker.postMessage({ t: 'run', batchId, inputs } satisfies ToThread, transfer);
     });
@@ -91,9 +95,30 @@ export class InferenceThread {
     if (!this.dead) this.worker.postMessage({ t: 'fault', fault } satisfies ToThread);
   }
 
-  /** Test and chaos hook: the thread exits as if it had crashed natively. */
+  /**
+   * Kills the thread now, even in the middle of a run: for a run that hangs.
+   * A native run that returns into a terminated thread aborts the process
+   * (onnxruntime-node throws a C++ exception there), so anything else uses
+   * {@link stop}.
+   */
   async terminate(): Promise<void> {
     await this.worker.terminate();
+  }
+
+  /**
+   * Lets the run in progress end (its result is still delivered), drops the
+   * runs staged behind it (they reject), and ends the thread; kills it if it
+   * has not ended within `graceMs`.
+   */
+  async stop(graceMs: number): Promise<void> {
+    if (this.dead) return;
+    const exited = new Promise<void>((resolve) => this.worker.once('exit', () => resolve()));
+    this.worker.postMessage({ t: 'stop' } satisfies ToThread);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), graceMs)));
+    const how = await Promise.race([exited, late]);
+    clearTimeout(timer);
+    if (how === 'late') await this.worker.terminate();
   }
 
   get threadId(): number {
@@ -101,22 +126,20 @@ export class InferenceThread {
   }
 
   private onMessage(m: FromThread): void {
-    const p = this.pending;
-    if (m.t === 'done' && p?.batchId === m.batchId) {
-      this.pending = undefined;
-      p.resolve({ outputs: m.outputs, inferMs: m.inferMs });
-    } else if (m.t === 'failed' && p?.batchId === m.batchId) {
-      this.pending = undefined;
-      p.reject(new Error(m.message));
-    }
+    if (m.t !== 'done' && m.t !== 'failed') return;
+    const p = this.pending.get(m.batchId);
+    if (!p) return;
+    this.pending.delete(m.batchId);
+    if (m.t === 'done') p.resolve({ outputs: m.outputs, inferMs: m.inferMs });
+    else p.reject(new Error(m.message));
   }
 
   private die(e: Error): void {
     if (this.dead) return;
     this.dead = e;
-    const p = this.pending;
-    this.pending = undefined;
-    p?.reject(e);
+    const runs = [...this.pending.values()];
+    this.pending.clear();
+    for (const p of runs) p.reject(e);
     for (const l of this.deathListeners) l(e);
   }
 }

@@ -81,36 +81,73 @@ port.on('message', async (msg: ToThread) => {
         post({ t: 'loadFailed', message: (e as Error).message });
       }
       return;
+    case 'stop':
+      stopping = true;
+      if (!pumping) process.exit(0);
+      return;
     case 'fault':
       if (msg.fault === 'exit') process.exit(70);
       nextFault = msg.fault;
       return;
-    case 'run': {
-      try {
-        if (!session) throw new Error('run before load');
-        if (poisoned(msg.inputs)) throw new Error('poisoned input (fault injection)');
-        const fault = nextFault;
-        nextFault = undefined;
-        if (fault === 'throwNext') throw new Error('injected worker crash (chaos)');
-        // A hung native run: block this thread until the watchdog terminates it.
-        if (fault === 'hangNext') Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
-        const feeds: Record<string, ort.Tensor> = {};
-        for (const [name, t] of Object.entries(msg.inputs)) feeds[name] = new ort.Tensor(t.dtype, typedArray(t), t.shape);
-        const started = performance.now();
-        const results = await session.run(feeds);
-        const inferMs = performance.now() - started;
-        const outputs: Record<string, ThreadTensor> = {};
-        const transfer: ArrayBuffer[] = [];
-        for (const [name, tensor] of Object.entries(results)) {
-          const buffer = ownBuffer(tensor.data as ArrayBufferView);
-          outputs[name] = { dtype: tensor.type as ThreadTensor['dtype'], shape: [...tensor.dims], buffer };
-          transfer.push(buffer);
-        }
-        post({ t: 'done', batchId: msg.batchId, outputs, inferMs }, transfer);
-      } catch (e) {
-        post({ t: 'failed', batchId: msg.batchId, message: (e as Error).message });
-      }
+    case 'run':
+      runs.push(msg);
+      void pump();
       return;
-    }
   }
 });
+
+type RunMsg = Extract<ToThread, { t: 'run' }>;
+/** Runs handed over and not yet started: one at a time, in the order they came. */
+const runs: RunMsg[] = [];
+let pumping = false;
+/** Told to stop: no run starts any more, and the thread exits once the current one ends. */
+let stopping = false;
+
+async function pump(): Promise<void> {
+  if (pumping) return;
+  pumping = true;
+  for (let msg = runs.shift(); msg; msg = runs.shift()) {
+    // One turn of this thread's loop between runs, so a `stop` that came during the last one is seen.
+    await new Promise((resolve) => setImmediate(resolve));
+    if (stopping || !(await runOne(msg))) {
+      stopping = true;
+      break;
+    }
+  }
+  pumping = false;
+  // process.exit in a worker_thread ends this thread only.
+  if (stopping) process.exit(0);
+}
+
+/**
+ * Runs one batch and posts its result. Returns false when it failed: the
+ * worker actor crashes and restarts this thread, so nothing more runs here.
+ */
+async function runOne(msg: RunMsg): Promise<boolean> {
+  try {
+    if (!session) throw new Error('run before load');
+    if (poisoned(msg.inputs)) throw new Error('poisoned input (fault injection)');
+    const fault = nextFault;
+    nextFault = undefined;
+    if (fault === 'throwNext') throw new Error('injected worker crash (chaos)');
+    // A hung native run: block this thread until the watchdog terminates it.
+    if (fault === 'hangNext') Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const [name, t] of Object.entries(msg.inputs)) feeds[name] = new ort.Tensor(t.dtype, typedArray(t), t.shape);
+    const started = performance.now();
+    const results = await session.run(feeds);
+    const inferMs = performance.now() - started;
+    const outputs: Record<string, ThreadTensor> = {};
+    const transfer: ArrayBuffer[] = [];
+    for (const [name, tensor] of Object.entries(results)) {
+      const buffer = ownBuffer(tensor.data as ArrayBufferView);
+      outputs[name] = { dtype: tensor.type as ThreadTensor['dtype'], shape: [...tensor.dims], buffer };
+      transfer.push(buffer);
+    }
+    post({ t: 'done', batchId: msg.batchId, outputs, inferMs }, transfer);
+    return true;
+  } catch (e) {
+    post({ t: 'failed', batchId: msg.batchId, message: (e as Error).message });
+    return false;
+  }
+}

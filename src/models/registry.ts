@@ -23,6 +23,8 @@ export interface BatchingSettings {
   preferredBatch?: number;
   /** Longest expected queue wait a request is admitted into (ms); past it, `overloaded` at once. */
   maxQueueDelayMs?: number;
+  /** Batches a worker holds at once: the running one and full (or high-priority) ones staged behind it. */
+  pipeline?: number;
 }
 
 /**
@@ -41,6 +43,13 @@ export const DEFAULT_INFERENCE_NICE = 10;
 
 /** Default queue-delay bound: a few dozen batches of work, never seconds of it. */
 export const DEFAULT_MAX_QUEUE_DELAY_MS = 250;
+
+/**
+ * Default worker pipeline: one batch staged behind the running one, so the
+ * thread goes from one run to the next without waiting for the event loop
+ * (under load that hand-off took ~10% of the thread's time).
+ */
+export const DEFAULT_PIPELINE = 2;
 
 export interface ModelSpec {
   name: string;
@@ -86,7 +95,7 @@ const builtins: Record<string, () => ModelSpec> = {
     inputs: [{ name: 'input', dtype: 'float32', shape: [-1, 4] }],
     outputs: [{ name: 'probabilities', dtype: 'float32', shape: [-1, 3] }],
     labels: ['setosa', 'versicolor', 'virginica'],
-    batching: { maxBatch: 256, maxQueue: 8192, maxAttempts: 2, maxQueueDelayMs: DEFAULT_MAX_QUEUE_DELAY_MS },
+    batching: { maxBatch: 256, maxQueue: 8192, maxAttempts: 2, maxQueueDelayMs: DEFAULT_MAX_QUEUE_DELAY_MS, pipeline: DEFAULT_PIPELINE },
     intraOpThreads: 1,
     inferenceNice: DEFAULT_INFERENCE_NICE,
     workers: 1,
@@ -100,7 +109,7 @@ const builtins: Record<string, () => ModelSpec> = {
     labels: ['0', '180'],
     // Batches fill to 8 rows: past it a run got slower per row, not faster (bench ceiling, 1 intra-op
     // thread: 789 rows/s at 8, 699 at 16); requests of up to 16 rows are still taken whole.
-    batching: { maxBatch: 16, preferredBatch: 8, maxQueue: 1024, maxAttempts: 2, maxQueueDelayMs: DEFAULT_MAX_QUEUE_DELAY_MS },
+    batching: { maxBatch: 16, preferredBatch: 8, maxQueue: 1024, maxAttempts: 2, maxQueueDelayMs: DEFAULT_MAX_QUEUE_DELAY_MS, pipeline: DEFAULT_PIPELINE },
     intraOpThreads: defaultIntraOpThreads(),
     inferenceNice: DEFAULT_INFERENCE_NICE,
     workers: 1,
@@ -120,6 +129,7 @@ export interface ModelOverrides {
   preferredBatch?: number;
   /** 0 turns the queue-delay bound off. */
   maxQueueDelayMs?: number;
+  pipeline?: number;
 }
 
 /**
@@ -146,6 +156,7 @@ export function resolveModels(names: readonly string[], overrides: ModelOverride
       spec.batching.preferredBatch = p;
     }
     if (overrides.maxQueue !== undefined) spec.batching.maxQueue = positiveInt('maxQueue', overrides.maxQueue);
+    if (overrides.pipeline !== undefined) spec.batching.pipeline = positiveInt('pipeline', overrides.pipeline);
     if (overrides.inferenceNice !== undefined) {
       const n = overrides.inferenceNice;
       if (!Number.isInteger(n) || n < 0 || n > 19) throw new RangeError(`inferenceNice must be an integer from 0 to 19, got ${n}`);

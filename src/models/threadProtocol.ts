@@ -19,6 +19,8 @@ export type ThreadFault = 'throwNext' | 'hangNext' | 'exit';
 export type ToThread =
   | { t: 'load'; path: string; intraOpThreads: number; nice: number; faults?: ThreadFaults }
   | { t: 'fault'; fault: ThreadFault }
+  /** Exit once the run in progress (if any) ends; runs not yet started are dropped. */
+  | { t: 'stop' }
   | { t: 'run'; batchId: number; inputs: Record<string, ThreadTensor> };
 
 export type FromThread =

@@ -39,6 +39,8 @@ interface Track {
   rejects: ErrorCode[];
   /** Was in a batch whose worker crashed or stopped. */
   crashed: boolean;
+  /** Was staged behind a batch whose worker crashed or stopped: it went back to the queue without running. */
+  requeued: boolean;
 }
 
 interface Step {
@@ -50,8 +52,8 @@ interface Step {
   readonly queuedBefore: ReadonlySet<string>;
   readonly queuedAfter: ReadonlySet<string>;
   readonly allStoppedBefore: boolean;
-  /** In-flight batch per worker before the transition. */
-  readonly busyBefore: ReadonlyMap<string, Batch<QueueItem>>;
+  /** In-flight batches per worker before the transition, the running one first. */
+  readonly busyBefore: ReadonlyMap<string, readonly Batch<QueueItem>[]>;
   /** Requests of the batch a crashed or stopped worker was running, captured before the transition. */
   readonly crashedBatch: readonly QueueItem[];
   /** Expected queue wait (ms) of a new request of each priority, from the state before the transition. */
@@ -78,8 +80,8 @@ class World {
   nextKey = 0;
   readonly workers: string[];
   readonly tracks = new Map<string, Track>();
-  /** In-flight batch per worker, as the effects told us. */
-  readonly busy = new Map<string, Batch<QueueItem>>();
+  /** In-flight batches per worker, as the effects told us: the running one first, then the staged ones. */
+  readonly busy = new Map<string, Batch<QueueItem>[]>();
   /** Id of the last batch each worker was given. */
   readonly lastBatchOn = new Map<string, number>();
   /** Workers told `workerStopped`: gone for good. */
@@ -103,20 +105,27 @@ class World {
   send(s: State, msg: Msg): Effect[] {
     const queuedBefore = queuedKeys(s);
     const allStoppedBefore = allStopped(s);
-    const busyBefore = new Map(this.busy);
+    const busyBefore = new Map([...this.busy].map(([k, v]) => [k, [...v]]));
     const waitBefore = this.expectedWait(s, queuedBefore, busyBefore);
     if (msg.t === 'workerStopped') this.stopped.add(msg.worker);
     let crashedBatch: QueueItem[] = [];
     if (msg.t === 'workerCrashed' || msg.t === 'workerStopped') {
-      const batch = this.busy.get(msg.worker);
+      const [batch, ...staged] = this.busy.get(msg.worker) ?? [];
+      this.busy.delete(msg.worker);
       if (batch) {
-        this.busy.delete(msg.worker);
         crashedBatch = batch.requests;
         for (const r of batch.requests) {
           const t = this.tracks.get(r.key)!;
           t.crashed = true;
           if (t.status === 'running') t.status = 'queued';
         }
+      }
+      // Staged batches never ran: their requests are back in the queue as they were.
+      for (const r of staged.flatMap((b) => b.requests)) {
+        const t = this.tracks.get(r.key)!;
+        t.requeued = true;
+        t.runs--;
+        t.status = 'queued';
       }
     }
     if (msg.t === 'enqueue') {
@@ -128,6 +137,7 @@ class World {
         completes: 0,
         rejects: [],
         crashed: false,
+        requeued: false,
       });
     }
     const fx = transition(s, msg, this.now);
@@ -135,7 +145,7 @@ class World {
     for (const e of fx) {
       switch (e.t) {
         case 'run':
-          this.busy.set(e.batch.worker, e.batch);
+          this.busy.set(e.batch.worker, [...(this.busy.get(e.batch.worker) ?? []), e.batch]);
           this.lastBatchOn.set(e.batch.worker, e.batch.id);
           for (const r of e.batch.requests) {
             const t = this.tracks.get(r.key);
@@ -145,7 +155,11 @@ class World {
           }
           break;
         case 'complete':
-          if (this.busy.get(e.batch.worker) === e.batch) this.busy.delete(e.batch.worker);
+          {
+            const batches = this.busy.get(e.batch.worker) ?? [];
+            if (batches[0] === e.batch) batches.shift();
+            if (batches.length === 0) this.busy.delete(e.batch.worker);
+          }
           for (const r of e.batch.requests) {
             const t = this.tracks.get(r.key);
             if (!t) continue;
@@ -183,8 +197,8 @@ class World {
    * The queue-delay estimate, from the test's own tracks: rows queued at the
    * priority or above plus rows running, times ms per row, over live workers.
    */
-  expectedWait(s: State, queued: ReadonlySet<string>, busy: ReadonlyMap<string, Batch<QueueItem>>): Record<Priority, number> {
-    const running = [...busy.values()].reduce((n, b) => n + b.rows, 0);
+  expectedWait(s: State, queued: ReadonlySet<string>, busy: ReadonlyMap<string, readonly Batch<QueueItem>[]>): Record<Priority, number> {
+    const running = [...busy.values()].flat().reduce((n, b) => n + b.rows, 0);
     const live = Math.max(1, this.workers.filter((w) => !this.stopped.has(w)).length);
     const wait = (p: Priority) => {
       let ahead = 0;
@@ -210,7 +224,7 @@ class World {
           this.send(s, { t: 'workerReady', worker: w });
           progressed = true;
         } else if (slot.state === 'busy') {
-          this.send(s, { t: 'batchDone', worker: w, batchId: slot.batch.id, inferMs: 1 });
+          this.send(s, { t: 'batchDone', worker: w, batchId: slot.batches[0]!.id, inferMs: 1 });
           progressed = true;
         }
       }
@@ -282,7 +296,7 @@ class WorkerReadyCmd implements Cmd {
   toString = () => `workerReady(${this.i})`;
 }
 
-/** Finishes the batch of the i-th busy worker (modulo how many are busy). */
+/** Finishes the running batch of the i-th busy worker (modulo how many are busy). */
 class BatchDoneCmd implements Cmd {
   constructor(
     readonly i: number,
@@ -290,7 +304,7 @@ class BatchDoneCmd implements Cmd {
   ) {}
   check = (w: Readonly<World>) => w.busy.size > 0;
   run(w: World, s: State): void {
-    const batches = [...w.busy.values()];
+    const batches = [...w.busy.values()].map((q) => q[0]!);
     const b = batches[this.i % batches.length]!;
     w.send(s, { t: 'batchDone', worker: b.worker, batchId: b.id, inferMs: this.inferMs });
   }
@@ -309,8 +323,8 @@ class StaleBatchDoneCmd implements Cmd {
   check = () => true;
   run(w: World, s: State): void {
     const worker = w.worker(this.i);
-    const last = w.lastBatchOn.get(worker) ?? 0;
-    const batchId = last - this.back + (w.busy.has(worker) ? 0 : 1);
+    const running = w.busy.get(worker)?.[0];
+    const batchId = running ? running.id - this.back : (w.lastBatchOn.get(worker) ?? 0) - this.back + 1;
     w.send(s, { t: 'batchDone', worker, batchId, inferMs: 1 });
   }
   toString = () => `staleBatchDone(${this.i},-${this.back})`;
@@ -396,12 +410,17 @@ const settingsArb: fc.Arbitrary<BatcherSettings> = fc.record(
   fc.option(fc.integer({ min: 1, max: s.maxBatch }), { nil: undefined }).map((p): BatcherSettings => (p === undefined ? s : { ...s, preferredBatch: p })),
 );
 
+/** Settings with a worker pipeline of 1–3 batches (staging) in half of the runs. */
+const anySettingsArb: fc.Arbitrary<BatcherSettings> = settingsArb.chain((s) =>
+  fc.option(fc.integer({ min: 1, max: 3 }), { nil: undefined }).map((pipeline): BatcherSettings => (pipeline === undefined ? s : { ...s, pipeline })),
+);
+
 const NUM_RUNS = 200;
 
 /** Runs random command sequences, drains each run, and lets `invariant` judge every transition and the end. */
 function checkInvariant(invariant: Invariant, numRuns = NUM_RUNS): void {
   fc.assert(
-    fc.property(settingsArb, fc.integer({ min: 1, max: 4 }), fc.commands([commandArb], { maxCommands: 80, size: 'max' }), (settings, nWorkers, cmds) => {
+    fc.property(anySettingsArb, fc.integer({ min: 1, max: 4 }), fc.commands([commandArb], { maxCommands: 80, size: 'max' }), (settings, nWorkers, cmds) => {
       const world = new World(settings, nWorkers, invariant);
       const state: State = initialBatcherState<QueueItem>(settings, world.workers);
       fc.modelRun(() => ({ model: world, real: state }), cmds);
@@ -453,8 +472,9 @@ describe('BatcherLogic invariants (model-based, fc.commands)', () => {
           expect(counts, 'queue counters vs. requests in the lanes').toEqual({ byPriority: step.queuedAfter.size, queued: step.queuedAfter.size });
         }
         for (const [name, slot] of step.state.workers) {
-          const batch = slot.state === 'busy' ? slot.batch : undefined;
-          if (batch !== w.busy.get(name)) expect(batch, `batch of ${name}`).toBe(w.busy.get(name));
+          const batches = slot.state === 'busy' ? slot.batches : [];
+          const told = w.busy.get(name) ?? [];
+          if (batches.length !== told.length || batches.some((b, i) => b !== told[i])) expect(batches, `batches of ${name}`).toEqual(told);
         }
       },
       atEnd(w) {
@@ -510,7 +530,7 @@ describe('BatcherLogic invariants (model-based, fc.commands)', () => {
           const queued = [...queuedAtEffect(step, index)].map((k) => w.tracks.get(k)!);
           for (const r of batch.requests) {
             const t = w.tracks.get(r.key)!;
-            if (t.crashed || t.runs !== 1) continue;
+            if (t.crashed || t.requeued || t.runs !== 1) continue;
             expect(r.isolate).toBe(false);
             const lane = `${r.priority}|${r.bucket}`;
             expect(t.order, `${r.key} ran after a later request of ${lane}`).toBeGreaterThan(lastFirstRun.get(lane) ?? -1);
@@ -531,6 +551,20 @@ describe('BatcherLogic invariants (model-based, fc.commands)', () => {
         if (idle.length > 0) {
           expect(queuedByPriority(s), `workers ${idle.join(',')} idle`).toEqual({ high: 0, normal: 0, low: 0 });
           expect(s.queued).toBe(0);
+        }
+      },
+    });
+  });
+
+  it('a worker holds at most `pipeline` batches, and one staged behind a running batch is full (preferredBatch rows) or high priority', () => {
+    checkInvariant({
+      afterTransition(w) {
+        const fill = w.settings.preferredBatch ?? w.settings.maxBatch;
+        for (const [name, batches] of w.busy) {
+          expect(batches.length, name).toBeLessThanOrEqual(w.settings.pipeline ?? 1);
+          for (const b of batches.slice(1)) {
+            if (b.requests[0]!.priority !== 'high') expect(b.rows, `batch #${b.id} staged on ${name}`).toBeGreaterThanOrEqual(fill);
+          }
         }
       },
     });
@@ -591,7 +625,7 @@ describe('BatcherLogic invariants (model-based, fc.commands)', () => {
       afterTransition(_w, step) {
         const { msg, fx } = step;
         if (msg.t === 'batchDone') {
-          const batch = step.busyBefore.get(msg.worker);
+          const batch = step.busyBefore.get(msg.worker)?.[0];
           if (batch?.id === msg.batchId) {
             expect(fx[0]).toEqual({ t: 'complete', batch });
             expect(fx.slice(1).every((e) => e.t !== 'complete')).toBe(true);
@@ -620,8 +654,8 @@ describe('BatcherLogic invariants (model-based, fc.commands)', () => {
           const late = lateFor(w, step, req.priority);
           const expected = late || (full ? lower < step.queuedBefore.size - w.settings.maxQueue + 1 : req.priority === 'low' && step.queuedBefore.size >= s.softQueue);
           expect(refused, `${req.key} (${req.priority}) with ${step.queuedBefore.size} queued, expected wait ${step.waitBefore[req.priority]} ms`).toBe(expected);
-          // A request refused for its wait sheds nothing.
-          if (late) expect(step.fx.filter((e) => e.t === 'reject').map((e) => e.req)).toEqual([req]);
+          // A request refused for its wait sheds nothing (a queued one past its deadline may leave as a batch is staged).
+          if (late) expect(step.fx.flatMap((e) => (e.t === 'reject' && e.error.code !== 'deadline_exceeded' ? [e.req] : []))).toEqual([req]);
         }
         for (const e of step.fx) {
           if (e.t !== 'reject') continue;

@@ -1,0 +1,54 @@
+/**
+ * The main-thread handle on an inference thread: runs handed over back to
+ * back come back in order, and stopping a thread mid-run lets that run end
+ * (terminating it there would abort the whole process inside onnxruntime).
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { InferenceThread } from '../../src/models/InferenceThread.js';
+import { resolveModels } from '../../src/models/registry.js';
+import type { ThreadTensor } from '../../src/models/threadProtocol.js';
+
+const [spec] = resolveModels(['text-orientation']);
+const ROW = 3 * 48 * 192;
+const input = (rows: number, value: number): Record<string, ThreadTensor> => ({
+  x: { dtype: 'float32', shape: [rows, 3, 48, 192], buffer: new Float32Array(rows * ROW).fill(value).buffer },
+});
+
+const threads: InferenceThread[] = [];
+afterEach(async () => {
+  await Promise.all(threads.splice(0).map((t) => t.terminate()));
+});
+
+async function start(): Promise<InferenceThread> {
+  const t = await InferenceThread.start(spec!.path, 1, 0);
+  threads.push(t);
+  return t;
+}
+
+describe('InferenceThread', () => {
+  it('runs batches handed over back to back, in order, each answered with its own outputs', async () => {
+    const t = await start();
+    const finished: number[] = [];
+    const runs = [1, 2, 3].map((id) =>
+      t.run(id, input(id, id / 10)).then((r) => {
+        finished.push(id);
+        return r;
+      }),
+    );
+    const results = await Promise.all(runs);
+    expect(finished).toEqual([1, 2, 3]);
+    expect(results.map((r) => Object.values(r.outputs)[0]!.shape[0])).toEqual([1, 2, 3]);
+  });
+
+  it('stop lets the run in progress finish, drops the staged ones, and ends the thread without taking the process down', async () => {
+    const t = await start();
+    const exited = new Promise<void>((resolve) => t.onDeath(() => resolve()));
+    const runs = [1, 2, 3].map((id) => t.run(id, input(16, 0.5)));
+    // Let the thread start the first run before it is told to stop.
+    await new Promise((r) => setTimeout(r, 5));
+    await t.stop(10_000);
+    await exited;
+    expect((await Promise.allSettled(runs)).map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'rejected']);
+    await expect(t.run(4, input(1, 0.5))).rejects.toThrow(/exited/);
+  });
+});
