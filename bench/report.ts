@@ -237,7 +237,7 @@ export function renderOverload(ov: OverloadResults): string[] {
   out.push('');
   out.push('| target | value | bound |');
   out.push('|---|---:|---|');
-  out.push(`| goodput ÷ peak | ${pct(t.goodputVsPeak.value)} (${o === null ? 'n/a' : num(o.throughput)} /s of ${num(ov.peak)})${flag(o)} | at least ${pct(t.goodputVsPeak.min)}${verdict(t.goodputVsPeak.met)} |`);
+  out.push(`| goodput ÷ peak | ${pct(t.goodputVsPeak.value, 1)} (${o === null ? 'n/a' : num(o.throughput)} /s of ${num(ov.peak)})${flag(o)} | at least ${pct(t.goodputVsPeak.min)}${verdict(t.goodputVsPeak.met)} |`);
   const refusals = o?.overloaded;
   out.push(`| p99 time to an \`overloaded\` answer | ${t.overloadedP99Ms.value === null ? 'n/a' : `${num(t.overloadedP99Ms.value, 2)} ms`} (${num(refusals?.count ?? null)} answers) | under ${t.overloadedP99Ms.max} ms${verdict(t.overloadedP99Ms.met)} |`);
   const hiO = o?.byPriority?.high;

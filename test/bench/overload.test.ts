@@ -73,7 +73,7 @@ describe('renderOverload', () => {
     expect(md).toMatch(/^\| target \| value \| bound \|$/m);
     const rows = targetRows(md);
     expect(rows).toHaveLength(3);
-    expect(rows[0]).toMatch(/\| 95% \(95 \/s of 100\) \| at least 90%: met ✅ \|$/);
+    expect(rows[0]).toMatch(/\| 95\.0% \(95 \/s of 100\) \| at least 90%: met ✅ \|$/);
     expect(rows[1]).toMatch(/\| 2\.00 ms \(900 answers\) \| under 5 ms: met ✅ \|$/);
     expect(rows[2]).toMatch(/\| 2× \(20\.00 ms ÷ 10\.00 ms\) \| under 3×: met ✅ \|$/);
   });
