@@ -1,12 +1,14 @@
 /**
  * A worker actor fronts one worker_thread holding one ONNX session. It hands
- * its batcher's batches to the thread as they come (the batcher may stage one
- * behind the running one); the thread runs them one at a time, in order, and
- * each result goes back to the batcher as it lands. Any failure (a run that throws, a
- * thread that dies, a run hung past the watchdog, a model that will not
- * load) crashes the actor; its supervision policy terminates the thread,
- * tells the batcher (which owns the in-flight batch and puts it back), and
- * restarts it with backoff until the restart intensity is exceeded.
+ * its batcher's batches to the thread as they come (the batcher may stage
+ * one behind the running one); the thread runs them one at a time, in order,
+ * and each result goes back to the batcher as it lands. Any failure (a run
+ * that throws, a thread that dies, a run hung past the watchdog, a model
+ * that will not load) crashes the actor; its supervision policy stops the
+ * thread (a native run in progress may end first: only the watchdog kills a
+ * thread mid-run), tells the batcher (which owns the in-flight batches and
+ * puts them back), and restarts it with backoff until the restart intensity
+ * is exceeded.
  */
 import { dispatch, spawn, type Ref } from 'nact';
 import type { Logger } from '../log.js';
