@@ -246,6 +246,9 @@ function runningRows<R extends QueueItem>(s: BatcherState<R>): number {
   return rows;
 }
 
+/** Rows waiting in every lane. */
+const queuedRows = <R extends QueueItem>(s: BatcherState<R>): number => s.rowsByLane.reduce((a, b) => a + b, 0);
+
 function liveWorkers<R extends QueueItem>(s: BatcherState<R>): number {
   let n = 0;
   for (const w of s.workers.values()) if (w.state !== 'stopped') n++;
@@ -510,8 +513,6 @@ function dispatch<R extends QueueItem>(s: BatcherState<R>, now: number, fx: Batc
     }
   }
 }
-
-const queuedRows = <R extends QueueItem>(s: BatcherState<R>): number => s.rowsByLane.reduce((a, b) => a + b, 0);
 
 /**
  * Greedy batch: whatever is queued now, up to preferredBatch rows (or one

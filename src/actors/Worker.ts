@@ -44,14 +44,11 @@ export function spawnWorker(parent: Ref<unknown>, o: WorkerOptions): { ref: Ref<
   // Lives outside nact's state so the crash policy can reach the thread of the failed incarnation.
   const slot = { thread: undefined as InferenceThread | undefined, generation: 0, closed: false };
   // Watchdog over the run at the head of the thread's queue: armed when it starts, re-armed as each ends.
-  const watch = { outstanding: 0, timer: undefined as ReturnType<typeof setTimeout> | undefined };
-  const disarm = () => {
-    clearTimeout(watch.timer);
-    watch.timer = undefined;
-  };
+  let watchdog: ReturnType<typeof setTimeout> | undefined;
+  const disarm = () => clearTimeout(watchdog);
   const arm = (thread: InferenceThread) => {
     disarm();
-    watch.timer = setTimeout(() => void thread.terminate(), o.runTimeoutMs);
+    watchdog = setTimeout(() => void thread.terminate(), o.runTimeoutMs);
   };
   const log = o.log.child({ actor: `${o.spec.name}/${o.name}` });
 
@@ -88,11 +85,11 @@ export function spawnWorker(parent: Ref<unknown>, o: WorkerOptions): { ref: Ref<
           if (!thread) throw new Error('run before the worker thread started');
           const { generation } = slot;
           const batchId = msg.batch.id;
-          if (watch.outstanding++ === 0) arm(thread);
+          if (thread.runsHeld === 0) arm(thread);
           thread.run(batchId, concatInputs(o.spec, msg.batch)).then(
             ({ outputs, inferMs }) => {
               if (generation !== slot.generation) return;
-              if (--watch.outstanding === 0) disarm();
+              if (thread.runsHeld === 0) disarm();
               else arm(thread);
               dispatch(o.batcher, { t: 'batchDone', worker: o.name, batchId, inferMs, outputs });
             },
@@ -110,7 +107,6 @@ export function spawnWorker(parent: Ref<unknown>, o: WorkerOptions): { ref: Ref<
       },
       onCrash: async (_msg, err, ctx) => {
         disarm();
-        watch.outstanding = 0;
         const old = slot.thread;
         slot.thread = undefined;
         slot.generation++;

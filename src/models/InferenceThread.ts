@@ -121,6 +121,11 @@ export class InferenceThread {
     if (how === 'late') await this.worker.terminate();
   }
 
+  /** Runs handed to the thread and not yet answered (the one running and those staged behind it). */
+  get runsHeld(): number {
+    return this.pending.size;
+  }
+
   get threadId(): number {
     return this.worker.threadId;
   }
