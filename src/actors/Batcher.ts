@@ -10,7 +10,7 @@ import type { Metrics } from '../metrics/Metrics.js';
 import type { ModelSpec } from '../models/registry.js';
 import type { ThreadTensor } from '../models/threadProtocol.js';
 import type { ResultFrame, WireTensor } from '../transport/protocol.js';
-import { initialBatcherState, transition, type Batch, type BatcherEffect, type BatcherMsg, type BatcherState, type MemoryBudget } from './BatcherLogic.js';
+import { initialBatcherState, nextDeadline, transition, type Batch, type BatcherEffect, type BatcherMsg, type BatcherState, type MemoryBudget } from './BatcherLogic.js';
 import { errorFrame, type BatcherActorMsg, type InferRequest, type WorkerMsg } from './messages.js';
 
 export interface BatcherOptions {
@@ -34,6 +34,9 @@ export interface BatcherOptions {
   onGaveUp?: () => void;
 }
 
+/** Expiry ticks are at least this far apart, however many deadlines pass one after another. */
+const MIN_TICK_GAP_MS = 5;
+
 export function spawnBatcher(parent: Ref<unknown>, o: BatcherOptions): Ref<BatcherActorMsg> {
   const log = o.log.child({ actor: `${o.spec.name}/batcher` });
   const state: BatcherState<InferRequest> = initialBatcherState(o.spec.batching, o.workerNames, o.budget);
@@ -41,6 +44,23 @@ export function spawnBatcher(parent: Ref<unknown>, o: BatcherOptions): Ref<Batch
   let done: { outputs: Record<string, ThreadTensor>; inferMs: number } | undefined;
   // When each request of a crashed batch lost its worker, to time the re-run (bounded by the ledger).
   const crashedAt = new Map<string, number>();
+  // One timer for the earliest deadline in the queue; none while no queued request has one.
+  let expiry: { at: number; timer: NodeJS.Timeout } | undefined;
+  let lastTickAt = -Infinity;
+  const armExpiry = (self: Ref<BatcherActorMsg>, now: number) => {
+    const deadline = nextDeadline(state);
+    if (deadline === Infinity) return;
+    const due = Math.max(deadline, lastTickAt + MIN_TICK_GAP_MS);
+    if (expiry !== undefined && expiry.at <= due) return;
+    if (expiry !== undefined) clearTimeout(expiry.timer);
+    // Timers fire on the loop's millisecond clock, possibly a fraction early: one more ms makes the deadline past.
+    const timer = setTimeout(() => {
+      expiry = undefined;
+      dispatch(self, { t: 'tick' });
+    }, Math.ceil(Math.max(0, due - now)) + 1);
+    timer.unref();
+    expiry = { at: due, timer };
+  };
 
   const run = (fx: BatcherEffect<InferRequest>) => {
     switch (fx.t) {
@@ -73,8 +93,9 @@ export function spawnBatcher(parent: Ref<unknown>, o: BatcherOptions): Ref<Batch
 
   return spawn(
     parent as Ref<never>,
-    (s: null, msg: BatcherActorMsg) => {
+    (s: null, msg: BatcherActorMsg, ctx) => {
       const now = performance.now();
+      if (msg.t === 'tick') lastTickAt = now;
       let logicMsg: BatcherMsg<InferRequest>;
       switch (msg.t) {
         case 'stats':
@@ -106,6 +127,7 @@ export function spawnBatcher(parent: Ref<unknown>, o: BatcherOptions): Ref<Batch
       }
       for (const fx of transition(state, logicMsg, now)) run(fx);
       done = undefined;
+      armExpiry(ctx.self as Ref<BatcherActorMsg>, now);
       o.onLoad?.(state.queued, running(state), readyWorkers(state));
       return s;
     },

@@ -118,6 +118,8 @@ export interface BatcherState<R extends QueueItem> {
   /** Queued rows per lane (high, normal, low), for the expected wait. */
   readonly rowsByLane: number[];
   readonly budget: MemoryBudget;
+  /** No queued request has a deadline before this (it may be earlier than the earliest: exact after a `tick`). */
+  deadlineFloor: number;
 }
 
 export type BatcherMsg<R extends QueueItem> =
@@ -165,6 +167,7 @@ export function initialBatcherState<R extends QueueItem>(
     nextBatchId: 1,
     batchMs: undefined,
     msPerRowFull: undefined,
+    deadlineFloor: Infinity,
   };
 }
 
@@ -406,12 +409,13 @@ function queueBack<R extends QueueItem>(s: BatcherState<R>, req: R, front = fals
   else q.push(req);
   s.queued++;
   s.rowsByLane[laneOf(req.priority)]! += req.rows;
+  if (req.deadline < s.deadlineFloor) s.deadlineFloor = req.deadline;
   if (req.owner !== undefined) s.owners.set(req.owner, (s.owners.get(req.owner) ?? 0) + 1);
 }
 
 /** Accounting when a request leaves a queue (to run, or answered). */
 function dequeued<R extends QueueItem>(s: BatcherState<R>, req: R): void {
-  s.queued--;
+  if (--s.queued === 0) s.deadlineFloor = Infinity;
   s.rowsByLane[laneOf(req.priority)]! -= req.rows;
   if (req.owner !== undefined) {
     const n = (s.owners.get(req.owner) ?? 1) - 1;
@@ -477,17 +481,32 @@ function rejectAll<R extends QueueItem>(s: BatcherState<R>, error: () => Actorse
   }
 }
 
+/** Answers every queued request whose deadline has passed, and makes `deadlineFloor` exact. */
 function expire<R extends QueueItem>(s: BatcherState<R>, now: number, fx: BatcherEffect<R>[]): void {
+  let floor = Infinity;
+  const expired = (r: R) => {
+    if (r.deadline <= now) return true;
+    if (r.deadline < floor) floor = r.deadline;
+    return false;
+  };
   for (const lane of s.lanes) {
     for (const [bucket, q] of lane) {
-      for (const req of q.removeWhere((r) => r.deadline <= now)) {
+      for (const req of q.removeWhere(expired)) {
         left(s, req);
         fx.push({ t: 'reject', req, error: deadlineExceeded() });
       }
       if (q.length === 0) lane.delete(bucket);
     }
   }
+  s.deadlineFloor = s.queued > 0 ? floor : Infinity;
 }
+
+/**
+ * When the next `tick` is due: no queued request's deadline passes before it
+ * (Infinity while none has one). The shell arms one timer for it instead of
+ * ticking on a fixed period, so an idle or deadline-free queue costs nothing.
+ */
+export const nextDeadline = <R extends QueueItem>(s: BatcherState<R>): number => (s.queued > 0 ? s.deadlineFloor : Infinity);
 
 const hasLiveWorker = <R extends QueueItem>(s: BatcherState<R>): boolean => liveWorkers(s) > 0;
 

@@ -96,7 +96,6 @@ export class ActorserveNode {
   private stopped: Promise<void> | undefined;
   private server: RunningServer | undefined;
   private membership: Membership | undefined;
-  private readonly timers: NodeJS.Timeout[] = [];
   private readonly system = start() as Ref<never>;
   readonly models = new Map<string, ModelHandle>();
   private readonly localLoad = new Map<string, number>();
@@ -265,12 +264,6 @@ export class ActorserveNode {
       models: opts.models.map(modelInfo),
       limits: { maxInFlight: c.maxInFlight, maxFrameBytes: c.maxFrameBytes },
     } satisfies WelcomeFrame);
-
-    const ticker = setInterval(() => {
-      for (const m of this.models.values()) dispatch(m.batcher, { t: 'tick' });
-    }, 10);
-    ticker.unref();
-    this.timers.push(ticker);
 
     let sessionCount = 0;
     this.server = await startServer({
@@ -573,7 +566,6 @@ export class ActorserveNode {
   stop(): Promise<void> {
     this.stopped ??= (async () => {
       this.ready = false;
-      for (const t of this.timers) clearInterval(t);
       this.membership?.stop();
       await this.server?.close();
       for (const m of this.models.values()) m.supervision.close();

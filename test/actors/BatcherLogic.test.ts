@@ -4,6 +4,7 @@ import { ActorserveError, type ErrorCode } from '../../src/errors.js';
 import {
   drainMsPerRow,
   initialBatcherState,
+  nextDeadline,
   queueDelayBound,
   queuedByPriority,
   transition,
@@ -577,6 +578,20 @@ describe('BatcherLogic invariants (model-based, fc.commands)', () => {
           expect(batch.startedAt).toBe(w.now);
           for (const r of batch.requests) expect(batch.startedAt, r.key).toBeLessThan(r.deadline);
         }
+      },
+    });
+  });
+
+  it('the expiry timer is never late: nextDeadline is at or before every queued deadline, and after a tick no queued deadline has passed', () => {
+    checkInvariant({
+      afterTransition(w, step) {
+        const due = nextDeadline(step.state);
+        for (const key of step.queuedAfter) {
+          const { deadline } = w.tracks.get(key)!.req;
+          expect(due, key).toBeLessThanOrEqual(deadline);
+          if (step.msg.t === 'tick') expect(deadline, key).toBeGreaterThan(step.now);
+        }
+        if (step.queuedAfter.size === 0) expect(due).toBe(Infinity);
       },
     });
   });
