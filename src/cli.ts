@@ -74,7 +74,8 @@ Limits and security:
 Operations:
   --model-path NAME=FILE  load model NAME from FILE instead of its built-in source (repeatable)
   --chaos             enable fault injection at POST /v1/admin/chaos (needs --admin-token)
-  --run-timeout-ms N  a batch running longer is a hung worker: its thread is killed (default 30000)
+  --run-timeout-ms N  a batch running longer (counting only time the node itself runs) is a hung
+                      worker: its thread is killed (default 30000)
   --restart-intensity R/T  at most R worker restarts in T ms, then the model gives up (default 5/10000)
   --strategy S        how a model's supervisor restarts workers: one_for_one (default),
                       one_for_all or rest_for_one

@@ -17,6 +17,7 @@ import type { ModelSpec } from '../models/registry.js';
 import type { ThreadFaults, ThreadTensor } from '../models/threadProtocol.js';
 import type { Batch } from './BatcherLogic.js';
 import type { BatcherActorMsg, InferRequest, WorkerMsg } from './messages.js';
+import { RunWatchdog } from './RunWatchdog.js';
 import type { Supervision } from './Supervision.js';
 
 export interface WorkerOptions {
@@ -44,12 +45,7 @@ export function spawnWorker(parent: Ref<unknown>, o: WorkerOptions): { ref: Ref<
   // Lives outside nact's state so the crash policy can reach the thread of the failed incarnation.
   const slot = { thread: undefined as InferenceThread | undefined, generation: 0, closed: false };
   // Watchdog over the run at the head of the thread's queue: armed when it starts, re-armed as each ends.
-  let watchdog: ReturnType<typeof setTimeout> | undefined;
-  const disarm = () => clearTimeout(watchdog);
-  const arm = (thread: InferenceThread) => {
-    disarm();
-    watchdog = setTimeout(() => void thread.terminate(), o.runTimeoutMs);
-  };
+  const watchdog = new RunWatchdog({ limitMs: o.runTimeoutMs });
   const log = o.log.child({ actor: `${o.spec.name}/${o.name}` });
 
   const startThread = (self: Ref<WorkerMsg>) => {
@@ -85,12 +81,13 @@ export function spawnWorker(parent: Ref<unknown>, o: WorkerOptions): { ref: Ref<
           if (!thread) throw new Error('run before the worker thread started');
           const { generation } = slot;
           const batchId = msg.batch.id;
-          if (thread.runsHeld === 0) arm(thread);
+          const hung = () => void thread.terminate();
+          if (thread.runsHeld === 0) watchdog.arm(hung);
           thread.run(batchId, concatInputs(o.spec, msg.batch)).then(
             ({ outputs, inferMs }) => {
               if (generation !== slot.generation) return;
-              if (thread.runsHeld === 0) disarm();
-              else arm(thread);
+              if (thread.runsHeld === 0) watchdog.disarm();
+              else watchdog.arm(hung);
               dispatch(o.batcher, { t: 'batchDone', worker: o.name, batchId, inferMs, outputs });
             },
             (e: Error) => dispatch(ctx.self as Ref<WorkerMsg>, { t: 'runFailed', generation, error: e.message }),
@@ -106,7 +103,7 @@ export function spawnWorker(parent: Ref<unknown>, o: WorkerOptions): { ref: Ref<
         return null;
       },
       onCrash: async (_msg, err, ctx) => {
-        disarm();
+        watchdog.disarm();
         const old = slot.thread;
         slot.thread = undefined;
         slot.generation++;
