@@ -1,7 +1,9 @@
 /**
  * The cluster phase: CPU per request of an N-node local cluster against one
- * node alone at the same open-loop rate, then a join and an abrupt death
- * under closed-loop load:
+ * node alone at the same open-loop rate, and against N separate nodes (no
+ * cluster) sharing that rate, which parts the cost of running N processes
+ * at 1/N of the load each on these cores from the cost of clustering; then
+ * a join and an abrupt death under closed-loop load:
  *
  *  - join: a new node is spawned (seeded with the others) while traffic
  *    flows; measured from the spawn to the first result whose `node` field
@@ -74,7 +76,7 @@ const note = (o: ClusterOptions, phase: string, e: unknown) => {
 
 export async function runCluster(o: ClusterOptions): Promise<ClusterResults> {
   const n = o.nodes;
-  const ports = await freePorts(n + 2);
+  const ports = await freePorts(2 * n + 2);
   const metricsOf = (ns: readonly RunningServer[]) => ns.map((s) => `${s.base}/metrics`);
   const wsOf = (ns: readonly RunningServer[]) => ns.map((s) => `ws://127.0.0.1:${s.port}/v1/stream`);
   const result: ClusterResults = {
@@ -86,7 +88,9 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterResults> {
     solo: null,
     spread: null,
     entry: null,
-    cpuPerRequestRatio: { spread: null, entry: null },
+    separate: null,
+    cpuPerRequestRatio: { spread: null, entry: null, separate: null },
+    vsSeparate: { spread: null, entry: null },
     target: CPU_RATIO_TARGET,
     meetsTarget: null,
     join: null,
@@ -132,6 +136,27 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterResults> {
     await stop(solo.proc);
   }
   if (result.solo === null) return result;
+  // Every node gets the same number of client connections.
+  const spreadConns = Math.ceil(Math.max(o.connections, n) / n) * n;
+
+  // The same number of nodes, each alone: the share of the CPU that is N processes at 1/N of the load, not clustering.
+  o.log(`cluster: ${n} separate nodes (no cluster), ${result.rate} req/s spread over them ...`);
+  const separate: RunningServer[] = [];
+  try {
+    const spawned = ports.slice(n + 2, 2 * n + 2).map((port, i) => spawnActorserveNode({ id: `s${i + 1}`, port, models: [o.input.model] }));
+    separate.push(...spawned.map((s) => s.server));
+    await Promise.all(spawned.map((s) => s.ready));
+    await warmUp(`cluster: ${n} separate nodes`, separate, spreadConns);
+    result.separate = await runPhase({
+      ...common, label: `cluster: ${n} separate nodes`, system: 'actorserve', target: { kind: 'ws', urls: wsOf(separate) },
+      mode: { kind: 'open', rate: result.rate }, connections: spreadConns, durationS: o.durationS, offeredPctOfCapacity: o.ratePct,
+      serverPids: separate.map((s) => s.proc.pid), metricsUrls: metricsOf(separate),
+    });
+  } catch (e) {
+    note(o, 'cluster: separate nodes', e);
+  } finally {
+    await Promise.all(separate.map((s) => stop(s.proc)));
+  }
 
   // N nodes, every one seeded with all of them, sharing a fresh secret through the environment.
   const secret = randomBytes(24).toString('hex');
@@ -148,8 +173,6 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterResults> {
     await Promise.all(spawned.map((s) => s.ready));
     await waitForView(members, n);
     const pids = members.map((m) => m.proc.pid);
-    // Every node gets the same number of client connections.
-    const spreadConns = Math.ceil(Math.max(o.connections, n) / n) * n;
     await warmUp(`cluster: ${n} nodes`, members, spreadConns);
     try {
       o.log(`cluster: ${n} nodes, clients on every node, ${result.rate} req/s ...`);
@@ -172,9 +195,12 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterResults> {
       note(o, 'cluster: clients on one node', e);
     }
     const per = (p: PhaseResult | null) => p?.server.cpuPerRequestUs ?? null;
-    const soloCpu = per(result.solo);
-    const r = (p: PhaseResult | null) => (soloCpu !== null && soloCpu > 0 && per(p) !== null ? Math.round((per(p)! / soloCpu) * 1000) / 1000 : null);
-    result.cpuPerRequestRatio = { spread: r(result.spread), entry: r(result.entry) };
+    const over = (p: PhaseResult | null, base: PhaseResult | null) => {
+      const [x, b] = [per(p), per(base)];
+      return x !== null && b !== null && b > 0 ? Math.round((x / b) * 1000) / 1000 : null;
+    };
+    result.cpuPerRequestRatio = { spread: over(result.spread, result.solo), entry: over(result.entry, result.solo), separate: over(result.separate, result.solo) };
+    result.vsSeparate = { spread: over(result.spread, result.separate), entry: over(result.entry, result.separate) };
     const ratios = [result.cpuPerRequestRatio.spread, result.cpuPerRequestRatio.entry].filter((x): x is number => x !== null);
     result.meetsTarget = ratios.length === 0 ? null : ratios.every((x) => x <= CPU_RATIO_TARGET);
 

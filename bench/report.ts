@@ -155,7 +155,8 @@ export function renderSummary(r: BenchResults, charts: readonly string[] = []): 
     out.push('');
     out.push(`CPU comparison: open loop at ${num(cl.rate)} req/s (${num(cl.ratePctOfSoloCapacity)}% of one node's closed-loop capacity, ` +
       `${num(cl.soloCapacity)} req/s): CPU time of every node process (utime + stime from /proc/PID/stat) from the start of the measured window ` +
-      'until every answer was in ÷ results that arrived in that span. Both sides get the same unrecorded closed-loop warm-up first.');
+      'until every answer was in ÷ results that arrived in that span. Both sides get the same unrecorded closed-loop warm-up first. ' +
+      `The same number of separate nodes (each alone, no cluster) at the same rate tells what ${cl.nodes} processes at a share of the load cost on these cores, apart from clustering.`);
     out.push('');
     out.push('| figure | value | target |');
     out.push('|---|---:|---|');
@@ -168,6 +169,11 @@ export function renderSummary(r: BenchResults, charts: readonly string[] = []): 
     if (cl.entry !== null || cl.cpuPerRequestRatio.entry !== null) {
       out.push(`| CPU per request, ${cl.nodes} nodes, all clients on one node | ${cpu(cl.entry)} | |`);
       out.push(`| ratio (all clients on one node), forwarded ${num((cl.entry?.forwardedShare ?? Number.NaN) * 100)}% | ${ratio(cl.cpuPerRequestRatio.entry)} | at most ${cl.target}×${meets(cl.cpuPerRequestRatio.entry)} |`);
+    }
+    if (cl.separate !== null) {
+      out.push(`| CPU per request, ${cl.nodes} separate nodes (no cluster), clients on every node | ${cpu(cl.separate)} | |`);
+      out.push(`| ratio (separate nodes ÷ one node): ${cl.nodes} processes at 1/${cl.nodes} of the load each | ${ratio(cl.cpuPerRequestRatio.separate)} | |`);
+      out.push(`| cluster ÷ separate nodes (what clustering itself costs): clients on every node, all clients on one node | ${ratio(cl.vsSeparate.spread)}, ${ratio(cl.vsSeparate.entry)} | |`);
     }
     if (cl.join !== null) {
       out.push(`| join under load: spawn of ${cl.join.node} → ready | ${num(cl.join.spawnToReadyMs)} ms | |`);
@@ -183,7 +189,7 @@ export function renderSummary(r: BenchResults, charts: readonly string[] = []): 
     out.push(`| requests per node, clients on every node | ${perNode(cl.spread)} | |`);
     if (cl.entry !== null) out.push(`| requests per node, all clients on one node | ${perNode(cl.entry)} | |`);
     if (cl.churn !== null) out.push(`| requests per node, join and kill run | ${perNode(cl.churn)} | |`);
-    const eld = [cl.solo, cl.spread, cl.entry, cl.churn].filter((p): p is PhaseResult => p !== null).map((p) => p.server.eventLoopDelayMaxMs).filter((x): x is number => x !== null);
+    const eld = [cl.solo, cl.separate, cl.spread, cl.entry, cl.churn].filter((p): p is PhaseResult => p !== null).map((p) => p.server.eventLoopDelayMaxMs).filter((x): x is number => x !== null);
     if (eld.length > 0) out.push(`| max event-loop delay of any node, cluster phases | ${num(Math.max(...eld), 1)} ms | |`);
     out.push('');
   }

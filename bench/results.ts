@@ -150,8 +150,16 @@ export interface ClusterResults {
   spread: PhaseResult | null;
   /** Every client on the first node: the others are reached only through routing. */
   entry: PhaseResult | null;
-  /** Cluster CPU per request ÷ one node's CPU per request (target: at most `target`). */
-  cpuPerRequestRatio: { spread: number | null; entry: number | null };
+  /**
+   * The same number of nodes started alone (no seeds: no cluster), clients
+   * spread over them as in `spread`: what that many processes, each at a
+   * share of the load, cost on these cores without any clustering.
+   */
+  separate: PhaseResult | null;
+  /** CPU per request ÷ one node's CPU per request (target for the cluster layouts: at most `target`). */
+  cpuPerRequestRatio: { spread: number | null; entry: number | null; separate: number | null };
+  /** Cluster CPU per request ÷ that of the separate nodes: the cost of the clustering itself. */
+  vsSeparate: { spread: number | null; entry: number | null };
   target: number;
   meetsTarget: boolean | null;
   join: { node: string; spawnToReadyMs: number | null; spawnToFirstResultMs: number | null } | null;

@@ -146,8 +146,13 @@ describe('npm run bench', () => {
       expect(cl.target).toBe(1.5);
       expectMeasured(cl.solo, 'one node alone');
       expect(positive(cl.solo!.server.cpuPerRequestUs)).toBe(true);
-      expect(Object.keys(cl.cpuPerRequestRatio).sort()).toEqual(['entry', 'spread']);
       const failed = (phase: string) => results.errors.some((e) => e.phase.startsWith(phase));
+      expect(Object.keys(cl.cpuPerRequestRatio).sort()).toEqual(['entry', 'separate', 'spread']);
+      if (!failed('cluster: separate nodes')) {
+        expectMeasured(cl.separate, 'separate nodes');
+        expect(Object.keys(cl.separate!.perNode).sort()).toEqual(['s1', 's2', 's3']);
+        expect(positive(cl.cpuPerRequestRatio.separate)).toBe(true);
+      }
       if (!failed('cluster: clients on every node')) {
         expectMeasured(cl.spread, 'cluster, clients on every node');
         expect(positive(cl.cpuPerRequestRatio.spread)).toBe(true);
