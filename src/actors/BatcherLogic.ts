@@ -54,7 +54,9 @@ export interface BatcherSettings {
    * measured ms per row, over the live workers. Past it the answer is
    * `overloaded` at once rather than a late result. Only work that runs
    * first counts: high priority waits behind high work alone, and its bound
-   * is twice this; low priority is held to half. A connection holding less
+   * is twice this; low priority is held to half, and a queued low request
+   * that has waited LOW_SHED_AFTER times that (work of higher priority kept
+   * coming ahead of it) is shed with `overloaded`. A connection holding less
    * than an equal share of the queue is still admitted up to twice its bound,
    * so one flooding client cannot lock the others out. Default: none.
    */
@@ -118,7 +120,10 @@ export interface BatcherState<R extends QueueItem> {
   /** Queued rows per lane (high, normal, low), for the expected wait. */
   readonly rowsByLane: number[];
   readonly budget: MemoryBudget;
-  /** No queued request has a deadline before this (it may be earlier than the earliest: exact after a `tick`). */
+  /** Rows admitted per ms in each lane (high, normal, low), decayed over ARRIVAL_WINDOW_MS, as of `arrivalsAt`. */
+  readonly arrivals: number[];
+  arrivalsAt: number;
+  /** No queued request expires (deadline, or shedding of low priority) before this; it may be earlier than the first: exact after a `tick`. */
   deadlineFloor: number;
 }
 
@@ -168,6 +173,8 @@ export function initialBatcherState<R extends QueueItem>(
     batchMs: undefined,
     msPerRowFull: undefined,
     deadlineFloor: Infinity,
+    arrivals: LANES.map(() => 0),
+    arrivalsAt: 0,
   };
 }
 
@@ -297,13 +304,14 @@ function enqueue<R extends QueueItem>(s: BatcherState<R>, req: R, now: number, f
     fx.push({ t: 'reject', req, error: deadlineExceeded() });
     return;
   }
-  const refusal = admission(s, req, fx);
+  const refusal = admission(s, req, now, fx);
   if (refusal) {
     fx.push({ t: 'reject', req, error: overloaded(refusal, retryAfterMs(s)) });
     return;
   }
   req.seq = s.nextSeq++;
   req.enqueuedAt = now;
+  noteArrival(s, req, now);
   queueBack(s, req);
   s.budget.used += req.bytes ?? 0;
 }
@@ -317,9 +325,9 @@ function enqueue<R extends QueueItem>(s: BatcherState<R>, req: R, now: number, f
  * and low work.
  * Returns why the request is refused, or undefined to admit it.
  */
-function admission<R extends QueueItem>(s: BatcherState<R>, req: R, fx: BatcherEffect<R>[]): string | undefined {
+function admission<R extends QueueItem>(s: BatcherState<R>, req: R, now: number, fx: BatcherEffect<R>[]): string | undefined {
   // First, and independent of shedding: only rows of its own priority or higher are ahead of a request.
-  const late = queueDelayRefusal(s, req);
+  const late = queueDelayRefusal(s, req, now);
   if (late) return late;
   const needCount = s.queued - s.settings.maxQueue + 1;
   const needBytes = s.budget.used + (req.bytes ?? 0) - s.budget.max;
@@ -346,19 +354,51 @@ function admission<R extends QueueItem>(s: BatcherState<R>, req: R, fx: BatcherE
   return undefined;
 }
 
+/** Arrival rates are averaged over about this long. */
+const ARRIVAL_WINDOW_MS = 1_000;
+/** However busy the lanes above, a wait is never taken to stretch by more than 1 / (1 − this). */
+const MAX_HIGHER_SHARE = 0.9;
+
+function decayArrivals<R extends QueueItem>(s: BatcherState<R>, now: number): void {
+  if (now <= s.arrivalsAt) return;
+  const k = Math.exp(-(now - s.arrivalsAt) / ARRIVAL_WINDOW_MS);
+  for (let i = 0; i < s.arrivals.length; i++) s.arrivals[i]! *= k;
+  s.arrivalsAt = now;
+}
+
+function noteArrival<R extends QueueItem>(s: BatcherState<R>, req: R, now: number): void {
+  decayArrivals(s, now);
+  s.arrivals[laneOf(req.priority)]! += req.rows / ARRIVAL_WINDOW_MS;
+}
+
+/**
+ * The share of the workers' time that work of a higher priority than
+ * `priority` arriving from now on will take: its recent arrival rate × the
+ * drain rate. A request waits for the rows ahead of it *and* for the higher
+ * priority work that keeps arriving and jumps ahead, so its expected wait is
+ * stretched by 1 / (1 − this share). Without it, normal work under a steady
+ * 10% of high waited 2–3× the bound it was admitted into.
+ */
+export function higherPriorityShare<R extends QueueItem>(s: BatcherState<R>, priority: Priority, now: number): number {
+  decayArrivals(s, now);
+  let rowsPerMs = 0;
+  for (let li = 0; li < laneOf(priority); li++) rowsPerMs += s.arrivals[li]!;
+  return Math.min(MAX_HIGHER_SHARE, (rowsPerMs * drainMsPerRow(s)) / Math.max(1, liveWorkers(s)));
+}
+
 /** The wait a request of `priority` is admitted into under `maxQueueDelayMs`. */
 export const queueDelayBound = (limit: number, priority: Priority): number =>
   priority === 'high' ? 2 * limit : priority === 'low' ? limit / 2 : limit;
 
 /** The queue-delay bound of {@link BatcherSettings.maxQueueDelayMs}, or undefined to admit. */
-function queueDelayRefusal<R extends QueueItem>(s: BatcherState<R>, req: R): string | undefined {
+function queueDelayRefusal<R extends QueueItem>(s: BatcherState<R>, req: R, now: number): string | undefined {
   const limit = s.settings.maxQueueDelayMs;
   if (limit === undefined) return undefined;
   const lane = laneOf(req.priority);
   let ahead = 0;
   for (let li = 0; li <= lane; li++) ahead += s.rowsByLane[li]!;
   const bound = queueDelayBound(limit, req.priority);
-  const wait = expectedWaitMs(s, ahead);
+  const wait = expectedWaitMs(s, ahead) / (1 - higherPriorityShare(s, req.priority, now));
   if (wait <= bound) return undefined;
   const owner = req.owner;
   if (wait <= 2 * bound && owner !== undefined) {
@@ -409,7 +449,8 @@ function queueBack<R extends QueueItem>(s: BatcherState<R>, req: R, front = fals
   else q.push(req);
   s.queued++;
   s.rowsByLane[laneOf(req.priority)]! += req.rows;
-  if (req.deadline < s.deadlineFloor) s.deadlineFloor = req.deadline;
+  const at = expiresAt(s, req);
+  if (at < s.deadlineFloor) s.deadlineFloor = at;
   if (req.owner !== undefined) s.owners.set(req.owner, (s.owners.get(req.owner) ?? 0) + 1);
 }
 
@@ -481,30 +522,53 @@ function rejectAll<R extends QueueItem>(s: BatcherState<R>, error: () => Actorse
   }
 }
 
-/** Answers every queued request whose deadline has passed, and makes `deadlineFloor` exact. */
+/**
+ * A queued low-priority request that has waited this many times the wait it
+ * was admitted into is shed (`overloaded`): under sustained load, normal and
+ * high work keeps arriving ahead of it, and it would otherwise wait until the
+ * load ends, far past what admission promised.
+ */
+export const LOW_SHED_AFTER = 4;
+
+/** When a queued request leaves unrun: its deadline, or for low priority the time it is shed, whichever is first. */
+const expiresAt = <R extends QueueItem>(s: BatcherState<R>, r: R): number => {
+  const limit = s.settings.maxQueueDelayMs;
+  if (r.priority !== 'low' || limit === undefined) return r.deadline;
+  return Math.min(r.deadline, r.enqueuedAt + LOW_SHED_AFTER * queueDelayBound(limit, 'low'));
+};
+
+/** Answers every queued request whose deadline (or shedding time) has passed, and makes `deadlineFloor` exact. */
 function expire<R extends QueueItem>(s: BatcherState<R>, now: number, fx: BatcherEffect<R>[]): void {
   let floor = Infinity;
   const expired = (r: R) => {
-    if (r.deadline <= now) return true;
-    if (r.deadline < floor) floor = r.deadline;
+    const at = expiresAt(s, r);
+    if (at <= now) return true;
+    if (at < floor) floor = at;
     return false;
   };
+  const shed: R[] = [];
   for (const lane of s.lanes) {
     for (const [bucket, q] of lane) {
       for (const req of q.removeWhere(expired)) {
         left(s, req);
-        fx.push({ t: 'reject', req, error: deadlineExceeded() });
+        if (req.deadline <= now) fx.push({ t: 'reject', req, error: deadlineExceeded() });
+        else shed.push(req);
       }
       if (q.length === 0) lane.delete(bucket);
     }
   }
   s.deadlineFloor = s.queued > 0 ? floor : Infinity;
+  for (const req of shed) {
+    const waited = Math.round(now - req.enqueuedAt);
+    fx.push({ t: 'reject', req, error: overloaded(`low priority waited ${waited} ms behind other work and was shed`, retryAfterMs(s)) });
+  }
 }
 
 /**
- * When the next `tick` is due: no queued request's deadline passes before it
- * (Infinity while none has one). The shell arms one timer for it instead of
- * ticking on a fixed period, so an idle or deadline-free queue costs nothing.
+ * When the next `tick` is due: no queued request's deadline (or shedding
+ * time) passes before it; Infinity while none has one. The shell arms one
+ * timer for it instead of ticking on a fixed period, so an idle or
+ * deadline-free queue costs nothing.
  */
 export const nextDeadline = <R extends QueueItem>(s: BatcherState<R>): number => (s.queued > 0 ? s.deadlineFloor : Infinity);
 

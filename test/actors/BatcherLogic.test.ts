@@ -3,7 +3,9 @@ import { describe, expect, it } from 'vitest';
 import { ActorserveError, type ErrorCode } from '../../src/errors.js';
 import {
   drainMsPerRow,
+  higherPriorityShare,
   initialBatcherState,
+  LOW_SHED_AFTER,
   nextDeadline,
   queueDelayBound,
   queuedByPriority,
@@ -196,7 +198,8 @@ class World {
 
   /**
    * The queue-delay estimate, from the test's own tracks: rows queued at the
-   * priority or above plus rows running, times ms per row, over live workers.
+   * priority or above plus rows running, times ms per row, over live workers,
+   * stretched by the share of time higher-priority arrivals will take.
    */
   expectedWait(s: State, queued: ReadonlySet<string>, busy: ReadonlyMap<string, readonly Batch<QueueItem>[]>): Record<Priority, number> {
     const running = [...busy.values()].flat().reduce((n, b) => n + b.rows, 0);
@@ -207,7 +210,8 @@ class World {
         const r = this.tracks.get(k)!.req;
         if (laneOf(r.priority) <= laneOf(p)) ahead += r.rows;
       }
-      return ((ahead + running) * drainMsPerRow(s)) / live;
+      // Higher-priority work still to come jumps ahead too; its recent rate is the ledger's own measure.
+      return ((ahead + running) * drainMsPerRow(s)) / live / (1 - higherPriorityShare(s, p, this.now));
     };
     return { high: wait('high'), normal: wait('normal'), low: wait('low') };
   }
@@ -582,14 +586,17 @@ describe('BatcherLogic invariants (model-based, fc.commands)', () => {
     });
   });
 
-  it('the expiry timer is never late: nextDeadline is at or before every queued deadline, and after a tick no queued deadline has passed', () => {
+  it('the expiry timer is never late: nextDeadline is at or before every queued deadline and shedding time of low priority, and after a tick none of them has passed', () => {
     checkInvariant({
       afterTransition(w, step) {
         const due = nextDeadline(step.state);
+        const limit = w.settings.maxQueueDelayMs;
         for (const key of step.queuedAfter) {
-          const { deadline } = w.tracks.get(key)!.req;
-          expect(due, key).toBeLessThanOrEqual(deadline);
-          if (step.msg.t === 'tick') expect(deadline, key).toBeGreaterThan(step.now);
+          const r = w.tracks.get(key)!.req;
+          const shedAt = r.priority === 'low' && limit !== undefined ? r.enqueuedAt + LOW_SHED_AFTER * queueDelayBound(limit, 'low') : Infinity;
+          const expires = Math.min(r.deadline, shedAt);
+          expect(due, key).toBeLessThanOrEqual(expires);
+          if (step.msg.t === 'tick') expect(expires, key).toBeGreaterThan(step.now);
         }
         if (step.queuedAfter.size === 0) expect(due).toBe(Infinity);
       },
@@ -656,7 +663,7 @@ describe('BatcherLogic invariants (model-based, fc.commands)', () => {
     });
   });
 
-  it('every rejection carries the code of its cause; a request is refused overloaded exactly when its expected wait is past maxQueueDelayMs (half for low; twice for high, which counts only high work ahead), or the queue is full with nothing of lower priority to shed, or past its soft limit for low priority; only lower priority is shed', () => {
+  it('every rejection carries the code of its cause; a request is refused overloaded exactly when its expected wait is past maxQueueDelayMs (half for low; twice for high, which counts only high work ahead), or the queue is full with nothing of lower priority to shed, or past its soft limit for low priority; only lower priority is shed, and a low request only once it has waited LOW_SHED_AFTER times its bound', () => {
     checkInvariant({
       afterTransition(w, step) {
         const s = step.state;
@@ -685,6 +692,16 @@ describe('BatcherLogic invariants (model-based, fc.commands)', () => {
               expect(e.req.deadline, why).toBeLessThanOrEqual(step.now);
               break;
             case 'overloaded': {
+              if (step.msg.t === 'tick') {
+                // A low request shed after waiting LOW_SHED_AFTER times its admission bound.
+                const limit = w.settings.maxQueueDelayMs;
+                expect(limit, why).toBeDefined();
+                expect(e.req.priority, why).toBe('low');
+                expect(step.queuedBefore.has(e.req.key), why).toBe(true);
+                expect(step.now - e.req.enqueuedAt, why).toBeGreaterThanOrEqual(LOW_SHED_AFTER * queueDelayBound(limit!, 'low'));
+                expect(e.error.retryAfterMs, why).toBeGreaterThan(0);
+                break;
+              }
               expect(step.msg.t === 'enqueue', why).toBe(true);
               const incoming = step.msg.t === 'enqueue' ? step.msg.req : e.req;
               if (incoming === e.req) {
@@ -916,6 +933,57 @@ describe('load shedding', () => {
     // High counts running and high rows only, up to 80 ms: four get in (40..70 ms), a fifth at 80 too, a sixth not.
     for (const k of ['h1', 'h2', 'h3', 'h4', 'h5']) expect(rejected(transition(s, { t: 'enqueue', req: item(k, 'high') }, 61))).toEqual([]);
     expect(rejected(transition(s, { t: 'enqueue', req: item('h6', 'high') }, 61))).toEqual(['h6:overloaded']);
+  });
+
+  it('stretches the expected wait by the share of time higher-priority arrivals will take: normal work is refused under a steady stream of high that an idle high lane would admit', () => {
+    const s = fresh({ maxQueue: 100, maxQueueDelayMs: 40 });
+    transition(s, { t: 'workerReady', worker: 'w' }, 0);
+    // A full batch of 4 rows in 40 ms: 10 ms per row.
+    const warm = ranBatch(transition(s, { t: 'enqueue', req: item('warm', 'normal', { rows: 4 }) }, 0));
+    transition(s, { t: 'batchDone', worker: 'w', batchId: warm.id, inferMs: 40 }, 40);
+    expect(drainMsPerRow(s)).toBe(10);
+    expect(higherPriorityShare(s, 'normal', 40)).toBe(0);
+    // 60 high rows over the next 1000 ms (each runs at once: the worker is idle again before the next).
+    let t = 40;
+    for (let i = 0; i < 60; i++) {
+      t += 1000 / 60;
+      const b = ranBatch(transition(s, { t: 'enqueue', req: item(`h${i}`, 'high') }, t));
+      transition(s, { t: 'batchDone', worker: 'w', batchId: b.id, inferMs: 10 }, t + 10);
+    }
+    expect(drainMsPerRow(s)).toBe(10);
+    // 60 rows in the last second, decayed over a one-second window (× 0.63), times 10 ms a row: ~0.38 of the worker's time.
+    const share = higherPriorityShare(s, 'normal', t + 10);
+    expect(share).toBeGreaterThan(0.3);
+    expect(share).toBeLessThan(0.45);
+    expect(higherPriorityShare(s, 'high', t + 10), 'nothing outranks high').toBe(0);
+    expect(higherPriorityShare(s, 'low', t + 10), 'low counts high and normal').toBeGreaterThanOrEqual(share);
+    // 3 rows running + queued = 30 ms of work: inside the 40 ms bound alone, past it once stretched by 1 / (1 − share).
+    transition(s, { t: 'enqueue', req: item('run', 'normal', { rows: 3 }) }, t + 10);
+    expect(rejected(transition(s, { t: 'enqueue', req: item('n', 'normal') }, t + 10))).toEqual(['n:overloaded']);
+    expect(rejected(transition(s, { t: 'enqueue', req: item('h', 'high') }, t + 10))).toEqual([]);
+    // Ten seconds without high work: the share decays away and the same wait is admitted.
+    expect(higherPriorityShare(s, 'normal', t + 10_000)).toBeLessThan(0.001);
+  });
+
+  it('sheds a queued low request with overloaded once it has waited LOW_SHED_AFTER times its bound behind other work, and no sooner; normal work stays', () => {
+    const s = fresh({ maxQueue: 100, maxQueueDelayMs: 40 });
+    transition(s, { t: 'workerReady', worker: 'w' }, 0);
+    // Nothing has run: no wait is predicted, so both are admitted behind the running batch.
+    const running = ranBatch(transition(s, { t: 'enqueue', req: item('r', 'normal', { rows: 4 }) }, 0));
+    expect(rejected(transition(s, { t: 'enqueue', req: item('l', 'low') }, 1))).toEqual([]);
+    expect(rejected(transition(s, { t: 'enqueue', req: item('n', 'normal') }, 1))).toEqual([]);
+    const shedAt = 1 + LOW_SHED_AFTER * queueDelayBound(40, 'low');
+    expect(nextDeadline(s)).toBe(shedAt);
+    expect(transition(s, { t: 'tick' }, shedAt - 1)).toEqual([]);
+    const fx = transition(s, { t: 'tick' }, shedAt);
+    expect(rejected(fx)).toEqual(['l:overloaded']);
+    const err = fx.find((e) => e.t === 'reject');
+    expect(err?.t === 'reject' && err.error.retryAfterMs).toBeGreaterThan(0);
+    expect(err?.t === 'reject' && err.error.message).toMatch(/low priority waited \d+ ms/);
+    expect(queuedByPriority(s)).toEqual({ high: 0, normal: 1, low: 0 });
+    expect(nextDeadline(s)).toBe(Infinity);
+    transition(s, { t: 'batchDone', worker: 'w', batchId: running.id, inferMs: 1 }, shedAt + 1);
+    expect(queuedByPriority(s)).toEqual({ high: 0, normal: 0, low: 0 });
   });
 
   it('lets small fast batches replace a stale slow estimate, so one slow full batch cannot lock a light load out', () => {
