@@ -212,7 +212,11 @@ export function transition<R extends QueueItem>(s: BatcherState<R>, msg: Batcher
       // the estimate proves it stale (a cold first batch, a stall): without this, refusals kept batches
       // small and a slow estimate was never replaced.
       if (2 * batch.rows >= fillTo(s) || (s.msPerRowFull !== undefined && perRow < s.msPerRowFull)) {
-        s.msPerRowFull = smooth(s.msPerRowFull, perRow);
+        // One slow batch is one sample, not a new rate: a stall (a GC pause, a stopped process) counted
+        // whole made the node refuse most work until fresh batches wore it off. A real slowdown still
+        // comes through, each batch raising the estimate by at most (MAX_SAMPLE_STEP − 1) × 20%.
+        const sample = s.msPerRowFull === undefined ? perRow : Math.min(perRow, MAX_SAMPLE_STEP * s.msPerRowFull);
+        s.msPerRowFull = smooth(s.msPerRowFull, sample);
       }
       fx.push({ t: 'complete', batch });
       break;
@@ -266,6 +270,8 @@ function liveWorkers<R extends QueueItem>(s: BatcherState<R>): number {
 }
 
 const smooth = (avg: number | undefined, x: number): number => (avg === undefined ? x : 0.8 * avg + 0.2 * x);
+/** A batch's ms per row counts as at most this many times the current estimate. */
+export const MAX_SAMPLE_STEP = 4;
 
 /**
  * The ms per row a backlog drains at. A backlog runs in full batches, so it

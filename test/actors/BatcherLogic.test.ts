@@ -6,6 +6,7 @@ import {
   higherPriorityShare,
   initialBatcherState,
   LOW_SHED_AFTER,
+  MAX_SAMPLE_STEP,
   nextDeadline,
   queueDelayBound,
   queuedByPriority,
@@ -984,6 +985,29 @@ describe('load shedding', () => {
     expect(nextDeadline(s)).toBe(Infinity);
     transition(s, { t: 'batchDone', worker: 'w', batchId: running.id, inferMs: 1 }, shedAt + 1);
     expect(queuedByPriority(s)).toEqual({ high: 0, normal: 0, low: 0 });
+  });
+
+  it('takes one batch that spans a stall as one sample, not a new rate, while a lasting slowdown still comes through within a few batches', () => {
+    const s = fresh({ maxQueue: 100, maxQueueDelayMs: 40 });
+    transition(s, { t: 'workerReady', worker: 'w' }, 0);
+    let t = 0;
+    const full = (key: string, ms: number) => {
+      const b = ranBatch(transition(s, { t: 'enqueue', req: item(key, 'normal', { rows: 4 }) }, t));
+      t += ms;
+      transition(s, { t: 'batchDone', worker: 'w', batchId: b.id, inferMs: ms }, t);
+    };
+    full('warm', 40);
+    expect(drainMsPerRow(s)).toBe(10);
+    // The node was stopped for 3 s mid-batch: 750 ms per row counts as MAX_SAMPLE_STEP × 10.
+    full('stalled', 3_000);
+    expect(drainMsPerRow(s)).toBeCloseTo(0.8 * 10 + 0.2 * MAX_SAMPLE_STEP * 10);
+    // 16 ms a row instead of 158 (0.8 × 10 + 0.2 × 750): two ordinary batches bring it back toward 10.
+    full('a', 40);
+    full('b', 40);
+    expect(drainMsPerRow(s)).toBeLessThan(14);
+    // Every batch now takes 10× as long: within eight batches the estimate is past half the new rate.
+    for (let i = 0; i < 8; i++) full(`slow${i}`, 400);
+    expect(drainMsPerRow(s)).toBeGreaterThan(50);
   });
 
   it('lets small fast batches replace a stale slow estimate, so one slow full batch cannot lock a light load out', () => {
