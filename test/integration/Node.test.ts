@@ -169,7 +169,7 @@ describe('bad input gets a typed error and the connection lives on', () => {
     const order = [...c.replies.keys()];
     const resultsAfter = order.slice(order.indexOf('late') + 1).filter((id) => c.replies.get(id)![0]!.t === 'result');
     expect(resultsAfter.length, `reply order: ${order.join(' ')}`).toBeGreaterThanOrEqual(10);
-    expect(answers.filter((f) => f.t === 'result').length).toBeGreaterThan(resultsAfter.length);
+    expect(answers.every((f) => f.t === 'result' || f.code === 'overloaded')).toBe(true);
     expect(asResult(await good(c, 'after')).t).toBe('result');
     c.close();
   });
