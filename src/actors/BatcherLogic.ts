@@ -365,15 +365,13 @@ const ARRIVAL_WINDOW_MS = 1_000;
 /** However busy the lanes above, a wait is never taken to stretch by more than 1 / (1 − this). */
 const MAX_HIGHER_SHARE = 0.9;
 
-function decayArrivals<R extends QueueItem>(s: BatcherState<R>, now: number): void {
-  if (now <= s.arrivalsAt) return;
-  const k = Math.exp(-(now - s.arrivalsAt) / ARRIVAL_WINDOW_MS);
-  for (let i = 0; i < s.arrivals.length; i++) s.arrivals[i]! *= k;
-  s.arrivalsAt = now;
-}
-
+/** Counts an admitted request in its lane's arrival rate, decaying every lane to `now` first. */
 function noteArrival<R extends QueueItem>(s: BatcherState<R>, req: R, now: number): void {
-  decayArrivals(s, now);
+  if (now > s.arrivalsAt) {
+    const k = Math.exp(-(now - s.arrivalsAt) / ARRIVAL_WINDOW_MS);
+    for (let i = 0; i < s.arrivals.length; i++) s.arrivals[i]! *= k;
+    s.arrivalsAt = now;
+  }
   s.arrivals[laneOf(req.priority)]! += req.rows / ARRIVAL_WINDOW_MS;
 }
 
@@ -386,9 +384,12 @@ function noteArrival<R extends QueueItem>(s: BatcherState<R>, req: R, now: numbe
  * 10% of high waited 2–3× the bound it was admitted into.
  */
 export function higherPriorityShare<R extends QueueItem>(s: BatcherState<R>, priority: Priority, now: number): number {
-  decayArrivals(s, now);
+  const lane = laneOf(priority);
+  if (lane === 0) return 0;
   let rowsPerMs = 0;
-  for (let li = 0; li < laneOf(priority); li++) rowsPerMs += s.arrivals[li]!;
+  for (let li = 0; li < lane; li++) rowsPerMs += s.arrivals[li]!;
+  if (rowsPerMs === 0) return 0;
+  rowsPerMs *= Math.exp(-Math.max(0, now - s.arrivalsAt) / ARRIVAL_WINDOW_MS);
   return Math.min(MAX_HIGHER_SHARE, (rowsPerMs * drainMsPerRow(s)) / Math.max(1, liveWorkers(s)));
 }
 

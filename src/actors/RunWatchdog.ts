@@ -24,6 +24,7 @@ export interface RunWatchdogOptions {
 }
 
 export class RunWatchdog {
+  private readonly limitMs: number;
   private readonly periodMs: number;
   private readonly now: () => number;
   private timer: ReturnType<typeof setInterval> | undefined;
@@ -31,7 +32,8 @@ export class RunWatchdog {
   private counted = 0;
   private lastAt = 0;
 
-  constructor(private readonly o: RunWatchdogOptions) {
+  constructor(o: RunWatchdogOptions) {
+    this.limitMs = o.limitMs;
     this.periodMs = o.periodMs ?? Math.min(1000, Math.max(10, o.limitMs / 10));
     this.now = o.now ?? (() => performance.now());
   }
@@ -62,7 +64,7 @@ export class RunWatchdog {
     const now = this.now();
     this.counted += Math.min(now - this.lastAt, 2 * this.periodMs);
     this.lastAt = now;
-    if (this.counted < this.o.limitMs) return;
+    if (this.counted < this.limitMs) return;
     this.disarm();
     onExpire();
   }

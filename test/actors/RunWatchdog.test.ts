@@ -16,6 +16,13 @@ describe('RunWatchdog', () => {
   const stall = (ms: number) => {
     clock += ms;
   };
+  /** A watchdog with a 100 ms limit checked every 10 ms, armed for one run. */
+  const armed = () => {
+    const dog = new RunWatchdog({ limitMs: 100, periodMs: 10, now });
+    const expired = vi.fn();
+    dog.arm(expired);
+    return { dog, expired };
+  };
 
   beforeEach(() => {
     clock = 0;
@@ -26,9 +33,7 @@ describe('RunWatchdog', () => {
   });
 
   it('fires once a run has had its limit, within one period after it', () => {
-    const dog = new RunWatchdog({ limitMs: 100, periodMs: 10, now });
-    const expired = vi.fn();
-    dog.arm(expired);
+    const { expired } = armed();
     pass(99);
     expect(expired).not.toHaveBeenCalled();
     pass(11);
@@ -38,9 +43,7 @@ describe('RunWatchdog', () => {
   });
 
   it('gives each run a full limit: arming again restarts the count, disarming stops it', () => {
-    const dog = new RunWatchdog({ limitMs: 100, periodMs: 10, now });
-    const expired = vi.fn();
-    dog.arm(expired);
+    const { dog, expired } = armed();
     pass(80);
     dog.arm(expired);
     pass(80);
@@ -52,9 +55,7 @@ describe('RunWatchdog', () => {
   });
 
   it('does not count a stall of the whole process against the run: a node stopped for 10× the limit keeps its worker', () => {
-    const dog = new RunWatchdog({ limitMs: 100, periodMs: 10, now });
-    const expired = vi.fn();
-    dog.arm(expired);
+    const { expired } = armed();
     pass(50);
     stall(1_000);
     pass(10);
