@@ -107,7 +107,7 @@ export function spawnBatcher(parent: Ref<unknown>, o: BatcherOptions): Ref<Batch
           return s;
         case 'batchDone':
           done = { outputs: msg.outputs, inferMs: msg.inferMs };
-          logicMsg = { t: 'batchDone', worker: msg.worker, batchId: msg.batchId, inferMs: msg.inferMs };
+          logicMsg = { t: 'batchDone', worker: msg.worker, batchId: msg.batchId, inferMs: msg.inferMs, ...(msg.next !== undefined ? { next: msg.next } : {}) };
           break;
         case 'workerCrashed':
         case 'workerStopped':

@@ -1,8 +1,9 @@
 /**
  * A worker actor fronts one worker_thread holding one ONNX session. It hands
  * its batcher's batches to the thread as they come (the batcher may stage
- * one behind the running one); the thread runs them one at a time, in order,
- * and each result goes back to the batcher as it lands. Any failure (a run
+ * one behind the running one, and a high-priority one beside it); the thread
+ * runs them one at a time, high priority first, and each result goes back to
+ * the batcher as it lands, naming the run the thread started next. Any failure (a run
  * that throws, a thread that dies, a run hung past the watchdog, a model
  * that will not load) crashes the actor; its supervision policy stops the
  * thread (a native run in progress may end first: only the watchdog kills a
@@ -15,7 +16,7 @@ import type { Logger } from '../log.js';
 import { InferenceThread } from '../models/InferenceThread.js';
 import type { ModelSpec } from '../models/registry.js';
 import type { ThreadFaults, ThreadTensor } from '../models/threadProtocol.js';
-import type { Batch } from './BatcherLogic.js';
+import { isUrgent, type Batch } from './BatcherLogic.js';
 import type { BatcherActorMsg, InferRequest, WorkerMsg } from './messages.js';
 import { RunWatchdog } from './RunWatchdog.js';
 import type { Supervision } from './Supervision.js';
@@ -83,12 +84,12 @@ export function spawnWorker(parent: Ref<unknown>, o: WorkerOptions): { ref: Ref<
           const batchId = msg.batch.id;
           const hung = () => void thread.terminate();
           if (thread.runsHeld === 0) watchdog.arm(hung);
-          thread.run(batchId, concatInputs(o.spec, msg.batch)).then(
-            ({ outputs, inferMs }) => {
+          thread.run(batchId, concatInputs(o.spec, msg.batch), isUrgent(msg.batch)).then(
+            ({ outputs, inferMs, next }) => {
               if (generation !== slot.generation) return;
               if (thread.runsHeld === 0) watchdog.disarm();
               else watchdog.arm(hung);
-              dispatch(o.batcher, { t: 'batchDone', worker: o.name, batchId, inferMs, outputs });
+              dispatch(o.batcher, { t: 'batchDone', worker: o.name, batchId, inferMs, outputs, ...(next !== undefined ? { next } : {}) });
             },
             (e: Error) => dispatch(ctx.self as Ref<WorkerMsg>, { t: 'runFailed', generation, error: e.message }),
           );

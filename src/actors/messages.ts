@@ -59,7 +59,7 @@ export type BatcherActorMsg =
   | { t: 'enqueue'; req: InferRequest }
   | { t: 'cancel'; key: string }
   | { t: 'workerReady'; worker: string }
-  | { t: 'batchDone'; worker: string; batchId: number; inferMs: number; outputs: Record<string, ThreadTensor> }
+  | { t: 'batchDone'; worker: string; batchId: number; inferMs: number; next?: number; outputs: Record<string, ThreadTensor> }
   | { t: 'workerCrashed'; worker: string; error: string; innocent?: boolean }
   | { t: 'workerStopped'; worker: string; error: string; innocent?: boolean }
   | { t: 'tick' }

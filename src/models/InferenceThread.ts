@@ -24,6 +24,8 @@ const threadScript = (() => {
 export interface RunOutput {
   outputs: Record<string, ThreadTensor>;
   inferMs: number;
+  /** The batch the thread started next, when one was waiting for it (see FromThread `done`). */
+  next?: number;
 }
 
 export class ThreadDied extends Error {
@@ -32,7 +34,7 @@ export class ThreadDied extends Error {
 
 export class InferenceThread {
   private readonly worker: Worker;
-  /** Runs handed to the thread, by batch id; it runs them one at a time in this order. */
+  /** Runs handed to the thread, by batch id; it runs them one at a time, urgent ones first. */
   private readonly pending = new Map<number, { resolve: (r: RunOutput) => void; reject: (e: Error) => void }>();
   private dead: Error | undefined;
   private readonly deathListeners: ((e: Error) => void)[] = [];
@@ -73,16 +75,17 @@ export class InferenceThread {
   }
 
   /**
-   * Runs one batch, after the ones handed over before it; rejects when the
-   * run throws or the thread dies.
+   * Runs one batch, after the ones handed over before it, or (`urgent`) after
+   * the one running and any urgent ones before it; rejects when the run
+   * throws or the thread dies.
    */
-  run(batchId: number, inputs: Record<string, ThreadTensor>): Promise<RunOutput> {
+  run(batchId: number, inputs: Record<string, ThreadTensor>, urgent = false): Promise<RunOutput> {
     if (this.dead) return Promise.reject(this.dead);
     if (this.pending.has(batchId)) return Promise.reject(new Error(`batch ${batchId} is already running`));
     return new Promise<RunOutput>((resolve, reject) => {
       this.pending.set(batchId, { resolve, reject });
       const transfer = Object.values(inputs).map((t) => t.buffer);
-      this.worker.postMessage({ t: 'run', batchId, inputs } satisfies ToThread, transfer);
+      this.worker.postMessage({ t: 'run', batchId, inputs, ...(urgent ? { urgent } : {}) } satisfies ToThread, transfer);
     });
   }
 
@@ -135,7 +138,7 @@ export class InferenceThread {
     const p = this.pending.get(m.batchId);
     if (!p) return;
     this.pending.delete(m.batchId);
-    if (m.t === 'done') p.resolve({ outputs: m.outputs, inferMs: m.inferMs });
+    if (m.t === 'done') p.resolve({ outputs: m.outputs, inferMs: m.inferMs, ...(m.next !== undefined ? { next: m.next } : {}) });
     else p.reject(new Error(m.message));
   }
 

@@ -97,22 +97,39 @@ port.on('message', async (msg: ToThread) => {
 });
 
 type RunMsg = Extract<ToThread, { t: 'run' }>;
-/** Runs handed over and not yet started: one at a time, in the order they came. */
+type Done = Extract<FromThread, { t: 'done' }>;
+/** Runs handed over and not yet started, in the order they came. */
 const runs: RunMsg[] = [];
 let pumping = false;
 /** Told to stop: no run starts any more, and the thread exits once the current one ends. */
 let stopping = false;
 
+/** One turn of this thread's loop, so a `stop` or a run that came meanwhile is seen. */
+const turn = () => new Promise((resolve) => setImmediate(resolve));
+
+/** After a run: the first urgent run waiting, else the first waiting. */
+function takeNext(): RunMsg | undefined {
+  const i = runs.findIndex((r) => r.urgent);
+  return i < 0 ? runs.shift() : runs.splice(i, 1)[0];
+}
+
 async function pump(): Promise<void> {
   if (pumping) return;
   pumping = true;
-  for (let msg = runs.shift(); msg; msg = runs.shift()) {
-    // One turn of this thread's loop between runs, so a `stop` that came during the last one is seen.
-    await new Promise((resolve) => setImmediate(resolve));
-    if (stopping || !(await runOne(msg))) {
+  await turn();
+  // From idle the first run to arrive starts, whatever came behind it: the owner, told no `next`,
+  // counts on the order it sent them.
+  let msg = stopping ? undefined : runs.shift();
+  while (msg) {
+    const done = await runOne(msg);
+    if (!done) {
       stopping = true;
       break;
     }
+    // The next run is picked before the result goes out, and named in it.
+    await turn();
+    msg = stopping ? undefined : takeNext();
+    post(msg ? { ...done.msg, next: msg.batchId } : done.msg, done.transfer);
   }
   pumping = false;
   // process.exit in a worker_thread ends this thread only.
@@ -120,10 +137,11 @@ async function pump(): Promise<void> {
 }
 
 /**
- * Runs one batch and posts its result. Returns false when it failed: the
- * worker actor crashes and restarts this thread, so nothing more runs here.
+ * Runs one batch; returns its result, to post. Returns undefined when it
+ * failed (posted here): the worker actor crashes and restarts this thread,
+ * so nothing more runs here.
  */
-async function runOne(msg: RunMsg): Promise<boolean> {
+async function runOne(msg: RunMsg): Promise<{ msg: Done; transfer: ArrayBuffer[] } | undefined> {
   try {
     if (!session) throw new Error('run before load');
     if (poisoned(msg.inputs)) throw new Error('poisoned input (fault injection)');
@@ -144,10 +162,9 @@ async function runOne(msg: RunMsg): Promise<boolean> {
       outputs[name] = { dtype: tensor.type as ThreadTensor['dtype'], shape: [...tensor.dims], buffer };
       transfer.push(buffer);
     }
-    post({ t: 'done', batchId: msg.batchId, outputs, inferMs }, transfer);
-    return true;
+    return { msg: { t: 'done', batchId: msg.batchId, outputs, inferMs }, transfer };
   } catch (e) {
     post({ t: 'failed', batchId: msg.batchId, message: (e as Error).message });
-    return false;
+    return undefined;
   }
 }

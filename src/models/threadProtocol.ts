@@ -21,10 +21,16 @@ export type ToThread =
   | { t: 'fault'; fault: ThreadFault }
   /** Exit once the run in progress (if any) ends; runs not yet started are dropped. */
   | { t: 'stop' }
-  | { t: 'run'; batchId: number; inputs: Record<string, ThreadTensor> };
+  /** `urgent`: run it before the non-urgent runs staged here (high priority must not wait behind them). */
+  | { t: 'run'; batchId: number; inputs: Record<string, ThreadTensor>; urgent?: boolean };
 
 export type FromThread =
   | { t: 'ready'; inputNames: string[]; outputNames: string[] }
   | { t: 'loadFailed'; message: string }
-  | { t: 'done'; batchId: number; outputs: Record<string, ThreadTensor>; inferMs: number }
+  /**
+   * `next`: the run this thread starts now, picked before this was posted
+   * (absent when none was waiting: the next run is then the first to arrive).
+   * It lets the owner know which run is in progress without a message per run.
+   */
+  | { t: 'done'; batchId: number; outputs: Record<string, ThreadTensor>; inferMs: number; next?: number }
   | { t: 'failed'; batchId: number; message: string };

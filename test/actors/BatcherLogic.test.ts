@@ -5,6 +5,7 @@ import {
   drainMsPerRow,
   higherPriorityShare,
   initialBatcherState,
+  isUrgent,
   LOW_SHED_AFTER,
   MAX_SAMPLE_STEP,
   nextDeadline,
@@ -84,7 +85,12 @@ class World {
   nextKey = 0;
   readonly workers: string[];
   readonly tracks = new Map<string, Track>();
-  /** In-flight batches per worker, as the effects told us: the running one first, then the staged ones. */
+  /**
+   * In-flight batches per worker, as the effects told us: the running one
+   * first, then the staged ones in the order they were handed over. The
+   * worker's thread is modelled here: after a run it starts the first
+   * staged high-priority batch, else the first staged one.
+   */
   readonly busy = new Map<string, Batch<QueueItem>[]>();
   /** Id of the last batch each worker was given. */
   readonly lastBatchOn = new Map<string, number>();
@@ -162,6 +168,9 @@ class World {
           {
             const batches = this.busy.get(e.batch.worker) ?? [];
             if (batches[0] === e.batch) batches.shift();
+            // The thread started the batch it named, or (none named: it had none waiting) the first to reach it.
+            const next = msg.t === 'batchDone' && msg.next !== undefined ? batches.findIndex((b) => b.id === msg.next) : 0;
+            if (next > 0) batches.unshift(...batches.splice(next, 1));
             if (batches.length === 0) this.busy.delete(e.batch.worker);
           }
           for (const r of e.batch.requests) {
@@ -217,6 +226,18 @@ class World {
     return { high: wait('high'), normal: wait('normal'), low: wait('low') };
   }
 
+  /**
+   * The batchDone a worker's thread sends as its running batch ends: naming
+   * the batch it starts next, picked as the thread picks, when `seen` (else
+   * the staged batches had not reached it yet).
+   */
+  doneOf(worker: string, inferMs: number, seen: boolean): Msg | undefined {
+    const [running, ...staged] = this.busy.get(worker) ?? [];
+    if (!running) return undefined;
+    const next = staged.find(isUrgent) ?? staged[0];
+    return { t: 'batchDone', worker, batchId: running.id, inferMs, ...(seen && next ? { next: next.id } : {}) };
+  }
+
   /** Lets every deadline pass and every live worker finish, so every request reaches its end. */
   drain(s: State): void {
     const deadlines = [...this.tracks.values()].map((t) => t.req.deadline).filter(Number.isFinite);
@@ -230,7 +251,7 @@ class World {
           this.send(s, { t: 'workerReady', worker: w });
           progressed = true;
         } else if (slot.state === 'busy') {
-          this.send(s, { t: 'batchDone', worker: w, batchId: slot.batches[0]!.id, inferMs: 1 });
+          this.send(s, this.doneOf(w, 1, true) ?? { t: 'batchDone', worker: w, batchId: slot.batches[0]!.id, inferMs: 1 });
           progressed = true;
         }
       }
@@ -302,19 +323,23 @@ class WorkerReadyCmd implements Cmd {
   toString = () => `workerReady(${this.i})`;
 }
 
-/** Finishes the running batch of the i-th busy worker (modulo how many are busy). */
+/**
+ * Finishes the running batch of the i-th busy worker (modulo how many are
+ * busy); `seen`: its thread had the staged batches in hand and names the
+ * one it starts next.
+ */
 class BatchDoneCmd implements Cmd {
   constructor(
     readonly i: number,
     readonly inferMs: number,
+    readonly seen: boolean,
   ) {}
   check = (w: Readonly<World>) => w.busy.size > 0;
   run(w: World, s: State): void {
-    const batches = [...w.busy.values()].map((q) => q[0]!);
-    const b = batches[this.i % batches.length]!;
-    w.send(s, { t: 'batchDone', worker: b.worker, batchId: b.id, inferMs: this.inferMs });
+    const workers = [...w.busy.keys()];
+    w.send(s, w.doneOf(workers[this.i % workers.length]!, this.inferMs, this.seen)!);
   }
-  toString = () => `batchDone(${this.i},${this.inferMs}ms)`;
+  toString = () => `batchDone(${this.i},${this.inferMs}ms${this.seen ? '' : ',unseen'})`;
 }
 
 /**
@@ -395,7 +420,7 @@ const commandArb: fc.Arbitrary<Cmd> = fc.oneof(
       .map(([p, b, r, d]) => new EnqueueCmd(p, b, r, d)),
   },
   { weight: 4, arbitrary: workerIx.map((i) => new WorkerReadyCmd(i)) },
-  { weight: 6, arbitrary: fc.tuple(workerIx, fc.nat({ max: 50 })).map(([i, ms]) => new BatchDoneCmd(i, ms)) },
+  { weight: 6, arbitrary: fc.tuple(workerIx, fc.nat({ max: 50 }), fc.nat({ max: 4 })).map(([i, ms, seen]) => new BatchDoneCmd(i, ms, seen > 0)) },
   { weight: 1, arbitrary: fc.tuple(workerIx, fc.integer({ min: 1, max: 3 })).map(([i, d]) => new StaleBatchDoneCmd(i, d)) },
   { weight: 3, arbitrary: workerIx.map((i) => new WorkerCrashedCmd(i)) },
   { weight: 1, arbitrary: workerIx.map((i) => new WorkerStoppedCmd(i)) },
@@ -562,15 +587,29 @@ describe('BatcherLogic invariants (model-based, fc.commands)', () => {
     });
   });
 
-  it('a worker holds at most `pipeline` batches, and one staged behind a running batch is full (preferredBatch rows) or high priority', () => {
+  it('a worker holds at most `pipeline` batches and, with a pipeline, one more when the last handed over is high priority; one staged behind a running batch is full (preferredBatch rows) or high priority', () => {
     checkInvariant({
       afterTransition(w) {
         const fill = w.settings.preferredBatch ?? w.settings.maxBatch;
+        const depth = w.settings.pipeline ?? 1;
         for (const [name, batches] of w.busy) {
-          expect(batches.length, name).toBeLessThanOrEqual(w.settings.pipeline ?? 1);
+          // The one beyond the depth was handed over last (the list keeps that order past its head).
+          const extra = depth > 1 && batches.length > 1 && isUrgent(batches.at(-1)!) ? 1 : 0;
+          expect(batches.length, name).toBeLessThanOrEqual(depth + extra);
           for (const b of batches.slice(1)) {
             if (b.requests[0]!.priority !== 'high') expect(b.rows, `batch #${b.id} staged on ${name}`).toBeGreaterThanOrEqual(fill);
           }
+        }
+      },
+    });
+  });
+
+  it('with a pipeline, high priority waits for no staged batch: while high work is queued, every busy worker holds a staged high-priority batch, which its thread runs next', () => {
+    checkInvariant({
+      afterTransition(w, step) {
+        if ((w.settings.pipeline ?? 1) < 2 || queuedByPriority(step.state).high === 0) return;
+        for (const [name, batches] of w.busy) {
+          expect(batches.slice(1).some(isUrgent), `${name} holds [${batches.map((b) => `#${b.id} ${b.requests[0]!.priority}`).join(', ')}]`).toBe(true);
         }
       },
     });
@@ -803,6 +842,26 @@ describe('BatcherLogic', () => {
     expect(batches).toEqual([['p', 'a', 'b'], ['p'], ['p'], ['a'], ['b']]);
     expect(outcomes).toEqual({ p: ['internal'], a: ['complete'], b: ['complete'] });
     expect(poison.attempts).toBe(settings.maxAttempts);
+  });
+
+  it('hands high work to a worker holding a running and a staged batch at once, and blames a crash on the batch the worker named as started next', () => {
+    const s = initialBatcherState<QueueItem>({ ...settings, maxBatch: 2, pipeline: 2 }, ['w0']);
+    transition(s, { t: 'workerReady', worker: 'w0' }, 0);
+    for (const k of ['a', 'b', 'c']) transition(s, { t: 'enqueue', req: item(k) }, 0);
+    // a runs; b and c fill a batch staged behind it; the pipeline is full.
+    expect(transition(s, { t: 'enqueue', req: item('d') }, 0)).toEqual([]);
+
+    const fx = transition(s, { t: 'enqueue', req: item('h', { priority: 'high' }) }, 1);
+    expect(keysOfRuns(fx)).toEqual([['w0', 'h']]);
+    const [running, staged, high] = (s.workers.get('w0') as { batches: Batch<QueueItem>[] }).batches;
+    expect([running, staged, high].map((b) => b!.requests.map((r) => r.key))).toEqual([['a'], ['b', 'c'], ['h']]);
+
+    transition(s, { t: 'batchDone', worker: 'w0', batchId: running!.id, inferMs: 1, next: high!.id }, 2);
+    expect(transition(s, { t: 'workerCrashed', worker: 'w0' }, 3)).toEqual([]);
+    // The high batch was running: its run counts and it will run alone; the staged one never ran.
+    const blamed = (r: QueueItem) => [r.key, r.attempts, r.isolate];
+    expect([...high!.requests, ...staged!.requests].map(blamed)).toEqual([['h', 1, true], ['b', 0, false], ['c', 0, false]]);
+    expect(queuedByPriority(s)).toEqual({ high: 1, normal: 3, low: 0 });
   });
 
   it('spreads a crashed batch over every idle worker in the same transition', () => {

@@ -1,6 +1,6 @@
 /**
  * The main-thread handle on an inference thread: runs handed over back to
- * back come back in order, and stopping a thread mid-run lets that run end
+ * back come back in order (urgent ones first), and stopping a thread mid-run lets that run end
  * (terminating it there would abort the whole process inside onnxruntime).
  */
 import { afterEach, describe, expect, it } from 'vitest';
@@ -38,6 +38,18 @@ describe('InferenceThread', () => {
     const results = await Promise.all(runs);
     expect(finished).toEqual([1, 2, 3]);
     expect(results.map((r) => Object.values(r.outputs)[0]!.shape[0])).toEqual([1, 2, 3]);
+  });
+
+  it('an urgent run handed over behind staged ones runs right after the one in progress, and each result names the run its thread started next', async () => {
+    const t = await start();
+    const finished: number[] = [];
+    const track = (p: ReturnType<InferenceThread['run']>, id: number) => p.then((r) => (finished.push(id), r));
+    // Run 1 is long enough that 2, 3 and the urgent 4 all reach the thread while it runs.
+    const runs = [track(t.run(1, input(16, 0.1)), 1), track(t.run(2, input(1, 0.2)), 2), track(t.run(3, input(1, 0.3)), 3), track(t.run(4, input(1, 0.4), true), 4)];
+    const results = await Promise.all(runs);
+    expect(finished).toEqual([1, 4, 2, 3]);
+    // By id: 1 was followed by 4, 2 by 3, 3 by nothing, 4 by 2.
+    expect(results.map((r) => r.next)).toEqual([4, 3, undefined, 2]);
   });
 
   it('stop lets the run in progress finish, drops the staged ones, and ends the thread without taking the process down', async () => {
