@@ -32,7 +32,7 @@ Node options:
                       cores first when both want them; 0 = same as the node (default 10)
   --max-batch N       cap on rows per batch (default per model)
   --preferred-batch N rows a batch is filled to when more are waiting; a request of up to
-                      --max-batch rows still runs whole (default per model: text-orientation 8)
+                      --max-batch rows still runs whole (default per model: text-orientation 4)
   --max-queue N       cap on queued requests per model (default per model)
   --max-queue-delay-ms N
                       refuse (overloaded) a request whose expected queue wait is past N ms;

@@ -588,7 +588,7 @@ const hasLiveWorker = <R extends QueueItem>(s: BatcherState<R>): boolean => live
 function dispatch<R extends QueueItem>(s: BatcherState<R>, now: number, fx: BatcherEffect<R>[]): void {
   for (const [worker, slot] of s.workers) {
     if (slot.state !== 'idle') continue;
-    const batch = takeBatch(s, worker, now, fx, false);
+    const batch = takeBatch(s, worker, now, fx, 'any');
     if (!batch) return;
     s.workers.set(worker, { state: 'busy', batches: [batch], headSince: now });
     fx.push({ t: 'run', batch });
@@ -605,7 +605,7 @@ function stageFull<R extends QueueItem>(s: BatcherState<R>, now: number, fx: Bat
     for (const [worker, slot] of s.workers) {
       if (slot.state !== 'busy' || slot.batches.length > staged) continue;
       if (queuedRows(s) < fillTo(s) && s.rowsByLane[HIGH_LANE] === 0) return;
-      const batch = takeBatch(s, worker, now, fx, true);
+      const batch = takeBatch(s, worker, now, fx, 'full');
       if (!batch) return;
       slot.batches.push(batch);
       fx.push({ t: 'run', batch });
@@ -623,7 +623,8 @@ function stageUrgent<R extends QueueItem>(s: BatcherState<R>, now: number, fx: B
   for (const [worker, slot] of s.workers) {
     if (s.rowsByLane[HIGH_LANE] === 0) return;
     if (slot.state !== 'busy' || slot.batches.some((b, i) => i > 0 && isUrgent(b))) continue;
-    const batch = takeBatch(s, worker, now, fx, true);
+    // High only: the high work queued may all have expired as the batch was taken.
+    const batch = takeBatch(s, worker, now, fx, 'high');
     if (!batch) return;
     slot.batches.push(batch);
     fx.push({ t: 'run', batch });
@@ -654,9 +655,10 @@ function startNext<R extends QueueItem>(batches: Batch<R>[], next: number | unde
  * High-priority rows run in batches of their own: filling one with normal or
  * low rows would make them wait for those rows' inference too (a batch of 8
  * text-orientation rows runs ~7× as long as one row).
- * `onlyFull`: take nothing unless the batch comes to preferredBatch rows or is high priority.
+ * `only`: take nothing unless the batch comes to preferredBatch rows or is
+ * high priority (`full`), or is high priority (`high`).
  */
-function takeBatch<R extends QueueItem>(s: BatcherState<R>, worker: string, now: number, fx: BatcherEffect<R>[], onlyFull: boolean): Batch<R> | undefined {
+function takeBatch<R extends QueueItem>(s: BatcherState<R>, worker: string, now: number, fx: BatcherEffect<R>[], only: 'any' | 'full' | 'high'): Batch<R> | undefined {
   const fill = fillTo(s);
   while (s.queued > 0) {
     const laneIx = s.lanes.findIndex((l) => l.size > 0);
@@ -687,7 +689,8 @@ function takeBatch<R extends QueueItem>(s: BatcherState<R>, worker: string, now:
       if (full || lane.size > 0 || (li === HIGH_LANE && requests.length > 0)) break;
     }
     if (requests.length === 0) continue; // everything looked at had expired
-    if (onlyFull && rows < fill && requests[0]!.priority !== 'high') {
+    const high = requests[0]!.priority === 'high';
+    if ((only === 'full' && rows < fill && !high) || (only === 'high' && !high)) {
       // Not worth staging: back to the fronts of their queues, in order.
       for (let i = requests.length - 1; i >= 0; i--) queueBack(s, requests[i]!, true);
       return undefined;

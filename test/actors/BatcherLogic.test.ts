@@ -446,7 +446,7 @@ const anySettingsArb: fc.Arbitrary<BatcherSettings> = settingsArb.chain((s) =>
   fc.option(fc.integer({ min: 1, max: 3 }), { nil: undefined }).map((pipeline): BatcherSettings => (pipeline === undefined ? s : { ...s, pipeline })),
 );
 
-const NUM_RUNS = 200;
+const NUM_RUNS = Number(process.env.NUM_RUNS ?? 200);
 
 /** Runs random command sequences, drains each run, and lets `invariant` judge every transition and the end. */
 function checkInvariant(invariant: Invariant, numRuns = NUM_RUNS): void {
@@ -862,6 +862,24 @@ describe('BatcherLogic', () => {
     const blamed = (r: QueueItem) => [r.key, r.attempts, r.isolate];
     expect([...high!.requests, ...staged!.requests].map(blamed)).toEqual([['h', 1, true], ['b', 0, false], ['c', 0, false]]);
     expect(queuedByPriority(s)).toEqual({ high: 1, normal: 3, low: 0 });
+  });
+
+  it('stages past the pipeline only high work: when the high request waiting has expired, nothing else takes its place', () => {
+    const s = initialBatcherState<QueueItem>({ ...settings, maxBatch: 1, pipeline: 2 }, ['w0']);
+    transition(s, { t: 'enqueue', req: item('h0', { priority: 'high' }) }, 0);
+    transition(s, { t: 'enqueue', req: item('n') }, 0);
+    transition(s, { t: 'workerReady', worker: 'w0' }, 0);
+    transition(s, { t: 'enqueue', req: item('h1', { priority: 'high' }) }, 0);
+    transition(s, { t: 'enqueue', req: item('h2', { priority: 'high', deadline: 5 }) }, 0);
+    transition(s, { t: 'enqueue', req: item('low', { priority: 'low' }) }, 10);
+    const held = () => (s.workers.get('w0') as { batches: Batch<QueueItem>[] }).batches.map((b) => b.requests[0]!.key);
+    expect(held()).toEqual(['h0', 'n', 'h1']);
+
+    // h0 ends and the thread starts h1; h2 has expired: it is answered, and the low request stays queued.
+    const fx = transition(s, { t: 'batchDone', worker: 'w0', batchId: 1, inferMs: 1, next: 3 }, 10);
+    expect(fx.map((e) => (e.t === 'reject' ? `${e.req.key} ${e.error.code}` : e.t))).toEqual(['complete', 'h2 deadline_exceeded']);
+    expect(held()).toEqual(['h1', 'n']);
+    expect(queuedByPriority(s)).toEqual({ high: 0, normal: 0, low: 1 });
   });
 
   it('spreads a crashed batch over every idle worker in the same transition', () => {

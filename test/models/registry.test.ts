@@ -20,7 +20,7 @@ describe('model registry defaults and overrides', () => {
     expect(() => resolveModels(['iris'], { maxQueueDelayMs: 1.5 })).toThrow(RangeError);
     expect(() => resolveModels(['nope'])).toThrow(/unknown model "nope"/);
     // preferredBatch stays within maxBatch: lowered with it, refused above it.
-    expect(resolveModels(['text-orientation'], { maxBatch: 4 })[0]!.batching).toMatchObject({ maxBatch: 4, preferredBatch: 4 });
+    expect(resolveModels(['text-orientation'], { maxBatch: 2 })[0]!.batching).toMatchObject({ maxBatch: 2, preferredBatch: 2 });
     expect(resolveModels(['text-orientation'], { preferredBatch: 12 })[0]!.batching.preferredBatch).toBe(12);
     expect(() => resolveModels(['text-orientation'], { preferredBatch: 17 })).toThrow(RangeError);
   });
