@@ -208,7 +208,7 @@ async function run(o: BenchOptions, argv: readonly string[]): Promise<BenchResul
         maxQueue: spec!.batching.maxQueue,
         factor: o.overloadFactor,
         mix: o.overloadMix,
-        closedThroughput: results.models.find((mr) => mr.model === model)?.actorserve.closed?.throughput ?? null,
+        earlierClosedThroughput: results.models.find((mr) => mr.model === model)?.actorserve.closed?.throughput ?? null,
         concurrency: o.concurrency[model] ?? defaultConcurrency(model),
         connections: o.connections,
         generators: o.generators,

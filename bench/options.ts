@@ -21,10 +21,11 @@ bench/results/<timestamp>/{results.json,summary.md,*.svg}:
      vs one node alone at the same open-loop rate (CPU from /proc/PID/stat),
      then, under closed-loop load, a node joining (spawn → first result) and a
      node SIGKILLed (kill → marked down on a survivor's GET /v1/cluster);
-  5. overload (--overload MODEL): a fresh node serving MODEL; its peak (the
-     closed-loop throughput above, else measured, and an open loop at 100% of
-     it: the higher), then open loops with a priority mix at 10% of peak and at
-     F × peak; reports goodput ÷ peak, time to an "overloaded" answer and
+  5. overload (--overload MODEL): a fresh node serving MODEL; its closed-loop
+     throughput and an open loop at 100% of it (the higher is what loads are
+     offered as shares of), then open loops with a priority mix at 10% and at
+     F × that, then the closed loop again: peak is the highest of the three,
+     all measured on this node around the overload; reports goodput ÷ peak, time to an "overloaded" answer and
      high-priority p99 against unloaded, then checks the node still answers;
      last, the same overload against bench/refuser.ts (refuses every request
      at once): the floor this generator and these cores put under the time

@@ -233,11 +233,15 @@ export function renderOverload(ov: OverloadResults): string[] {
   const mixText = PRIORITIES.map((p) => `${p} ${num(ov.mix[p] * 100)}%`).join(', ');
   out.push(`## Overload (${ov.model}, ${ov.factor}× peak)`);
   out.push('');
-  const closed = ov.closedLoop === null ? 'not measured' : `${num(ov.closedLoop.throughput)} req/s (${ov.closedLoop.source})`;
-  out.push(`One fresh node serving ${ov.model}. Peak ${num(ov.peak)} req/s = the ${ov.peakSource ?? 'n/a'}: the higher of the closed-loop throughput, ` +
-    `${closed}, and what an open loop at 100% of it completed, ${ov.openAtPeak === null ? 'n/a' : `${num(ov.openAtPeak.throughput)} /s`}. ` +
-    `Open loops with priorities ${mixText} (a fixed interleaving: exact over the run): ${num(ov.unloadedPct)}% of peak ` +
-    `(${u === null ? 'n/a' : `${num(u.offeredRate)} req/s, ${num(u.durationS, 1)} s`}) as the unloaded reference, then ${ov.factor}× peak ` +
+  const closed = ov.closedLoop === null ? 'not measured' : `${num(ov.closedLoop.throughput)} req/s${ov.closedLoop.source === 'earlier phase' ? ' (earlier phase)' : ''}`;
+  const after = ov.closedLoopAfter === undefined ? '' : `, the same just after it, ${ov.closedLoopAfter === null ? 'n/a' : `${num(ov.closedLoopAfter)} req/s`}`;
+  const earlier = ov.earlierClosedLoop == null ? '' : ` (The run's closed-loop phase of ${ov.model}, another node minutes earlier: ${num(ov.earlierClosedLoop)} req/s.)`;
+  const basis = ov.offeredBasis ?? ov.peak;
+  out.push(`One fresh node serving ${ov.model}. Peak ${num(ov.peak)} req/s = the ${ov.peakSource ?? 'n/a'}: the highest of its closed-loop throughput just before the overload, ` +
+    `${closed}${after}, and what an open loop at 100% of the first completed, ${ov.openAtPeak === null ? 'n/a' : `${num(ov.openAtPeak.throughput)} /s`}; ` +
+    `offered loads are shares of the higher of the two before it, ${num(basis)} req/s.${earlier} ` +
+    `Open loops with priorities ${mixText} (a fixed interleaving: exact over the run): ${num(ov.unloadedPct)}% of that ` +
+    `(${u === null ? 'n/a' : `${num(u.offeredRate)} req/s, ${num(u.durationS, 1)} s`}) as the unloaded reference, then ${ov.factor}× that ` +
     `(${o === null ? 'n/a' : `${num(o.offeredRate)} req/s, ${num(o.durationS, 1)} s measured after ${num(o.warmupS, 2)} s of warm-up, the time for the model queue to fill`}). ` +
     'Latency from the scheduled send time (no coordinated omission); goodput = results completed inside the measured window per second.');
   out.push('');

@@ -173,13 +173,23 @@ export interface OverloadResults {
   model: string;
   factor: number;
   mix: PriorityMix;
-  /** Closed-loop throughput: from the run's earlier closed-loop phase of this model when there was one, else measured here. */
+  /**
+   * Closed-loop throughput on the overload node just before the overload
+   * ('measured here'); runs before the bracketing took it from the run's
+   * earlier closed-loop phase ('earlier phase').
+   */
   closedLoop: { throughput: number; source: 'earlier phase' | 'measured here' } | null;
+  /** The same closed loop on the same node right after the overload (absent in runs before it). */
+  closedLoopAfter?: number | null;
+  /** The model's throughput in the run's earlier closed-loop phase (another node process, minutes earlier), for reference. */
+  earlierClosedLoop?: number | null;
   /** Open loop at 100% of the closed-loop throughput, on the overload node. */
   openAtPeak: PhaseResult | null;
-  /** max(closed-loop throughput, open loop at 100%'s throughput), req/s, and which of the two it is. */
+  /** What the offered loads are shares of: max(closed loop before, open loop at 100%), req/s (absent in runs before it: `peak`). */
+  offeredBasis?: number;
+  /** The peak goodput is judged against: max(offeredBasis, closed loop after), req/s, and which it is. */
   peak: number;
-  peakSource: 'closed loop' | 'open loop at 100%' | null;
+  peakSource: 'closed loop' | 'open loop at 100%' | 'closed loop after' | null;
   /** Open loop at `unloadedPct`% of peak, the same mix: the reference latencies. */
   unloadedPct: number;
   unloaded: PhaseResult | null;

@@ -31,8 +31,8 @@ function phase(o: { throughput: number; highP99: number; overloadedP99?: number;
 
 function results(peak: number, unloaded: PhaseResult | null, overload: PhaseResult | null): OverloadResults {
   return {
-    model: 'text-orientation', factor: 3, mix: { high: 0.1, normal: 0.6, low: 0.3 }, closedLoop: { throughput: peak, source: 'earlier phase' },
-    openAtPeak: null, peak, peakSource: 'closed loop', unloadedPct: 10, unloaded, overload, targets: overloadTargets(peak, unloaded, overload),
+    model: 'text-orientation', factor: 3, mix: { high: 0.1, normal: 0.6, low: 0.3 }, closedLoop: { throughput: peak, source: 'measured here' },
+    closedLoopAfter: peak * 0.9, earlierClosedLoop: peak * 1.5, offeredBasis: peak, openAtPeak: null, peak, peakSource: 'closed loop', unloadedPct: 10, unloaded, overload, targets: overloadTargets(peak, unloaded, overload),
     rssMiB: { before: 200, max: 300, after: 250 }, after: { sent: 9, ok: 9, errors: {} },
   };
 }
@@ -88,6 +88,16 @@ describe('renderOverload', () => {
     expect(md).toMatch(/^\| node RSS before \/ max during \/ after the overload \| 200 \/ 300 \/ 250 MiB \|$/m);
     expect(md).toMatch(/^\| requests after the overload \(fresh connection, every priority\) \| 9 of 9 ok, failed: none \|$/m);
     expect(md).toMatch(/^\| 3× peak \| low \| 100 \| 0 \| 0% \|.*\| overloaded 100 \|$/m);
+  });
+
+  it('names the closed loops that bracket the overload, which one is the peak, and the earlier phase for reference', () => {
+    const r = results(100, phase({ throughput: 10, highP99: 10 }), phase({ throughput: 95, highP99: 20, overloadedP99: 2 }));
+    r.closedLoopAfter = 120;
+    r.peak = 120;
+    r.peakSource = 'closed loop after';
+    const md = renderOverload(r).join('\n');
+    expect(md).toContain('Peak 120 req/s = the closed loop after: the highest of its closed-loop throughput just before the overload, 100 req/s, the same just after it, 120 req/s,');
+    expect(md).toContain('offered loads are shares of the higher of the two before it, 100 req/s. (The run\'s closed-loop phase of text-orientation, another node minutes earlier: 150 req/s.)');
   });
 
   it('counts refusals without retryAfterMs and lists the server\'s reasons', () => {
