@@ -26,10 +26,13 @@ Node options:
   --host ADDR         address to bind (default 127.0.0.1; 0.0.0.0 for all)
   --node-id ID        this node's id, reported in every result (default n1)
   --models A,B        models to serve (default ${builtinModelNames.join(',')})
-  --workers K         worker threads per model (default 1)
+  --workers K         workers (sessions) per model (default 1)
   --threads T         onnxruntime intra-op threads per worker (default per model)
   --inference-nice N  Linux nice (0-19) of inference threads, so the event loop gets the
                       cores first when both want them; 0 = same as the node (default 10)
+  --inline-models A,B models run on the node's own thread instead of a worker_thread: for
+                      runs of microseconds, where a thread's hand-offs cost more than the
+                      run; "none" = every model on worker threads (default: iris)
   --max-batch N       cap on rows per batch (default per model)
   --preferred-batch N rows a batch is filled to when more are waiting; a request of up to
                       --max-batch rows still runs whole (default per model: text-orientation 4)
@@ -108,6 +111,7 @@ export async function main(argv: string[]): Promise<number> {
       threads: { type: 'string' },
       'max-batch': { type: 'string' },
       'preferred-batch': { type: 'string' },
+      'inline-models': { type: 'string' },
       'max-queue': { type: 'string' },
       'max-queue-delay-ms': { type: 'string' },
       pipeline: { type: 'string' },
@@ -152,7 +156,7 @@ export async function main(argv: string[]): Promise<number> {
   const log = createLogger({ level: level as 'info', pretty: values['log-pretty'] ?? false });
   const names = (values.models ?? process.env['ACTORSERVE_MODELS'] ?? builtinModelNames.join(',')).split(',').map((s) => s.trim()).filter(Boolean);
   const overrides: ModelOverrides = {};
-  const set = (k: Exclude<keyof ModelOverrides, 'paths'>, v: number | undefined) => { if (v !== undefined) overrides[k] = v; };
+  const set = (k: Exclude<keyof ModelOverrides, 'paths' | 'inlineModels'>, v: number | undefined) => { if (v !== undefined) overrides[k] = v; };
   for (const spec of values['model-path'] ?? []) {
     const m = /^([^=]+)=(.+)$/.exec(spec);
     if (!m) throw new RangeError(`--model-path must be NAME=FILE, got ${JSON.stringify(spec)}`);
@@ -166,6 +170,8 @@ export async function main(argv: string[]): Promise<number> {
   set('maxQueueDelayMs', intOpt('max-queue-delay-ms', values['max-queue-delay-ms']));
   set('pipeline', intOpt('pipeline', values.pipeline));
   set('inferenceNice', intOpt('inference-nice', values['inference-nice']));
+  const inline = values['inline-models'];
+  if (inline !== undefined) overrides.inlineModels = inline === 'none' ? [] : inline.split(',').map((s) => s.trim()).filter(Boolean);
   const models = resolveModels(names, overrides);
   applyHeapGrowth(intOpt('heap-growth-percent', values['heap-growth-percent']) ?? DEFAULT_HEAP_GROWTH_PERCENT);
 

@@ -44,7 +44,8 @@ describe('the actorserve command', () => {
   });
 
   it.runIf(process.platform === 'linux')('runs inference threads at --inference-nice and the event loop at the node\'s own priority', async () => {
-    const n = await spawnNode(['--port', '0', '--node-id', 'nice-node', '--models', 'iris', '--threads', '2', '--inference-nice', '7']);
+    // iris runs on the node's own thread by default: put it on a worker thread, whose nice is under test.
+    const n = await spawnNode(['--port', '0', '--node-id', 'nice-node', '--models', 'iris', '--inline-models', 'none', '--threads', '2', '--inference-nice', '7']);
     try {
       const c = await RawClient.connect(n.url);
       expect((await c.request({ id: 1, model: 'iris', inputs: irisInput([5.1, 3.5, 1.4, 0.2]) })).t).toBe('result');

@@ -13,7 +13,8 @@
  */
 import { dispatch, spawn, type Ref } from 'nact';
 import type { Logger } from '../log.js';
-import { InferenceThread } from '../models/InferenceThread.js';
+import { InferenceThread, type ModelRunner } from '../models/InferenceThread.js';
+import { InlineSession } from '../models/InlineSession.js';
 import type { ModelSpec } from '../models/registry.js';
 import type { ThreadFaults, ThreadTensor } from '../models/threadProtocol.js';
 import { isUrgent, type Batch } from './BatcherLogic.js';
@@ -38,20 +39,23 @@ export interface WorkerOptions {
 /** Lets the node stop every thread on shutdown, and tests crash one. */
 export interface WorkerHandle {
   readonly name: string;
-  thread(): InferenceThread | undefined;
+  thread(): ModelRunner | undefined;
   shutdown(): Promise<void>;
 }
 
 export function spawnWorker(parent: Ref<unknown>, o: WorkerOptions): { ref: Ref<WorkerMsg>; handle: WorkerHandle } {
   // Lives outside nact's state so the crash policy can reach the thread of the failed incarnation.
-  const slot = { thread: undefined as InferenceThread | undefined, generation: 0, closed: false };
+  const slot = { thread: undefined as ModelRunner | undefined, generation: 0, closed: false };
   // Watchdog over the run at the head of the thread's queue: armed when it starts, re-armed as each ends.
   const watchdog = new RunWatchdog({ limitMs: o.runTimeoutMs });
   const log = o.log.child({ actor: `${o.spec.name}/${o.name}` });
 
   const startThread = (self: Ref<WorkerMsg>) => {
     const generation = ++slot.generation;
-    InferenceThread.start(o.spec.path, o.spec.intraOpThreads, o.spec.inferenceNice, o.faults).then(
+    const started: Promise<ModelRunner> = o.spec.execution === 'inline'
+      ? InlineSession.start(o.spec.path, o.spec.intraOpThreads, o.faults)
+      : InferenceThread.start(o.spec.path, o.spec.intraOpThreads, o.spec.inferenceNice, o.faults);
+    started.then(
       (thread) => {
         if (generation !== slot.generation || slot.closed) return void thread.terminate();
         slot.thread = thread;

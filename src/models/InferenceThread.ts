@@ -32,7 +32,28 @@ export class ThreadDied extends Error {
   readonly code = 'thread_died';
 }
 
-export class InferenceThread {
+/**
+ * What a worker actor drives: one ONNX session that runs batches one at a
+ * time, on a worker_thread (InferenceThread) or on the node's own thread
+ * (InlineSession, for models whose runs take microseconds).
+ */
+export interface ModelRunner {
+  /** Runs one batch after the ones handed over before it, or (`urgent`) after the one running. */
+  run(batchId: number, inputs: Record<string, ThreadTensor>, urgent?: boolean): Promise<RunOutput>;
+  /** Runs handed over and not yet answered. */
+  readonly runsHeld: number;
+  /** For logs: the worker_thread's id; 0 on the node's own thread. */
+  readonly threadId: number;
+  onDeath(listener: (e: Error) => void): void;
+  /** Chaos: the next run throws or hangs, or the runner dies now. */
+  inject(fault: ThreadFault): void;
+  /** Ends it now, a hung run included. */
+  terminate(): Promise<void>;
+  /** Lets the run in progress end, drops the staged ones, ends it; terminates it past `graceMs`. */
+  stop(graceMs: number): Promise<void>;
+}
+
+export class InferenceThread implements ModelRunner {
   private readonly worker: Worker;
   /** Runs handed to the thread, by batch id; it runs them one at a time, urgent ones first. */
   private readonly pending = new Map<number, { resolve: (r: RunOutput) => void; reject: (e: Error) => void }>();

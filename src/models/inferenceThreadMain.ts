@@ -4,11 +4,11 @@
  * node's event loop stays free for sockets and heartbeats.
  */
 import { parentPort } from 'node:worker_threads';
-import { performance } from 'node:perf_hooks';
 import { readlinkSync } from 'node:fs';
 import { setPriority } from 'node:os';
-import * as ort from 'onnxruntime-node';
-import type { FromThread, ThreadFaults, ThreadTensor, ToThread } from './threadProtocol.js';
+import type * as ort from 'onnxruntime-node';
+import { createSession, poisoned, runSession, takeNext } from './onnxSession.js';
+import type { FromThread, ThreadFaults, ToThread } from './threadProtocol.js';
 
 if (!parentPort) throw new Error('inferenceThreadMain must run in a worker_thread');
 const port = parentPort;
@@ -18,32 +18,6 @@ let faults: ThreadFaults = {};
 let nextFault: 'throwNext' | 'hangNext' | undefined;
 
 const post = (msg: FromThread, transfer: ArrayBuffer[] = []) => port.postMessage(msg, transfer);
-
-const typedArray = (t: ThreadTensor) => {
-  switch (t.dtype) {
-    case 'float32': return new Float32Array(t.buffer);
-    case 'float64': return new Float64Array(t.buffer);
-    case 'int32': return new Int32Array(t.buffer);
-    case 'int64': return new BigInt64Array(t.buffer);
-    case 'uint8': return new Uint8Array(t.buffer);
-    case 'int8': return new Int8Array(t.buffer);
-  }
-};
-
-const ownBuffer = (data: ArrayBufferView): ArrayBuffer => {
-  const b = data.buffer as ArrayBuffer;
-  return data.byteOffset === 0 && data.byteLength === b.byteLength
-    ? b
-    : b.slice(data.byteOffset, data.byteOffset + data.byteLength);
-};
-
-const poisoned = (inputs: Record<string, ThreadTensor>) => {
-  if (faults.poisonValue === undefined) return false;
-  for (const t of Object.values(inputs)) {
-    if (t.dtype === 'float32' && new Float32Array(t.buffer).includes(faults.poisonValue)) return true;
-  }
-  return false;
-};
 
 /**
  * Linux: lowers this thread's scheduling priority (nice), before ONNX Runtime
@@ -68,14 +42,7 @@ port.on('message', async (msg: ToThread) => {
       try {
         lowerThreadPriority(msg.nice);
         faults = msg.faults ?? {};
-        session = await ort.InferenceSession.create(msg.path, {
-          intraOpNumThreads: msg.intraOpThreads,
-          interOpNumThreads: 1,
-          executionMode: 'sequential',
-          graphOptimizationLevel: 'all',
-          // Spinning intra-op threads would burn the cores the event loop and other workers need.
-          extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
-        });
+        session = await createSession(msg.path, msg.intraOpThreads);
         post({ t: 'ready', inputNames: [...session.inputNames], outputNames: [...session.outputNames] });
       } catch (e) {
         post({ t: 'loadFailed', message: (e as Error).message });
@@ -107,12 +74,6 @@ let stopping = false;
 /** One turn of this thread's loop, so a `stop` or a run that came meanwhile is seen. */
 const turn = () => new Promise((resolve) => setImmediate(resolve));
 
-/** After a run: the first urgent run waiting, else the first waiting. */
-function takeNext(): RunMsg | undefined {
-  const i = runs.findIndex((r) => r.urgent);
-  return i < 0 ? runs.shift() : runs.splice(i, 1)[0];
-}
-
 async function pump(): Promise<void> {
   if (pumping) return;
   pumping = true;
@@ -128,7 +89,7 @@ async function pump(): Promise<void> {
     }
     // The next run is picked before the result goes out, and named in it.
     await turn();
-    msg = stopping ? undefined : takeNext();
+    msg = stopping ? undefined : takeNext(runs);
     post(msg ? { ...done.msg, next: msg.batchId } : done.msg, done.transfer);
   }
   pumping = false;
@@ -144,24 +105,13 @@ async function pump(): Promise<void> {
 async function runOne(msg: RunMsg): Promise<{ msg: Done; transfer: ArrayBuffer[] } | undefined> {
   try {
     if (!session) throw new Error('run before load');
-    if (poisoned(msg.inputs)) throw new Error('poisoned input (fault injection)');
+    if (poisoned(faults, msg.inputs)) throw new Error('poisoned input (fault injection)');
     const fault = nextFault;
     nextFault = undefined;
     if (fault === 'throwNext') throw new Error('injected worker crash (chaos)');
     // A hung native run: block this thread until the watchdog terminates it.
     if (fault === 'hangNext') Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
-    const feeds: Record<string, ort.Tensor> = {};
-    for (const [name, t] of Object.entries(msg.inputs)) feeds[name] = new ort.Tensor(t.dtype, typedArray(t), t.shape);
-    const started = performance.now();
-    const results = await session.run(feeds);
-    const inferMs = performance.now() - started;
-    const outputs: Record<string, ThreadTensor> = {};
-    const transfer: ArrayBuffer[] = [];
-    for (const [name, tensor] of Object.entries(results)) {
-      const buffer = ownBuffer(tensor.data as ArrayBufferView);
-      outputs[name] = { dtype: tensor.type as ThreadTensor['dtype'], shape: [...tensor.dims], buffer };
-      transfer.push(buffer);
-    }
+    const { outputs, transfer, inferMs } = await runSession(session, msg.inputs);
     return { msg: { t: 'done', batchId: msg.batchId, outputs, inferMs }, transfer };
   } catch (e) {
     post({ t: 'failed', batchId: msg.batchId, message: (e as Error).message });

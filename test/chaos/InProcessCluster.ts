@@ -13,7 +13,7 @@
 import { performance } from 'node:perf_hooks';
 import { ActorserveNode } from '../../src/actors/Node.js';
 import type { Logger } from '../../src/log.js';
-import type { InferenceThread } from '../../src/models/InferenceThread.js';
+import type { ModelRunner } from '../../src/models/InferenceThread.js';
 import { resolveModels } from '../../src/models/registry.js';
 import { decodeUntrusted } from '../../src/transport/codec.js';
 import type { ErrorFrame, ResultFrame, ServerFrame } from '../../src/transport/protocol.js';
@@ -49,7 +49,7 @@ export interface FaultRecord {
   armed: boolean;
   /** When the injected thread was gone (the fault fired, or the thread died of something else). */
   resolvedAt: number | undefined;
-  thread: InferenceThread | undefined;
+  thread: ModelRunner | undefined;
 }
 
 export interface NodeRecord {
@@ -338,7 +338,7 @@ export class InProcessCluster {
     return m !== undefined && m.status === 'up' && m.linked;
   }
 
-  private irisThread(rec: NodeRecord): InferenceThread | undefined {
+  private irisThread(rec: NodeRecord): ModelRunner | undefined {
     return rec.node.models.get('iris')?.workers[0]?.thread();
   }
 
@@ -362,7 +362,7 @@ export class InProcessCluster {
   }
 
   /** The last thread seen per node, to notice restarts nobody injected. */
-  private readonly threads = new Map<string, InferenceThread | undefined>();
+  private readonly threads = new Map<string, ModelRunner | undefined>();
   /** Worker restarts the test did not cause. */
   readonly unexplained: { node: string; at: number }[] = [];
 

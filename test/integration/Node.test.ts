@@ -52,6 +52,12 @@ const asError = (f: ResultFrame | ErrorFrame): ErrorFrame => {
 };
 
 describe('a node serving real models over a real socket', () => {
+  it('runs iris on its own thread and text-orientation on a worker thread (the models\' defaults)', () => {
+    const threadOf = (model: string) => node.models.get(model)!.workers[0]!.thread()?.threadId;
+    expect(threadOf('iris')).toBe(0);
+    expect(threadOf('text-orientation')).toBeGreaterThan(0);
+  });
+
   it('answers 2 000 pipelined iris requests exactly once each, with accuracy of at least 0.9', async () => {
     const c = await RawClient.connect(node.url);
     const xs = getNumbers();
