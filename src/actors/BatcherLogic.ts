@@ -635,14 +635,12 @@ function stageUrgent<R extends QueueItem>(s: BatcherState<R>, now: number, fx: B
 export const isUrgent = (b: Batch<QueueItem>): boolean => b.requests[0]?.priority === 'high';
 
 /**
- * Puts the batch the worker runs now first: the one it named (`next`), else
- * the one handed over first (its thread, idle when it picked, runs whatever
- * reaches it first).
+ * Puts the batch the worker runs now first: the one it named (`next`); with
+ * none named, the one handed over first, already first (its thread, idle
+ * when it picked, runs whatever reaches it first).
  */
 function startNext<R extends QueueItem>(batches: Batch<R>[], next: number | undefined): void {
-  if (batches.length < 2) return;
-  let at = next === undefined ? -1 : batches.findIndex((b) => b.id === next);
-  if (at < 0) at = batches.reduce((best, b, i) => (b.id < batches[best]!.id ? i : best), 0);
+  const at = next === undefined ? -1 : batches.findIndex((b) => b.id === next);
   if (at > 0) batches.unshift(...batches.splice(at, 1));
 }
 

@@ -1,5 +1,6 @@
 /**
- * A worker actor fronts one worker_thread holding one ONNX session. It hands
+ * A worker actor fronts one ONNX session: on a worker_thread, or for a model
+ * of microsecond runs on the node's own thread (InlineSession). It hands
  * its batcher's batches to the thread as they come (the batcher may stage
  * one behind the running one, and a high-priority one beside it); the thread
  * runs them one at a time, high priority first, and each result goes back to

@@ -16,7 +16,7 @@
  */
 import type * as ort from 'onnxruntime-node';
 import { ThreadDied, type ModelRunner, type RunOutput } from './InferenceThread.js';
-import { createSession, poisoned, runSession, takeNext, type SessionRun } from './onnxSession.js';
+import { createSession, poisoned, runSession, takeNext, turn, type SessionRun } from './onnxSession.js';
 import type { ThreadFault, ThreadFaults, ThreadTensor } from './threadProtocol.js';
 
 interface Run {
@@ -24,9 +24,6 @@ interface Run {
   inputs: Record<string, ThreadTensor>;
   urgent: boolean;
 }
-
-/** One turn of the event loop: runs handed over in the same turn are all queued before one is picked. */
-const turn = () => new Promise((resolve) => setImmediate(resolve));
 
 export class InlineSession implements ModelRunner {
   readonly threadId = 0;

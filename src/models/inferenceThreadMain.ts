@@ -7,7 +7,7 @@ import { parentPort } from 'node:worker_threads';
 import { readlinkSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import type * as ort from 'onnxruntime-node';
-import { createSession, poisoned, runSession, takeNext } from './onnxSession.js';
+import { createSession, poisoned, runSession, takeNext, turn } from './onnxSession.js';
 import type { FromThread, ThreadFaults, ToThread } from './threadProtocol.js';
 
 if (!parentPort) throw new Error('inferenceThreadMain must run in a worker_thread');
@@ -70,9 +70,6 @@ const runs: RunMsg[] = [];
 let pumping = false;
 /** Told to stop: no run starts any more, and the thread exits once the current one ends. */
 let stopping = false;
-
-/** One turn of this thread's loop, so a `stop` or a run that came meanwhile is seen. */
-const turn = () => new Promise((resolve) => setImmediate(resolve));
 
 async function pump(): Promise<void> {
   if (pumping) return;

@@ -69,6 +69,9 @@ export async function runSession(session: ort.InferenceSession, inputs: Record<s
   return { outputs, transfer, inferMs };
 }
 
+/** One turn of the event loop: runs handed over meanwhile (and a `stop`) are seen before the next is picked. */
+export const turn = (): Promise<unknown> => new Promise((resolve) => setImmediate(resolve));
+
 /** After a run: the first urgent run waiting, else the first waiting (removed from `runs`). */
 export function takeNext<R extends { urgent?: boolean }>(runs: R[]): R | undefined {
   const i = runs.findIndex((r) => r.urgent);

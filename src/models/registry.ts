@@ -154,6 +154,9 @@ export interface ModelOverrides {
  * @throws RangeError for an unknown name or a bad override.
  */
 export function resolveModels(names: readonly string[], overrides: ModelOverrides = {}): ModelSpec[] {
+  for (const name of overrides.inlineModels ?? []) {
+    if (!builtins[name]) throw new RangeError(`unknown model "${name}" to run inline (known: ${builtinModelNames.join(', ')})`);
+  }
   return names.map((name) => {
     const make = builtins[name];
     if (!make) throw new RangeError(`unknown model "${name}" (known: ${builtinModelNames.join(', ')})`);

@@ -33,6 +33,7 @@ describe('InlineSession', () => {
     expect(resolveModels(['text-orientation'])[0]!.execution).toBe('thread');
     expect(resolveModels(['iris', 'text-orientation'], { inlineModels: [] }).map((m) => m.execution)).toEqual(['thread', 'thread']);
     expect(resolveModels(['iris', 'text-orientation'], { inlineModels: ['text-orientation'] }).map((m) => m.execution)).toEqual(['thread', 'inline']);
+    expect(() => resolveModels(['iris'], { inlineModels: ['iriss'] })).toThrow(/unknown model "iriss" to run inline/);
   });
 
   it('runs batches handed over in one turn in order, an urgent one right after the first, each naming the run started next', async () => {
