@@ -15,9 +15,9 @@
  * earlier in the run, because the speed of a shared VM drifts by tens of
  * percent within minutes (a closed loop measured at a fast moment judged an
  * overload run at a slow one). Offered loads are shares of the two measured
- * before the overload. The overload's warm-up lasts until the model queue would have filled, so the
- * measured window sees the steady state of an overloaded node (a full queue
- * and refusals), not the run-up to it. Afterwards a few requests on a fresh
+ * before the overload. The overload's warm-up lasts until the model queue
+ * would have filled, so the measured window sees the steady state of an
+ * overloaded node (a full queue and refusals), not the run-up to it. Afterwards a few requests on a fresh
  * connection check that the node still serves.
  */
 import { Client } from '../src/client/Client.js';
@@ -168,23 +168,22 @@ export async function runOverload(o: OverloadOptions): Promise<OverloadResults> 
     const before = await closedLoop('before');
     if (before === null) throw new Error('no closed-loop throughput to derive the offered loads from');
     result.closedLoop = { throughput: before, source: 'measured here' };
-    const closedTp = result.closedLoop.throughput;
 
     // Peak, part 2: an open loop at 100%, which may batch fuller than the closed loop's fixed window.
     try {
-      o.log(`overload: open loop at 100% (${Math.round(closedTp)} req/s), ${o.warmupS}+${o.sweepDurationS} s ...`);
+      o.log(`overload: open loop at 100% (${Math.round(before)} req/s), ${o.warmupS}+${o.sweepDurationS} s ...`);
       result.openAtPeak = await phase({
-        label: `overload ${model}: open loop 100%`, mode: { kind: 'open', rate: closedTp, mix: o.mix }, offeredPctOfCapacity: 100,
-        warmupS: o.warmupS, durationS: o.sweepDurationS, drainTimeoutMs: backlogDrainMs(closedTp, o.sweepDurationS),
+        label: `overload ${model}: open loop 100%`, mode: { kind: 'open', rate: before, mix: o.mix }, offeredPctOfCapacity: 100,
+        warmupS: o.warmupS, durationS: o.sweepDurationS, drainTimeoutMs: backlogDrainMs(before, o.sweepDurationS),
       });
     } catch (e) {
       note(o, `overload ${model}: open loop 100%`, e);
     }
     const openTp = result.openAtPeak?.throughput ?? 0;
-    const peak = Math.max(closedTp, openTp);
+    const peak = Math.max(before, openTp);
     result.offeredBasis = peak;
     result.peak = peak;
-    result.peakSource = openTp > closedTp ? 'open loop at 100%' : 'closed loop';
+    result.peakSource = openTp > before ? 'open loop at 100%' : 'closed loop';
 
     // The unloaded reference, long enough for a p99 of high priority that is not just its max.
     try {
@@ -247,7 +246,7 @@ export async function runOverload(o: OverloadOptions): Promise<OverloadResults> 
     o.log('overload: stopping the node ...');
     await stop(node.proc);
   }
-  if (result.overload !== null) result.refusalFloor = await refusalFloor(o, result.overload.offeredRate ?? (result.offeredBasis ?? result.peak) * o.factor);
+  if (result.overload !== null) result.refusalFloor = await refusalFloor(o, result.overload.offeredRate ?? result.offeredBasis! * o.factor);
   return result;
 }
 

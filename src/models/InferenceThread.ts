@@ -53,14 +53,72 @@ export interface ModelRunner {
   stop(graceMs: number): Promise<void>;
 }
 
-export class InferenceThread implements ModelRunner {
-  private readonly worker: Worker;
-  /** Runs handed to the thread, by batch id; it runs them one at a time, urgent ones first. */
+/**
+ * What both runners keep: the runs handed over and not yet answered, by
+ * batch id, and the runner's end (every such run rejected, listeners told).
+ */
+export abstract class RunnerBase {
   private readonly pending = new Map<number, { resolve: (r: RunOutput) => void; reject: (e: Error) => void }>();
-  private dead: Error | undefined;
+  protected dead: Error | undefined;
   private readonly deathListeners: ((e: Error) => void)[] = [];
 
+  /** Runs handed over and not yet answered (the one running and those staged behind it). */
+  get runsHeld(): number {
+    return this.pending.size;
+  }
+
+  onDeath(listener: (e: Error) => void): void {
+    this.deathListeners.push(listener);
+  }
+
+  /** Holds the answer of run `batchId` and hands the run over (`handOver`); refused once dead or for an id already held. */
+  protected hold(batchId: number, handOver: () => void): Promise<RunOutput> {
+    if (this.dead) return Promise.reject(this.dead);
+    if (this.pending.has(batchId)) return Promise.reject(new Error(`batch ${batchId} is already running`));
+    return new Promise<RunOutput>((resolve, reject) => {
+      this.pending.set(batchId, { resolve, reject });
+      handOver();
+    });
+  }
+
+  /** Answers run `batchId`, if still held: its output, or its error. */
+  protected settle(batchId: number, outcome: RunOutput | Error): void {
+    const p = this.pending.get(batchId);
+    if (!p) return;
+    this.pending.delete(batchId);
+    if (outcome instanceof Error) p.reject(outcome);
+    else p.resolve(outcome);
+  }
+
+  /** Ends the runner once: every held run rejects with `e`, then the listeners hear of it. */
+  protected die(e: Error): void {
+    if (this.dead) return;
+    this.dead = e;
+    const runs = [...this.pending.values()];
+    this.pending.clear();
+    for (const p of runs) p.reject(e);
+    this.ended();
+    for (const l of this.deathListeners) l(e);
+  }
+
+  /** What a runner lets go of when it ends, before its listeners are told. */
+  protected ended(): void {}
+
+  /** True when `p` settled within `ms`. */
+  protected static async within(p: Promise<unknown>, ms: number): Promise<boolean> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), ms)));
+    const how = await Promise.race([p, late]);
+    clearTimeout(timer);
+    return how !== 'late';
+  }
+}
+
+export class InferenceThread extends RunnerBase implements ModelRunner {
+  private readonly worker: Worker;
+
   private constructor(worker: Worker) {
+    super();
     this.worker = worker;
     worker.on('message', (m: FromThread) => this.onMessage(m));
     worker.on('error', (e) => this.die(e));
@@ -101,17 +159,10 @@ export class InferenceThread implements ModelRunner {
    * throws or the thread dies.
    */
   run(batchId: number, inputs: Record<string, ThreadTensor>, urgent = false): Promise<RunOutput> {
-    if (this.dead) return Promise.reject(this.dead);
-    if (this.pending.has(batchId)) return Promise.reject(new Error(`batch ${batchId} is already running`));
-    return new Promise<RunOutput>((resolve, reject) => {
-      this.pending.set(batchId, { resolve, reject });
+    return this.hold(batchId, () => {
       const transfer = Object.values(inputs).map((t) => t.buffer);
       this.worker.postMessage({ t: 'run', batchId, inputs, ...(urgent ? { urgent } : {}) } satisfies ToThread, transfer);
     });
-  }
-
-  onDeath(listener: (e: Error) => void): void {
-    this.deathListeners.push(listener);
   }
 
   /** Chaos: inject a fault into the thread. */
@@ -138,16 +189,7 @@ export class InferenceThread implements ModelRunner {
     if (this.dead) return;
     const exited = new Promise<void>((resolve) => this.worker.once('exit', () => resolve()));
     this.worker.postMessage({ t: 'stop' } satisfies ToThread);
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), graceMs)));
-    const how = await Promise.race([exited, late]);
-    clearTimeout(timer);
-    if (how === 'late') await this.worker.terminate();
-  }
-
-  /** Runs handed to the thread and not yet answered (the one running and those staged behind it). */
-  get runsHeld(): number {
-    return this.pending.size;
+    if (!(await RunnerBase.within(exited, graceMs))) await this.worker.terminate();
   }
 
   get threadId(): number {
@@ -155,20 +197,7 @@ export class InferenceThread implements ModelRunner {
   }
 
   private onMessage(m: FromThread): void {
-    if (m.t !== 'done' && m.t !== 'failed') return;
-    const p = this.pending.get(m.batchId);
-    if (!p) return;
-    this.pending.delete(m.batchId);
-    if (m.t === 'done') p.resolve({ outputs: m.outputs, inferMs: m.inferMs, ...(m.next !== undefined ? { next: m.next } : {}) });
-    else p.reject(new Error(m.message));
-  }
-
-  private die(e: Error): void {
-    if (this.dead) return;
-    this.dead = e;
-    const runs = [...this.pending.values()];
-    this.pending.clear();
-    for (const p of runs) p.reject(e);
-    for (const l of this.deathListeners) l(e);
+    if (m.t === 'done') this.settle(m.batchId, { outputs: m.outputs, inferMs: m.inferMs, ...(m.next !== undefined ? { next: m.next } : {}) });
+    else if (m.t === 'failed') this.settle(m.batchId, new Error(m.message));
   }
 }

@@ -15,7 +15,7 @@
  * thread) by terminate().
  */
 import type * as ort from 'onnxruntime-node';
-import { ThreadDied, type ModelRunner, type RunOutput } from './InferenceThread.js';
+import { RunnerBase, ThreadDied, type ModelRunner, type RunOutput } from './InferenceThread.js';
 import { createSession, poisoned, runSession, takeNext, turn, type SessionRun } from './onnxSession.js';
 import type { ThreadFault, ThreadFaults, ThreadTensor } from './threadProtocol.js';
 
@@ -25,15 +25,12 @@ interface Run {
   urgent: boolean;
 }
 
-export class InlineSession implements ModelRunner {
+export class InlineSession extends RunnerBase implements ModelRunner {
   readonly threadId = 0;
-  private readonly pending = new Map<number, { resolve: (r: RunOutput) => void; reject: (e: Error) => void }>();
   /** Runs handed over and not yet started, in the order they came. */
   private readonly queue: Run[] = [];
   private pumping = false;
   private stopping = false;
-  private dead: Error | undefined;
-  private readonly deathListeners: ((e: Error) => void)[] = [];
   private nextFault: 'throwNext' | 'hangNext' | undefined;
   private onDead!: () => void;
   private readonly died = new Promise<void>((resolve) => (this.onDead = resolve));
@@ -41,7 +38,9 @@ export class InlineSession implements ModelRunner {
   private constructor(
     private readonly session: ort.InferenceSession,
     private readonly faults: ThreadFaults,
-  ) {}
+  ) {
+    super();
+  }
 
   /** @throws Error when the model cannot be loaded. */
   static async start(path: string, intraOpThreads: number, faults: ThreadFaults = {}): Promise<InlineSession> {
@@ -53,21 +52,10 @@ export class InlineSession implements ModelRunner {
   }
 
   run(batchId: number, inputs: Record<string, ThreadTensor>, urgent = false): Promise<RunOutput> {
-    if (this.dead) return Promise.reject(this.dead);
-    if (this.pending.has(batchId)) return Promise.reject(new Error(`batch ${batchId} is already running`));
-    return new Promise<RunOutput>((resolve, reject) => {
-      this.pending.set(batchId, { resolve, reject });
+    return this.hold(batchId, () => {
       this.queue.push({ batchId, inputs, urgent });
       void this.pump();
     });
-  }
-
-  get runsHeld(): number {
-    return this.pending.size;
-  }
-
-  onDeath(listener: (e: Error) => void): void {
-    this.deathListeners.push(listener);
   }
 
   inject(fault: ThreadFault): void {
@@ -86,9 +74,7 @@ export class InlineSession implements ModelRunner {
     if (this.dead) return;
     this.stopping = true;
     if (!this.pumping) return this.die(new ThreadDied('inline inference stopped'));
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([this.died, new Promise((resolve) => (timer = setTimeout(resolve, graceMs)))]);
-    clearTimeout(timer);
+    await RunnerBase.within(this.died, graceMs);
     this.die(new ThreadDied('inline inference stopped'));
   }
 
@@ -109,7 +95,7 @@ export class InlineSession implements ModelRunner {
       await turn();
       if (this.dead) break;
       const next = this.stopping ? undefined : takeNext(this.queue);
-      this.settle(run.batchId, (p) => p.resolve({ outputs: done.outputs, inferMs: done.inferMs, ...(next ? { next: next.batchId } : {}) }));
+      this.settle(run.batchId, { outputs: done.outputs, inferMs: done.inferMs, ...(next ? { next: next.batchId } : {}) });
       run = next;
     }
     this.pumping = false;
@@ -129,26 +115,13 @@ export class InlineSession implements ModelRunner {
       }
       return await runSession(this.session, run.inputs);
     } catch (e) {
-      this.settle(run.batchId, (p) => p.reject(e as Error));
+      this.settle(run.batchId, e instanceof Error ? e : new Error(String(e)));
       return undefined;
     }
   }
 
-  private settle(batchId: number, answer: (p: { resolve: (r: RunOutput) => void; reject: (e: Error) => void }) => void): void {
-    const p = this.pending.get(batchId);
-    if (!p) return;
-    this.pending.delete(batchId);
-    answer(p);
-  }
-
-  private die(e: Error): void {
-    if (this.dead) return;
-    this.dead = e;
+  protected override ended(): void {
     this.queue.length = 0;
-    const runs = [...this.pending.values()];
-    this.pending.clear();
-    for (const p of runs) p.reject(e);
     this.onDead();
-    for (const l of this.deathListeners) l(e);
   }
 }
