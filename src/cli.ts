@@ -66,6 +66,11 @@ Cluster options:
 Limits and security:
   --max-queued-bytes N  memory budget for queued request tensors (default 536870912)
   --max-buffered-bytes N results a client may leave unread before it is closed (default 8388608)
+  --max-buffered-total-bytes N
+                      results all clients together may leave unread; past it the ones
+                      holding the most are closed, largest first (default 268435456)
+  --max-connections N client WebSocket connections held at most; past it an upgrade gets
+                      HTTP 503 with Retry-After (default 10000)
   --auth-tokens FILE  client tokens, one per line; clients send Authorization: Bearer TOKEN
                       or a first frame {t:"hello", token}. Env: ACTORSERVE_AUTH_TOKENS=a,b
   --admin-token T     token for /v1/admin/* and chaos (env ACTORSERVE_ADMIN_TOKEN); without
@@ -129,6 +134,8 @@ export async function main(argv: string[]): Promise<number> {
       epsilon: { type: 'string' },
       'max-queued-bytes': { type: 'string' },
       'max-buffered-bytes': { type: 'string' },
+      'max-buffered-total-bytes': { type: 'string' },
+      'max-connections': { type: 'string' },
       'auth-tokens': { type: 'string' },
       'admin-token': { type: 'string' },
       'tls-cert': { type: 'string' },
@@ -204,6 +211,8 @@ export async function main(argv: string[]): Promise<number> {
     supervision.strategy = values.strategy as SupervisionSettings['strategy'];
   }
   const maxBufferedBytes = intOpt('max-buffered-bytes', values['max-buffered-bytes']);
+  const maxBufferedTotalBytes = intOpt('max-buffered-total-bytes', values['max-buffered-total-bytes']);
+  const maxConnections = intOpt('max-connections', values['max-connections']);
   const envTokens = process.env['ACTORSERVE_AUTH_TOKENS']?.split(',').map((t) => t.trim()).filter(Boolean);
   const authTokens = values['auth-tokens'] ? TokenSet.fromFile(values['auth-tokens']) : envTokens?.length ? new TokenSet(envTokens) : undefined;
   if (Boolean(values['tls-cert']) !== Boolean(values['tls-key'])) throw new RangeError('--tls-cert and --tls-key go together');
@@ -225,6 +234,8 @@ export async function main(argv: string[]): Promise<number> {
     ...(maxInFlight !== undefined ? { maxInFlight } : {}),
     ...(maxQueuedBytes !== undefined ? { maxQueuedBytes } : {}),
     ...(maxBufferedBytes !== undefined ? { maxBufferedBytes } : {}),
+    ...(maxBufferedTotalBytes !== undefined ? { maxBufferedTotalBytes } : {}),
+    ...(maxConnections !== undefined ? { maxConnections } : {}),
     ...(authTokens ? { authTokens } : {}),
     ...(adminToken ? { adminToken: new TokenSet([adminToken]) } : {}),
     ...(tls ? { tls } : {}),

@@ -16,6 +16,7 @@ import { encode } from '../transport/codec.js';
 import type { MemberInfo, PeerMsg } from '../transport/peerProtocol.js';
 import { PROTOCOL_VERSION, type ErrorFrame, type InferFrame, type ResultFrame, type WelcomeFrame } from '../transport/protocol.js';
 import { json, startServer, type RunningServer } from '../transport/Server.js';
+import { OUTPUT_SWEEP_MS, overOutputBudget } from '../transport/outputBudget.js';
 import type { NodeContext } from '../transport/http/context.js';
 import { dashboardFeed, handleDashboard } from '../transport/http/dashboard.js';
 import { handleOip } from '../transport/http/oip.js';
@@ -65,6 +66,14 @@ export interface NodeOptions {
   tls?: { cert: string | Buffer; key: string | Buffer; ca?: string | Buffer };
   /** Results a client may leave unread in its socket before it is closed. Default 8 MiB. */
   maxBufferedBytes?: number;
+  /**
+   * Results all clients together may leave unread in this node's memory; past
+   * it the connections holding the most are closed, largest first, until the
+   * rest fit (checked every 100 ms). Default 256 MiB.
+   */
+  maxBufferedTotalBytes?: number;
+  /** Client WebSocket connections this node holds at most; past it an upgrade gets 503 with Retry-After. Default 10 000. */
+  maxConnections?: number;
   /** Requests one connection may have unanswered. Default 1024. */
   maxInFlight?: number;
   /** Largest client frame; bigger closes the connection with 1009. Default 8 MiB. */
@@ -113,6 +122,9 @@ export class ActorserveNode {
   /** Models whose workers all gave up: no longer offered to the cluster. */
   private readonly withdrawn = new Set<string>();
   private readonly sessions = new Map<string, Ref<SessionMsg>>();
+  /** Every client connection, from its upgrade to its close, with the logger that names it. */
+  private readonly clients = new Map<WebSocket, { log: Logger }>();
+  private outputSweep: NodeJS.Timeout | undefined;
   /** Resolved when the node has stopped, whatever stopped it. */
   readonly done: Promise<void>;
   private resolveDone!: () => void;
@@ -123,6 +135,12 @@ export class ActorserveNode {
       queues: () => this.queueStats(),
       memberStatuses: () => this.clusterView().map((m) => m.status),
       queuedBytes: () => this.budget.used,
+      clientConnections: () => this.clients.size,
+      clientUnreadBytes: () => {
+        let total = 0;
+        for (const ws of this.clients.keys()) total += unreadBytes(ws);
+        return total;
+      },
     });
   }
 
@@ -178,7 +196,9 @@ export class ActorserveNode {
       node.auth = { clients: opts.authTokens, admin: opts.adminToken };
     node.chaosEnabled = opts.chaos ?? false;
     const maxBufferedBytes = positive('maxBufferedBytes', opts.maxBufferedBytes ?? 8 * 1024 * 1024);
-    await node.boot(opts, { maxInFlight, maxFrameBytes, supervision, runTimeoutMs, seeds, maxBufferedBytes });
+    const maxBufferedTotalBytes = positive('maxBufferedTotalBytes', opts.maxBufferedTotalBytes ?? 256 * 1024 * 1024);
+    const maxConnections = positive('maxConnections', opts.maxConnections ?? 10_000);
+    await node.boot(opts, { maxInFlight, maxFrameBytes, supervision, runTimeoutMs, seeds, maxBufferedBytes, maxBufferedTotalBytes, maxConnections });
     } catch (e) {
       await node.stop();
       throw e;
@@ -188,7 +208,16 @@ export class ActorserveNode {
 
   private async boot(
     opts: NodeOptions,
-    c: { maxInFlight: number; maxFrameBytes: number; supervision: SupervisionSettings; runTimeoutMs: number; seeds: readonly string[]; maxBufferedBytes: number },
+    c: {
+      maxInFlight: number;
+      maxFrameBytes: number;
+      supervision: SupervisionSettings;
+      runTimeoutMs: number;
+      seeds: readonly string[];
+      maxBufferedBytes: number;
+      maxBufferedTotalBytes: number;
+      maxConnections: number;
+    },
   ): Promise<void> {
     const { log, system } = this;
     const modelsSup = spawnStateless(system, () => undefined, 'models');
@@ -274,6 +303,8 @@ export class ActorserveNode {
       maxPeerFrameBytes: Math.max(64 * 1024 * 1024, 4 * c.maxFrameBytes),
       isReady: () => this.ready,
       acceptClients: () => !this.leaving,
+      maxClients: c.maxConnections,
+      onRefused: (reason) => this.metrics.connectionRefused(reason),
       routes: (req, res, path) => this.route(req, res, path) || handleOip(req, res, path, this.http) || handleDashboard(req, res, path, this.http),
       upgrades: { '/v1/dashboard/ws': (ws) => dashboardFeed(ws, this.http) },
       onPeer: (ws, req) => (this.membership ? this.membership.accept(ws, req) : ws.close(CloseCode.policyViolation, 'unauthorized')),
@@ -283,9 +314,13 @@ export class ActorserveNode {
         return !this.auth.clients || token === undefined || this.auth.clients.has(token);
       },
       onClient: (ws, req) => {
+        const client = { log };
+        this.clients.set(ws, client);
+        ws.once('close', () => this.clients.delete(ws));
         const open = () => {
           const name = `session-${sessionCount++}`;
           const slog = log.child({ session: name });
+          client.log = slog;
           slog.debug({ remote: req.socket.remoteAddress }, 'client connected');
           let frameHandled = () => {};
           const session = spawnSession(gateway, {
@@ -297,6 +332,7 @@ export class ActorserveNode {
             router,
             maxInFlight: c.maxInFlight,
             maxBufferedBytes: c.maxBufferedBytes,
+            onSlowConsumer: () => this.metrics.slowConsumerClosed('connection'),
             log: slog,
             metrics: this.metrics,
             onDuplicate: () => {
@@ -336,9 +372,11 @@ export class ActorserveNode {
         };
         ws.on('error', (e) => log.info({ err: e.message }, 'client socket error'));
         if (!this.auth.clients || bearer(req) !== undefined) return open();
-        awaitHello(ws, this.auth.clients, log, open);
+        awaitHello(ws, this.auth.clients, log, open, () => this.metrics.connectionRefused('unauthorized'));
       },
     });
+    this.outputSweep = setInterval(() => this.sweepUnreadOutput(c.maxBufferedTotalBytes), OUTPUT_SWEEP_MS);
+    this.outputSweep.unref();
 
     const self: MemberInfo = {
       nodeId: this.nodeId,
@@ -385,6 +423,19 @@ export class ActorserveNode {
     this.membership.setSelfState('up');
     this.ready = true;
     log.info({ port: this.port, addr: self.addr, models: self.models, incarnation: this.incarnation, seeds: c.seeds }, 'listening');
+  }
+
+  /** Closes the clients holding the most unread results while all of them together hold more than `budget`. */
+  private sweepUnreadOutput(budget: number): void {
+    const { victims, total } = overOutputBudget(this.clients.keys(), unreadBytes, budget);
+    for (const ws of victims) {
+      // Read before terminate(), which drops what is buffered.
+      const bufferedBytes = ws.bufferedAmount;
+      this.clients.get(ws)?.log.warn({ bufferedBytes, totalBytes: total, limit: budget }, 'slow consumer closed at the node\'s unread-output budget');
+      this.metrics.slowConsumerClosed('node');
+      // Its queued work is cancelled on close, as at the connection's own watermark.
+      ws.terminate();
+    }
   }
 
   /**
@@ -566,6 +617,7 @@ export class ActorserveNode {
   stop(): Promise<void> {
     this.stopped ??= (async () => {
       this.ready = false;
+      clearInterval(this.outputSweep);
       this.membership?.stop();
       await this.server?.close();
       for (const m of this.models.values()) m.supervision.close();
@@ -581,9 +633,10 @@ export class ActorserveNode {
  * A client that could not send a header (a browser) proves its token in its
  * first frame, within 5 s; anything else is answered `unauthorized` and closed.
  */
-function awaitHello(ws: WebSocket, tokens: TokenSet, log: Logger, open: () => void): void {
+function awaitHello(ws: WebSocket, tokens: TokenSet, log: Logger, open: () => void, onRefused: () => void): void {
   const refuse = (why: string) => {
     log.info({ reason: why }, 'client refused');
+    onRefused();
     if (ws.readyState === ws.OPEN) ws.send(encode({ t: 'error', id: null, code: 'unauthorized', message: why } satisfies ErrorFrame));
     ws.close(CloseCode.policyViolation, 'unauthorized');
   };
@@ -602,6 +655,9 @@ function awaitHello(ws: WebSocket, tokens: TokenSet, log: Logger, open: () => vo
     open();
   });
 }
+
+/** Results written to a client and not yet taken by its socket; nothing once it is closing (terminate() drops them). */
+const unreadBytes = (ws: WebSocket): number => (ws.readyState === ws.OPEN ? ws.bufferedAmount : 0);
 
 /** Client frames received but not yet handled, per connection, at which reading pauses and resumes. */
 const INBOUND_HIGH_WATER = 64;

@@ -30,6 +30,8 @@ export interface SessionOptions {
   metrics?: Metrics;
   /** Results buffered in the socket past this close the connection (a reader that stopped reading). */
   maxBufferedBytes: number;
+  /** Told when this session closes its connection at {@link maxBufferedBytes}. */
+  onSlowConsumer?: () => void;
   /** Told after each client frame is handled (inbound flow control). */
   onFrameHandled?: () => void;
   /** Told every change of this session's unanswered requests (+1 / -n), for draining. */
@@ -56,6 +58,7 @@ export function spawnSession(parent: Ref<unknown>, o: SessionOptions): Ref<Sessi
     if (o.ws.bufferedAmount > o.maxBufferedBytes) {
       // It stopped reading: holding more for it would cost everyone's memory. Its queued work is cancelled on close.
       o.log.warn({ bufferedBytes: o.ws.bufferedAmount, limit: o.maxBufferedBytes }, 'slow consumer closed at the high watermark');
+      o.onSlowConsumer?.();
       o.ws.terminate();
     }
   };

@@ -94,7 +94,9 @@ const CLOSE_WAIT_MS = 2_000;
  * Connects to a node and waits for its welcome frame.
  *
  * Defaults: `timeoutMs` 10 000. Rejects with `ActorserveError` code
- * `unauthorized` when the upgrade is refused with HTTP 401/403, `unavailable`
+ * `unauthorized` when the upgrade is refused with HTTP 401/403, `overloaded`
+ * (with `retryAfterMs`) with HTTP 503 and `Retry-After` (the node holds its
+ * most connections), `unavailable`
  * for any other failure (refused, timed out, closed or garbled before the
  * welcome). Throws `RangeError` for a bad `timeoutMs`.
  */
@@ -159,6 +161,12 @@ export class Client {
       ws.on('unexpected-response', (_req, res) => {
         res.resume();
         const status = res.statusCode ?? 0;
+        const retryAfterS = status === 503 ? Number(res.headers['retry-after']) : Number.NaN;
+        if (Number.isFinite(retryAfterS) && retryAfterS >= 0) {
+          // A node at its connection cap: busy, not gone.
+          fail(new ActorserveError('overloaded', `${url} holds its most connections (HTTP 503)`, retryAfterS * 1000));
+          return;
+        }
         const code: ErrorCode = status === 401 || status === 403 ? 'unauthorized' : 'unavailable';
         fail(new ActorserveError(code, `${url} refused the WebSocket upgrade with HTTP ${status}`));
       });

@@ -15,7 +15,16 @@ export interface MetricSources {
   queues(): Record<string, { queued: number; running: number }>;
   memberStatuses(): string[];
   queuedBytes(): number;
+  /** Client WebSocket connections open on this node. */
+  clientConnections(): number;
+  /** Bytes of results written to this node's clients and not yet taken by their sockets. */
+  clientUnreadBytes(): number;
 }
+
+/** Why a client connection was refused at the upgrade. */
+export type RefusedConnection = 'max_connections' | 'leaving' | 'unauthorized';
+/** Which bound closed a client that stopped reading: its own watermark, or the node's budget for all of them. */
+export type SlowConsumerLimit = 'connection' | 'node';
 
 export class Metrics {
   readonly registry = new Registry();
@@ -79,6 +88,19 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  private readonly refusedConnections = new Counter({
+    name: 'actorserve_client_connections_refused_total',
+    help: 'Client WebSocket upgrades refused, by reason (max_connections: the node holds --max-connections; leaving; unauthorized).',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  private readonly slowConsumers = new Counter({
+    name: 'actorserve_slow_consumers_closed_total',
+    help: 'Clients closed for leaving results unread, by the bound they passed (connection: --max-buffered-bytes; node: --max-buffered-total-bytes).',
+    labelNames: ['limit'] as const,
+    registers: [this.registry],
+  });
+
   private readonly perModel = new Map<string, { latency: Histogram.Internal<string>; queue: Histogram.Internal<string>; infer: Histogram.Internal<string>; batch: Histogram.Internal<string> }>();
   private readonly bytesIn: Record<Link, Counter.Internal>;
   private readonly bytesOut: Record<Link, Counter.Internal>;
@@ -105,6 +127,22 @@ export class Metrics {
         registers: [this.registry],
         collect() {
           this.set(sources.queuedBytes());
+        },
+      });
+      new Gauge({
+        name: 'actorserve_client_connections',
+        help: 'Client WebSocket connections open on this node (bounded by --max-connections).',
+        registers: [this.registry],
+        collect() {
+          this.set(sources.clientConnections());
+        },
+      });
+      new Gauge({
+        name: 'actorserve_client_unread_bytes',
+        help: 'Bytes of results this node holds for its clients, written but not yet taken by their sockets (bounded by --max-buffered-total-bytes).',
+        registers: [this.registry],
+        collect() {
+          this.set(sources.clientUnreadBytes());
         },
       });
       new Gauge({
@@ -155,6 +193,14 @@ export class Metrics {
 
   workerRestarted(model: string): void {
     this.restarts.labels(model).inc();
+  }
+
+  connectionRefused(reason: RefusedConnection): void {
+    this.refusedConnections.labels(reason).inc();
+  }
+
+  slowConsumerClosed(limit: SlowConsumerLimit): void {
+    this.slowConsumers.labels(limit).inc();
   }
 
   bytesReceived(link: Link, n: number): void {

@@ -8,6 +8,12 @@ import { createServer as createTlsServer } from 'node:https';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { CloseCode } from '../errors.js';
+import type { RefusedConnection } from '../metrics/Metrics.js';
+
+/** Sockets of any kind (peers, probes, HTTP callers, upgrades in progress) the port holds beyond its client cap. */
+export const SOCKET_HEADROOM = 1024;
+/** `Retry-After` of an upgrade refused because the node holds its most client connections. */
+export const FULL_RETRY_AFTER_S = 1;
 
 export interface ServerOptions {
   host: string;
@@ -22,6 +28,15 @@ export interface ServerOptions {
   isReady: () => boolean;
   /** Refuses new client connections (while leaving). */
   acceptClients?: () => boolean;
+  /**
+   * Client WebSocket connections the node holds at most; an upgrade past it
+   * is answered 503 with `Retry-After` before a socket is allocated, and
+   * the port closes sockets of any kind past this + {@link SOCKET_HEADROOM}
+   * at accept. Default: no cap.
+   */
+  maxClients?: number;
+  /** Told of every client upgrade refused, with why. */
+  onRefused?: (reason: RefusedConnection) => void;
   /** Decides a client upgrade before a socket exists: 401 when it returns false. */
   authorizeClient?: (req: IncomingMessage) => boolean;
   /** PEM certificate and key: serve https and wss instead of http and ws. */
@@ -31,6 +46,16 @@ export interface ServerOptions {
   /** Further HTTP routes; returns false when it does not handle the request. */
   routes?: (req: IncomingMessage, res: ServerResponse, path: string) => boolean;
 }
+
+const FULL_BODY = JSON.stringify({
+  error: 'overloaded',
+  message: 'this node holds its most client connections; retry later or connect to another node',
+  retryAfterMs: FULL_RETRY_AFTER_S * 1000,
+});
+/** The answer to an upgrade past the client cap: 503, `Retry-After`, and the reason as JSON. */
+const FULL_RESPONSE =
+  `HTTP/1.1 503 Service Unavailable\r\nretry-after: ${FULL_RETRY_AFTER_S}\r\ncontent-type: application/json\r\n` +
+  `connection: close\r\ncontent-length: ${Buffer.byteLength(FULL_BODY)}\r\n\r\n${FULL_BODY}`;
 
 export interface RunningServer {
   readonly port: number;
@@ -72,6 +97,11 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
   const http: HttpServer = o.tls ? (createTlsServer({ cert: o.tls.cert, key: o.tls.key }, handler) as unknown as HttpServer) : createServer(handler);
   http.headersTimeout = 10_000;
   http.requestTimeout = 30_000;
+  if (o.maxClients !== undefined) http.maxConnections = o.maxClients + SOCKET_HEADROOM;
+  const refuse = (socket: Duplex, reason: RefusedConnection, response: string) => {
+    o.onRefused?.(reason);
+    socket.end(response);
+  };
   http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/cluster' && o.onPeer) {
@@ -85,12 +115,13 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
       return;
     }
     if (o.acceptClients && !o.acceptClients()) {
-      socket.end('HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
-      return;
+      return refuse(socket, 'leaving', 'HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+    }
+    if (o.maxClients !== undefined && wss.clients.size >= o.maxClients) {
+      return refuse(socket, 'max_connections', FULL_RESPONSE);
     }
     if (o.authorizeClient && !o.authorizeClient(req)) {
-      socket.end('HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Bearer\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
-      return;
+      return refuse(socket, 'unauthorized', 'HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Bearer\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
     }
     wss.handleUpgrade(req, socket, head, (ws) => o.onClient(ws, req));
   });

@@ -8,6 +8,7 @@ import type { ErrorFrame, Priority, ResultFrame } from '../../src/transport/prot
 import { RawClient } from '../helpers/RawClient.js';
 import { IrisLoad } from '../helpers/load.js';
 import { eventually } from '../helpers/cluster.js';
+import { metric } from '../helpers/metrics.js';
 import { spawnNode, type NodeProcess } from '../helpers/spawnNode.js';
 
 const started: NodeProcess[] = [];
@@ -19,11 +20,6 @@ const IMG = 3 * 48 * 192;
 const image = new Uint8Array(new Float32Array(IMG).fill(0.25).buffer);
 const imageInfer = (id: string, priority: Priority) => ({ t: 'infer', id, model: 'text-orientation', priority, inputs: { x: { dtype: 'float32', shape: [1, 3, 48, 192], data: image } } });
 
-const metric = async (port: number, name: string) => {
-  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-  const m = new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, 'm').exec(text);
-  return m ? Number(m[1]) : NaN;
-};
 const rssBytes = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
 
 describe('three times more traffic than capacity', () => {
@@ -142,6 +138,7 @@ describe('a client that stops reading', () => {
     slow.ws.resume();
     await Promise.race([slow.closed, new Promise((r) => setTimeout(r, 5_000))]);
     expect(slow.ws.readyState).toBe(slow.ws.CLOSED);
+    expect(await metric(node.port, 'actorserve_slow_consumers_closed_total', 'limit="connection"')).toBe(1);
 
     load.stop();
     const report = await load.done;

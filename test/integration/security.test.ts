@@ -12,6 +12,7 @@ import { decodeUntrusted, encode } from '../../src/transport/codec.js';
 import type { ErrorFrame, ServerFrame } from '../../src/transport/protocol.js';
 import { irisInput } from '../helpers/RawClient.js';
 import { eventually, freePorts } from '../helpers/cluster.js';
+import { metric } from '../helpers/metrics.js';
 import { spawnNode, type NodeProcess } from '../helpers/spawnNode.js';
 
 const SECRETS = { clientA: 'tok-alpha-7f3e', clientB: 'tok-bravo-91c2', admin: 'adm-secret-55d1', cluster: 'clu-secret-0b9a' };
@@ -52,8 +53,11 @@ function open(url: string, headers: Record<string, string> = {}, extra: WebSocke
 
 describe('client tokens', () => {
   it('refuses a wrong bearer token at the upgrade with 401, before any WebSocket exists', async () => {
+    const refused = () => metric(node.port, 'actorserve_client_connections_refused_total', 'reason="unauthorized"').then((n) => n || 0);
+    const before = await refused();
     const c = open(node.url, { authorization: `Bearer not-a-token` });
     expect(await c.closed).toEqual({ code: -1, status: 401 });
+    expect(await refused()).toBe(before + 1);
   });
 
   it('serves a client with a valid bearer token', async () => {
@@ -77,6 +81,8 @@ describe('client tokens', () => {
     expect(good.frames[0]!.t).toBe('welcome');
     good.ws.close();
 
+    const refused = () => metric(node.port, 'actorserve_client_connections_refused_total', 'reason="unauthorized"').then((n) => n || 0);
+    const before = await refused();
     for (const first of [{ t: 'infer', id: 1, model: 'iris', inputs: irisInput([1, 2, 3, 4]) }, { t: 'hello', token: 'guess' }]) {
       const bad = open(node.url);
       await bad.opened;
@@ -84,6 +90,7 @@ describe('client tokens', () => {
       expect((await bad.closed).code).toBe(1008);
       expect(bad.frames.map((f) => (f as ErrorFrame).code)).toEqual(['unauthorized']);
     }
+    expect(await refused()).toBe(before + 2);
   });
 
   it('requires a client token on the HTTP infer endpoint too', async () => {

@@ -1,0 +1,139 @@
+/**
+ * Node-wide bounds on clients, against a real node process: how many
+ * connections it holds, and how many result bytes all of its clients
+ * together may leave unread.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { ActorserveError } from '../../src/errors.js';
+import { Client } from '../../src/client/Client.js';
+import type { ResultFrame } from '../../src/transport/protocol.js';
+import { eventually } from '../helpers/cluster.js';
+import { IrisLoad } from '../helpers/load.js';
+import { metric } from '../helpers/metrics.js';
+import { irisInput, RawClient } from '../helpers/RawClient.js';
+import { spawnNode, type NodeProcess } from '../helpers/spawnNode.js';
+
+const started: NodeProcess[] = [];
+afterAll(async () => {
+  await Promise.all(started.map((n) => n.stop('SIGKILL')));
+});
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const logged = (node: NodeProcess, msg: string) => node.lines.filter((l) => (l as { msg?: string }).msg === msg) as Record<string, unknown>[];
+
+describe('a node at its connection cap', () => {
+  it('answers a further upgrade 503 with Retry-After (the SDK: overloaded), keeps serving the clients it holds, and takes a new one once one leaves', async () => {
+    const node = await spawnNode(['--port', '0', '--node-id', 'cap', '--models', 'iris', '--max-connections', '2']);
+    started.push(node);
+    const a = await RawClient.connect(node.url);
+    const b = await RawClient.connect(node.url);
+
+    const refused = await Client.connect(node.url, { timeoutMs: 5_000 }).then(
+      (c) => (void c.close(), undefined),
+      (e: unknown) => e,
+    );
+    expect(refused).toBeInstanceOf(ActorserveError);
+    expect(refused).toMatchObject({ code: 'overloaded', retryAfterMs: 1000 });
+    expect(await metric(node.port, 'actorserve_client_connections_refused_total', 'reason="max_connections"')).toBe(1);
+    expect(await metric(node.port, 'actorserve_client_connections')).toBe(2);
+
+    // The two it holds are served as before.
+    for (const [c, id] of [[a, 'a1'], [b, 'b1']] as const) {
+      const r = await c.request({ id, model: 'iris', inputs: irisInput([5.1, 3.5, 1.4, 0.2]) });
+      expect(r.t).toBe('result');
+    }
+
+    // One leaves; a newcomer gets in.
+    a.close();
+    await a.closed;
+    await eventually(async () => (await metric(node.port, 'actorserve_client_connections')) === 1, 5_000);
+    const c = await Client.connect(node.url, { timeoutMs: 5_000 });
+    const out = await c.infer('iris', { input: { data: Float32Array.of(6.7, 3.0, 5.2, 2.3), shape: [1, 4] } });
+    expect(out.outputs['probabilities']?.data.length).toBe(3);
+    await c.close();
+    b.close();
+  });
+});
+
+describe('the node-wide budget for unread results', () => {
+  it('closes the client holding the most unread results once all of them together pass it, spares the others (under it again) and a reading client alike', async () => {
+    // Each connection may hold 8 MiB unread (the default); all of them together 256 KiB.
+    const budget = 256 * 1024;
+    const node = await spawnNode(['--port', '0', '--node-id', 'unread', '--models', 'iris', '--max-buffered-total-bytes', String(budget)]);
+    started.push(node);
+    const unread = () => metric(node.port, 'actorserve_client_unread_bytes');
+
+    const good = await RawClient.connect(node.url);
+    const load = new IrisLoad(good, { window: 64, maxRequests: 200_000, maxMs: 40_000, prefix: 'good' });
+
+    const bigger = await RawClient.connect(node.url);
+    const smaller = await RawClient.connect(node.url);
+    bigger.ws.pause();
+    smaller.ws.pause();
+    const row = irisInput([5.1, 3.5, 1.4, 0.2]);
+    const sent = new Map<RawClient, string[]>([[bigger, []], [smaller, []]]);
+    const send = (c: RawClient, n: number) => {
+      for (let i = 0; i < n; i++) {
+        const id = `${c === bigger ? 'B' : 's'}${sent.get(c)!.length}`;
+        sent.get(c)!.push(id);
+        c.send({ t: 'infer', id, model: 'iris', inputs: row });
+      }
+    };
+    /**
+     * Sends in steps until the node holds `until` unread bytes: big steps while the kernel's
+     * socket buffers fill (nothing reaches the node's own buffers yet), small ones after, so no
+     * step adds more than ~50 KiB the node must hold.
+     */
+    const fill = async (c: RawClient, base: number, until: (bytes: number) => boolean) => {
+      const deadline = performance.now() + 20_000;
+      for (;;) {
+        const bytes = await unread();
+        if (until(bytes)) return bytes;
+        if (performance.now() > deadline) throw new Error(`unread bytes stayed at ${bytes}`);
+        send(c, bytes - base < 8 * 1024 ? 250 : 50);
+        await sleep(20);
+      }
+    };
+
+    // One client leaves well over half of the budget unread, alone under it.
+    const first = await fill(bigger, 0, (bytes) => bytes >= 0.6 * budget);
+    expect(first).toBeLessThanOrEqual(budget);
+    await sleep(300);
+    expect(logged(node, "slow consumer closed at the node's unread-output budget")).toEqual([]);
+    const held = await unread();
+
+    // A second one pushes the total past the budget while holding less than the first.
+    await fill(smaller, held, (bytes) => bytes > budget);
+    await eventually(async () => logged(node, "slow consumer closed at the node's unread-output budget").length > 0, 5_000);
+    await sleep(300);
+    const closed = logged(node, "slow consumer closed at the node's unread-output budget");
+    expect(closed).toHaveLength(1);
+    expect(closed[0]!['bufferedBytes']).toBeGreaterThanOrEqual(held * 0.9);
+    expect(closed[0]!['bufferedBytes']).toBeLessThan(8 * 1024 * 1024); // its own watermark was far off
+    expect(closed[0]!['totalBytes']).toBeGreaterThan(budget);
+    expect(await metric(node.port, 'actorserve_slow_consumers_closed_total', 'limit="node"')).toBe(1);
+
+    // The one that held the most is gone; the other reads again and has every answer, once.
+    bigger.ws.resume();
+    await bigger.closed;
+    smaller.ws.resume();
+    const ids = sent.get(smaller)!;
+    await eventually(async () => ids.every((id) => smaller.replies.has(id)), 20_000);
+    for (const id of ids) {
+      const replies = smaller.replies.get(id)!;
+      expect(replies).toHaveLength(1);
+      expect((replies[0] as ResultFrame).t).toBe('result');
+    }
+    expect(smaller.ws.readyState).toBe(smaller.ws.OPEN);
+    expect(await unread()).toBeLessThan(budget);
+
+    load.stop();
+    const report = await load.done;
+    expect(report.sent).toBeGreaterThan(100);
+    expect(report.errors).toEqual({});
+    expect(report).toMatchObject({ duplicates: 0, lost: 0, foreign: 0 });
+    expect(report.results).toBe(report.sent);
+    smaller.close();
+    good.close();
+  });
+});

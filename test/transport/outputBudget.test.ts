@@ -1,0 +1,46 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { overOutputBudget } from '../../src/transport/outputBudget.js';
+
+const pick = (held: readonly number[], budget: number) => overOutputBudget(held.keys(), (i) => held[i]!, budget);
+const sum = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0);
+
+describe('overOutputBudget', () => {
+  it('closes nobody while the total fits, the largest backlog first once it does not, and no more than it takes', () => {
+    expect(pick([100, 50, 0], 150)).toEqual({ victims: [], total: 150 });
+    expect(pick([100, 50, 30], 150)).toEqual({ victims: [0], total: 180 });
+    expect(pick([10, 300, 200, 5], 100)).toEqual({ victims: [1, 2], total: 515 });
+    expect(pick([], 0)).toEqual({ victims: [], total: 0 });
+    // A connection holding nothing is never a victim, even when the budget is 0.
+    expect(pick([0, 7, 0], 0)).toEqual({ victims: [1], total: 7 });
+  });
+
+  const heldArb = fc.array(fc.nat({ max: 1 << 24 }), { maxLength: 50 });
+  const budgetArb = fc.nat({ max: 1 << 26 });
+
+  it('invariant: what the survivors hold fits the budget', () => {
+    fc.assert(
+      fc.property(heldArb, budgetArb, (held, budget) => {
+        const { victims, total } = pick(held, budget);
+        expect(total).toBe(sum(held));
+        const gone = new Set(victims);
+        expect(sum(held.filter((_, i) => !gone.has(i)))).toBeLessThanOrEqual(budget);
+      }),
+    );
+  });
+
+  it('invariant: every victim holds at least as much as every survivor, and sparing the last victim would not fit', () => {
+    fc.assert(
+      fc.property(heldArb, budgetArb, (held, budget) => {
+        const { victims } = pick(held, budget);
+        if (victims.length === 0) return;
+        const gone = new Set(victims);
+        const smallestVictim = Math.min(...victims.map((i) => held[i]!));
+        for (let i = 0; i < held.length; i++) if (!gone.has(i)) expect(held[i]!).toBeLessThanOrEqual(smallestVictim);
+        const last = victims[victims.length - 1]!;
+        expect(sum(held.filter((_, i) => !gone.has(i))) + held[last]!).toBeGreaterThan(budget);
+        expect(victims.every((i) => held[i]! > 0)).toBe(true);
+      }),
+    );
+  });
+});
