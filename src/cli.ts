@@ -69,6 +69,10 @@ Limits and security:
   --max-buffered-total-bytes N
                       results all clients together may leave unread; past it the ones
                       holding the most are closed, largest first (default 268435456)
+  --max-receiving-bytes N
+                      bytes of frames still arriving that all clients together may hold;
+                      past it the ones holding the most are closed, largest first
+                      (default 268435456)
   --max-connections N client WebSocket connections held at most; past it an upgrade gets
                       HTTP 503 with Retry-After (default 10000)
   --auth-tokens FILE  client tokens, one per line; clients send Authorization: Bearer TOKEN
@@ -136,6 +140,7 @@ export async function main(argv: string[]): Promise<number> {
       'max-buffered-bytes': { type: 'string' },
       'max-buffered-total-bytes': { type: 'string' },
       'max-connections': { type: 'string' },
+      'max-receiving-bytes': { type: 'string' },
       'auth-tokens': { type: 'string' },
       'admin-token': { type: 'string' },
       'tls-cert': { type: 'string' },
@@ -213,6 +218,7 @@ export async function main(argv: string[]): Promise<number> {
   const maxBufferedBytes = intOpt('max-buffered-bytes', values['max-buffered-bytes']);
   const maxBufferedTotalBytes = intOpt('max-buffered-total-bytes', values['max-buffered-total-bytes']);
   const maxConnections = intOpt('max-connections', values['max-connections']);
+  const maxReceivingBytes = intOpt('max-receiving-bytes', values['max-receiving-bytes']);
   const envTokens = process.env['ACTORSERVE_AUTH_TOKENS']?.split(',').map((t) => t.trim()).filter(Boolean);
   const authTokens = values['auth-tokens'] ? TokenSet.fromFile(values['auth-tokens']) : envTokens?.length ? new TokenSet(envTokens) : undefined;
   if (Boolean(values['tls-cert']) !== Boolean(values['tls-key'])) throw new RangeError('--tls-cert and --tls-key go together');
@@ -236,6 +242,7 @@ export async function main(argv: string[]): Promise<number> {
     ...(maxBufferedBytes !== undefined ? { maxBufferedBytes } : {}),
     ...(maxBufferedTotalBytes !== undefined ? { maxBufferedTotalBytes } : {}),
     ...(maxConnections !== undefined ? { maxConnections } : {}),
+    ...(maxReceivingBytes !== undefined ? { maxReceivingBytes } : {}),
     ...(authTokens ? { authTokens } : {}),
     ...(adminToken ? { adminToken: new TokenSet([adminToken]) } : {}),
     ...(tls ? { tls } : {}),

@@ -9,14 +9,14 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { WebSocket } from 'ws';
 import { ActorserveError, CloseCode } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
-import { Metrics } from '../metrics/Metrics.js';
+import { Metrics, type ClosedConnection } from '../metrics/Metrics.js';
 import { modelInfo, type ModelSpec } from '../models/registry.js';
 import type { ThreadFaults } from '../models/threadProtocol.js';
 import { encode } from '../transport/codec.js';
 import type { MemberInfo, PeerMsg } from '../transport/peerProtocol.js';
 import { PROTOCOL_VERSION, type ErrorFrame, type InferFrame, type ResultFrame, type WelcomeFrame } from '../transport/protocol.js';
 import { json, startServer, type RunningServer } from '../transport/Server.js';
-import { OUTPUT_SWEEP_MS, overOutputBudget } from '../transport/outputBudget.js';
+import { overBudget, receivingBytes, SWEEP_MS, unreadBytes } from '../transport/byteBudget.js';
 import type { NodeContext } from '../transport/http/context.js';
 import { dashboardFeed, handleDashboard } from '../transport/http/dashboard.js';
 import { handleOip } from '../transport/http/oip.js';
@@ -72,6 +72,13 @@ export interface NodeOptions {
    * rest fit (checked every 100 ms). Default 256 MiB.
    */
   maxBufferedTotalBytes?: number;
+  /**
+   * Bytes of frames not yet complete that all clients together may hold in
+   * this node's memory (each one up to `maxFrameBytes`); past it the
+   * connections holding the most are closed, largest first, until the rest
+   * fit (checked every 100 ms). Default 256 MiB.
+   */
+  maxReceivingBytes?: number;
   /** Client WebSocket connections this node holds at most; past it an upgrade gets 503 with Retry-After. Default 10 000. */
   maxConnections?: number;
   /** Requests one connection may have unanswered. Default 1024. */
@@ -124,7 +131,7 @@ export class ActorserveNode {
   private readonly sessions = new Map<string, Ref<SessionMsg>>();
   /** Every client connection, from its upgrade to its close, with the logger that names it. */
   private readonly clients = new Map<WebSocket, { log: Logger }>();
-  private outputSweep: NodeJS.Timeout | undefined;
+  private clientSweep: NodeJS.Timeout | undefined;
   /** Resolved when the node has stopped, whatever stopped it. */
   readonly done: Promise<void>;
   private resolveDone!: () => void;
@@ -136,11 +143,8 @@ export class ActorserveNode {
       memberStatuses: () => this.clusterView().map((m) => m.status),
       queuedBytes: () => this.budget.used,
       clientConnections: () => this.clients.size,
-      clientUnreadBytes: () => {
-        let total = 0;
-        for (const ws of this.clients.keys()) total += unreadBytes(ws);
-        return total;
-      },
+      clientUnreadBytes: () => this.clientBytes(unreadBytes),
+      clientReceivingBytes: () => this.clientBytes(receivingBytes),
     });
   }
 
@@ -198,7 +202,8 @@ export class ActorserveNode {
     const maxBufferedBytes = positive('maxBufferedBytes', opts.maxBufferedBytes ?? 8 * 1024 * 1024);
     const maxBufferedTotalBytes = positive('maxBufferedTotalBytes', opts.maxBufferedTotalBytes ?? 256 * 1024 * 1024);
     const maxConnections = positive('maxConnections', opts.maxConnections ?? 10_000);
-    await node.boot(opts, { maxInFlight, maxFrameBytes, supervision, runTimeoutMs, seeds, maxBufferedBytes, maxBufferedTotalBytes, maxConnections });
+    const maxReceivingBytes = positive('maxReceivingBytes', opts.maxReceivingBytes ?? 256 * 1024 * 1024);
+    await node.boot(opts, { maxInFlight, maxFrameBytes, supervision, runTimeoutMs, seeds, maxBufferedBytes, maxBufferedTotalBytes, maxConnections, maxReceivingBytes });
     } catch (e) {
       await node.stop();
       throw e;
@@ -217,6 +222,7 @@ export class ActorserveNode {
       maxBufferedBytes: number;
       maxBufferedTotalBytes: number;
       maxConnections: number;
+      maxReceivingBytes: number;
     },
   ): Promise<void> {
     const { log, system } = this;
@@ -332,7 +338,7 @@ export class ActorserveNode {
             router,
             maxInFlight: c.maxInFlight,
             maxBufferedBytes: c.maxBufferedBytes,
-            onSlowConsumer: () => this.metrics.slowConsumerClosed('connection'),
+            onSlowConsumer: () => this.metrics.connectionClosed('slow_reader'),
             log: slog,
             metrics: this.metrics,
             onDuplicate: () => {
@@ -375,8 +381,11 @@ export class ActorserveNode {
         awaitHello(ws, this.auth.clients, log, open, () => this.metrics.connectionRefused('unauthorized'));
       },
     });
-    this.outputSweep = setInterval(() => this.sweepUnreadOutput(c.maxBufferedTotalBytes), OUTPUT_SWEEP_MS);
-    this.outputSweep.unref();
+    this.clientSweep = setInterval(() => {
+      this.closeLargest(unreadBytes, c.maxBufferedTotalBytes, 'node_unread_budget', "slow consumer closed at the node's unread-output budget");
+      this.closeLargest(receivingBytes, c.maxReceivingBytes, 'node_receiving_budget', "client closed at the node's budget for frames still arriving");
+    }, SWEEP_MS);
+    this.clientSweep.unref();
 
     const self: MemberInfo = {
       nodeId: this.nodeId,
@@ -425,14 +434,20 @@ export class ActorserveNode {
     log.info({ port: this.port, addr: self.addr, models: self.models, incarnation: this.incarnation, seeds: c.seeds }, 'listening');
   }
 
-  /** Closes the clients holding the most unread results while all of them together hold more than `budget`. */
-  private sweepUnreadOutput(budget: number): void {
-    const { victims, total } = overOutputBudget(this.clients.keys(), unreadBytes, budget);
+  /** What all client connections hold by `held`. */
+  private clientBytes(held: (ws: WebSocket) => number): number {
+    let total = 0;
+    for (const ws of this.clients.keys()) total += held(ws);
+    return total;
+  }
+
+  /** Closes the clients holding the most by `held` while all of them together hold more than `budget`. */
+  private closeLargest(held: (ws: WebSocket) => number, budget: number, reason: ClosedConnection, msg: string): void {
+    const { victims, total } = overBudget(this.clients.keys(), held, budget);
     for (const ws of victims) {
-      // Read before terminate(), which drops what is buffered.
-      const bufferedBytes = ws.bufferedAmount;
-      this.clients.get(ws)?.log.warn({ bufferedBytes, totalBytes: total, limit: budget }, 'slow consumer closed at the node\'s unread-output budget');
-      this.metrics.slowConsumerClosed('node');
+      // Read before terminate(), which drops what is held.
+      this.clients.get(ws)?.log.warn({ heldBytes: held(ws), totalBytes: total, limit: budget }, msg);
+      this.metrics.connectionClosed(reason);
       // Its queued work is cancelled on close, as at the connection's own watermark.
       ws.terminate();
     }
@@ -617,7 +632,7 @@ export class ActorserveNode {
   stop(): Promise<void> {
     this.stopped ??= (async () => {
       this.ready = false;
-      clearInterval(this.outputSweep);
+      clearInterval(this.clientSweep);
       this.membership?.stop();
       await this.server?.close();
       for (const m of this.models.values()) m.supervision.close();
@@ -655,9 +670,6 @@ function awaitHello(ws: WebSocket, tokens: TokenSet, log: Logger, open: () => vo
     open();
   });
 }
-
-/** Results written to a client and not yet taken by its socket; nothing once it is closing (terminate() drops them). */
-const unreadBytes = (ws: WebSocket): number => (ws.readyState === ws.OPEN ? ws.bufferedAmount : 0);
 
 /** Client frames received but not yet handled, per connection, at which reading pauses and resumes. */
 const INBOUND_HIGH_WATER = 64;

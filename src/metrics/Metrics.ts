@@ -19,12 +19,18 @@ export interface MetricSources {
   clientConnections(): number;
   /** Bytes of results written to this node's clients and not yet taken by their sockets. */
   clientUnreadBytes(): number;
+  /** Bytes of client frames received and not yet complete. */
+  clientReceivingBytes(): number;
 }
 
 /** Why a client connection was refused at the upgrade. */
 export type RefusedConnection = 'max_connections' | 'leaving' | 'unauthorized';
-/** Which bound closed a client that stopped reading: its own watermark, or the node's budget for all of them. */
-export type SlowConsumerLimit = 'connection' | 'node';
+/**
+ * Why the node closed a client: it left more results unread than its own
+ * watermark, or it held the most when all clients together passed the
+ * node's budget for unread results or for frames still arriving.
+ */
+export type ClosedConnection = 'slow_reader' | 'node_unread_budget' | 'node_receiving_budget';
 
 export class Metrics {
   readonly registry = new Registry();
@@ -94,10 +100,10 @@ export class Metrics {
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });
-  private readonly slowConsumers = new Counter({
-    name: 'actorserve_slow_consumers_closed_total',
-    help: 'Clients closed for leaving results unread, by the bound they passed (connection: --max-buffered-bytes; node: --max-buffered-total-bytes).',
-    labelNames: ['limit'] as const,
+  private readonly closedConnections = new Counter({
+    name: 'actorserve_client_connections_closed_total',
+    help: 'Clients the node closed to bound its memory, by reason (slow_reader: --max-buffered-bytes; node_unread_budget: --max-buffered-total-bytes; node_receiving_budget: --max-receiving-bytes).',
+    labelNames: ['reason'] as const,
     registers: [this.registry],
   });
 
@@ -143,6 +149,14 @@ export class Metrics {
         registers: [this.registry],
         collect() {
           this.set(sources.clientUnreadBytes());
+        },
+      });
+      new Gauge({
+        name: 'actorserve_client_receiving_bytes',
+        help: 'Bytes of client frames this node has received and that are not yet complete (bounded by --max-receiving-bytes).',
+        registers: [this.registry],
+        collect() {
+          this.set(sources.clientReceivingBytes());
         },
       });
       new Gauge({
@@ -199,8 +213,8 @@ export class Metrics {
     this.refusedConnections.labels(reason).inc();
   }
 
-  slowConsumerClosed(limit: SlowConsumerLimit): void {
-    this.slowConsumers.labels(limit).inc();
+  connectionClosed(reason: ClosedConnection): void {
+    this.closedConnections.labels(reason).inc();
   }
 
   bytesReceived(link: Link, n: number): void {

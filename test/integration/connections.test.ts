@@ -4,6 +4,8 @@
  * together may leave unread.
  */
 import { afterAll, describe, expect, it } from 'vitest';
+import type { Socket } from 'node:net';
+import { encode } from '../../src/transport/codec.js';
 import { ActorserveError } from '../../src/errors.js';
 import { Client } from '../../src/client/Client.js';
 import type { ResultFrame } from '../../src/transport/protocol.js';
@@ -108,10 +110,10 @@ describe('the node-wide budget for unread results', () => {
     await sleep(300);
     const closed = logged(node, "slow consumer closed at the node's unread-output budget");
     expect(closed).toHaveLength(1);
-    expect(closed[0]!['bufferedBytes']).toBeGreaterThanOrEqual(held * 0.9);
-    expect(closed[0]!['bufferedBytes']).toBeLessThan(8 * 1024 * 1024); // its own watermark was far off
+    expect(closed[0]!['heldBytes']).toBeGreaterThanOrEqual(held * 0.9);
+    expect(closed[0]!['heldBytes']).toBeLessThan(8 * 1024 * 1024); // its own watermark was far off
     expect(closed[0]!['totalBytes']).toBeGreaterThan(budget);
-    expect(await metric(node.port, 'actorserve_slow_consumers_closed_total', 'limit="node"')).toBe(1);
+    expect(await metric(node.port, 'actorserve_client_connections_closed_total', 'reason="node_unread_budget"')).toBe(1);
 
     // The one that held the most is gone; the other reads again and has every answer, once.
     bigger.ws.resume();
@@ -134,6 +136,67 @@ describe('the node-wide budget for unread results', () => {
     expect(report).toMatchObject({ duplicates: 0, lost: 0, foreign: 0 });
     expect(report.results).toBe(report.sent);
     smaller.close();
+    good.close();
+  });
+});
+
+/**
+ * A client frame written by hand so it can stop halfway: binary, final,
+ * masked with a zero key (the payload goes as it is), 64-bit length.
+ */
+const frameHead = (payloadBytes: number) => {
+  const h = Buffer.alloc(14);
+  h[0] = 0x82;
+  h[1] = 0x80 | 127;
+  h.writeBigUInt64BE(BigInt(payloadBytes), 2);
+  return h; // bytes 10..13: the zero mask key
+};
+const socketOf = (c: RawClient) => (c.ws as unknown as { _socket: Socket })._socket;
+
+describe('the node-wide budget for frames still arriving', () => {
+  it('closes the client holding the most bytes of unfinished frames once all of them together pass it; the others finish their frames and are answered', async () => {
+    const budget = 1024 * 1024;
+    const node = await spawnNode(['--port', '0', '--node-id', 'recv', '--models', 'iris', '--max-frame-bytes', String(4 * 1024 * 1024), '--max-receiving-bytes', String(budget)]);
+    started.push(node);
+    const receiving = () => metric(node.port, 'actorserve_client_receiving_bytes');
+    const msg = "client closed at the node's budget for frames still arriving";
+
+    const good = await RawClient.connect(node.url);
+    const load = new IrisLoad(good, { window: 64, maxRequests: 200_000, maxMs: 40_000, prefix: 'good' });
+
+    // Three clients start frames: one declares 3 MiB, two a few hundred KiB, and each stops partway.
+    const big = await RawClient.connect(node.url);
+    const rows = 16_384; // 256 KiB of float32 iris rows: a frame of ~256 KiB that the node answers
+    const frameOf = (id: string) => encode({ t: 'infer', id, model: 'iris', inputs: { input: { dtype: 'float32', shape: [rows, 4], data: new Uint8Array(rows * 16) } } });
+    const partial = await Promise.all(['p1', 'p2'].map(async (id) => ({ id, c: await RawClient.connect(node.url), bytes: frameOf(id) })));
+    socketOf(big).write(Buffer.concat([frameHead(3 * 1024 * 1024), Buffer.alloc(600 * 1024)]));
+    await eventually(async () => (await receiving()) >= 600 * 1024, 5_000);
+    for (const p of partial) socketOf(p.c).write(Buffer.concat([frameHead(p.bytes.byteLength), p.bytes.subarray(0, 250 * 1024)]));
+    // 600 + 2 × 250 KiB is past 1 MiB: the 600 KiB one goes, and only it.
+    await eventually(async () => logged(node, msg).length > 0, 5_000);
+    await big.closed;
+    await new Promise((r) => setTimeout(r, 300));
+    const closed = logged(node, msg);
+    expect(closed).toHaveLength(1);
+    expect(closed[0]!['heldBytes']).toBeGreaterThanOrEqual(600 * 1024);
+    expect(closed[0]!['totalBytes']).toBeGreaterThan(budget);
+    expect(await metric(node.port, 'actorserve_client_connections_closed_total', 'reason="node_receiving_budget"')).toBe(1);
+    expect(await receiving()).toBeLessThanOrEqual(budget);
+
+    // The others finish their frames and get their answers.
+    for (const p of partial) socketOf(p.c).write(p.bytes.subarray(250 * 1024));
+    for (const p of partial) {
+      const reply = await p.c.reply(p.id, 10_000);
+      expect(reply.id).toBe(p.id);
+      expect(p.c.ws.readyState).toBe(p.c.ws.OPEN);
+      p.c.close();
+    }
+
+    load.stop();
+    const report = await load.done;
+    expect(report.errors).toEqual({});
+    expect(report).toMatchObject({ duplicates: 0, lost: 0, foreign: 0 });
+    expect(report.results).toBe(report.sent);
     good.close();
   });
 });

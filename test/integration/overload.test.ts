@@ -138,7 +138,7 @@ describe('a client that stops reading', () => {
     slow.ws.resume();
     await Promise.race([slow.closed, new Promise((r) => setTimeout(r, 5_000))]);
     expect(slow.ws.readyState).toBe(slow.ws.CLOSED);
-    expect(await metric(node.port, 'actorserve_slow_consumers_closed_total', 'limit="connection"')).toBe(1);
+    expect(await metric(node.port, 'actorserve_client_connections_closed_total', 'reason="slow_reader"')).toBe(1);
 
     load.stop();
     const report = await load.done;

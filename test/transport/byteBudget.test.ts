@@ -1,11 +1,11 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { overOutputBudget } from '../../src/transport/outputBudget.js';
+import { overBudget } from '../../src/transport/byteBudget.js';
 
-const pick = (held: readonly number[], budget: number) => overOutputBudget(held.keys(), (i) => held[i]!, budget);
+const pick = (held: readonly number[], budget: number) => overBudget(held.keys(), (i) => held[i]!, budget);
 const sum = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0);
 
-describe('overOutputBudget', () => {
+describe('overBudget', () => {
   it('closes nobody while the total fits, the largest backlog first once it does not, and no more than it takes', () => {
     expect(pick([100, 50, 0], 150)).toEqual({ victims: [], total: 150 });
     expect(pick([100, 50, 30], 150)).toEqual({ victims: [0], total: 180 });
