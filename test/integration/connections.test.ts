@@ -11,7 +11,7 @@ import { Client } from '../../src/client/Client.js';
 import type { ResultFrame } from '../../src/transport/protocol.js';
 import { eventually } from '../helpers/cluster.js';
 import { IrisLoad } from '../helpers/load.js';
-import { metric } from '../helpers/metrics.js';
+import { metric, metricSum } from '../helpers/metrics.js';
 import { irisInput, RawClient } from '../helpers/RawClient.js';
 import { spawnNode, type NodeProcess } from '../helpers/spawnNode.js';
 
@@ -82,6 +82,15 @@ describe('the node-wide budget for unread results', () => {
       }
     };
     /**
+     * Waits until the node has answered everything the paused clients sent (its answers to the
+     * reading client that are still on their way, at most its window, count as theirs): what they
+     * hold then stays put, however far behind a loaded machine runs.
+     */
+    const settle = () => {
+      const slowSent = sent.get(bigger)!.length + sent.get(smaller)!.length;
+      return eventually(async () => (await metricSum(node.port, 'actorserve_requests_total', 'model="iris"')) - good.replies.size >= slowSent, 20_000, 10);
+    };
+    /**
      * Sends in steps until the node holds `until` unread bytes: big steps while the kernel's
      * socket buffers fill (nothing reaches the node's own buffers yet), small ones after, so no
      * step adds more than ~50 KiB the node must hold.
@@ -93,7 +102,7 @@ describe('the node-wide budget for unread results', () => {
         if (until(bytes)) return bytes;
         if (performance.now() > deadline) throw new Error(`unread bytes stayed at ${bytes}`);
         send(c, bytes - base < 8 * 1024 ? 250 : 50);
-        await sleep(20);
+        await settle();
       }
     };
 
