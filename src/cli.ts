@@ -70,9 +70,9 @@ Limits and security:
                       results all clients together may leave unread; past it the ones
                       holding the most are closed, largest first (default 268435456)
   --max-receiving-bytes N
-                      bytes of frames still arriving that all clients together may hold;
-                      past it the ones holding the most are closed, largest first
-                      (default 268435456)
+                      bytes of frames and HTTP bodies still arriving that all clients
+                      together may hold; past it the ones holding the most are closed,
+                      largest first (default 268435456)
   --max-connections N client WebSocket connections held at most; past it an upgrade gets
                       HTTP 503 with Retry-After (default 10000)
   --auth-tokens FILE  client tokens, one per line; clients send Authorization: Bearer TOKEN

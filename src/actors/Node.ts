@@ -5,7 +5,7 @@
  */
 import './nactScheduling.js';
 import { dispatch, query, spawnStateless, start, stop, type Ref } from 'nact';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { IncomingMessage, type ServerResponse } from 'node:http';
 import type { WebSocket } from 'ws';
 import { ActorserveError, CloseCode } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
@@ -73,10 +73,11 @@ export interface NodeOptions {
    */
   maxBufferedTotalBytes?: number;
   /**
-   * Bytes of frames not yet complete that all clients together may hold in
-   * this node's memory (each one up to `maxFrameBytes`); past it the
-   * connections holding the most are closed, largest first, until the rest
-   * fit (checked every 100 ms). Default 256 MiB.
+   * Bytes of frames not yet complete and of HTTP bodies being read that all
+   * clients together may hold in this node's memory (each frame up to
+   * `maxFrameBytes`, each body 4× that); past it the connections holding the
+   * most are closed, largest first, until the rest fit (checked every
+   * 100 ms). Default 256 MiB.
    */
   maxReceivingBytes?: number;
   /** Client WebSocket connections this node holds at most; past it an upgrade gets 503 with Retry-After. Default 10 000. */
@@ -132,6 +133,8 @@ export class ActorserveNode {
   /** Every client connection, from its upgrade to its close, with the logger that names it. */
   private readonly clients = new Map<WebSocket, { log: Logger }>();
   private clientSweep: NodeJS.Timeout | undefined;
+  /** HTTP request bodies being read, with the bytes each holds so far. */
+  private readonly bodiesReading = new Map<IncomingMessage, number>();
   /** Resolved when the node has stopped, whatever stopped it. */
   readonly done: Promise<void>;
   private resolveDone!: () => void;
@@ -144,7 +147,11 @@ export class ActorserveNode {
       queuedBytes: () => this.budget.used,
       clientConnections: () => this.clients.size,
       clientUnreadBytes: () => this.clientBytes(unreadBytes),
-      clientReceivingBytes: () => this.clientBytes(receivingBytes),
+      clientReceivingBytes: () => {
+        let total = this.clientBytes(receivingBytes);
+        for (const bytes of this.bodiesReading.values()) total += bytes;
+        return total;
+      },
     });
   }
 
@@ -266,6 +273,7 @@ export class ActorserveNode {
       queueStats: () => this.queueStats(),
       metrics: this.metrics,
       maxBodyBytes: c.maxFrameBytes * 4,
+      bodiesReading: this.bodiesReading,
     };
     const send = (nodeId: string, msg: PeerMsg) => this.membership?.send(nodeId, msg) ?? false;
     // Replies for requests that came from peers go back to their origin node. A peer that hands work
@@ -382,8 +390,11 @@ export class ActorserveNode {
       },
     });
     this.clientSweep = setInterval(() => {
-      this.closeLargest(unreadBytes, c.maxBufferedTotalBytes, 'node_unread_budget', "slow consumer closed at the node's unread-output budget");
-      this.closeLargest(receivingBytes, c.maxReceivingBytes, 'node_receiving_budget', "client closed at the node's budget for frames still arriving");
+      this.closeLargest(this.clients.keys(), unreadBytes, c.maxBufferedTotalBytes, 'node_unread_budget', "slow consumer closed at the node's unread-output budget");
+      // WebSocket frames and HTTP bodies still arriving share one budget.
+      const holders = [...this.clients.keys(), ...this.bodiesReading.keys()];
+      const held = (h: WebSocket | IncomingMessage) => (h instanceof IncomingMessage ? (this.bodiesReading.get(h) ?? 0) : receivingBytes(h));
+      this.closeLargest(holders, held, c.maxReceivingBytes, 'node_receiving_budget', "client closed at the node's budget for frames and bodies still arriving");
     }, SWEEP_MS);
     this.clientSweep.unref();
 
@@ -441,15 +452,24 @@ export class ActorserveNode {
     return total;
   }
 
-  /** Closes the clients holding the most by `held` while all of them together hold more than `budget`. */
-  private closeLargest(held: (ws: WebSocket) => number, budget: number, reason: ClosedConnection, msg: string): void {
-    const { victims, total } = overBudget(this.clients.keys(), held, budget);
-    for (const ws of victims) {
-      // Read before terminate(), which drops what is held.
-      this.clients.get(ws)?.log.warn({ heldBytes: held(ws), totalBytes: total, limit: budget }, msg);
+  /**
+   * Closes the holders (client connections, HTTP requests mid-body) holding the most by `held`
+   * while all of them together hold more than `budget`.
+   */
+  private closeLargest<H extends WebSocket | IncomingMessage>(holders: Iterable<H>, held: (h: H) => number, budget: number, reason: ClosedConnection, msg: string): void {
+    const { victims, total } = overBudget(holders, held, budget);
+    for (const h of victims) {
+      const fields = { heldBytes: held(h), totalBytes: total, limit: budget };
       this.metrics.connectionClosed(reason);
-      // Its queued work is cancelled on close, as at the connection's own watermark.
-      ws.terminate();
+      if (h instanceof IncomingMessage) {
+        this.log.warn({ ...fields, url: h.url }, msg);
+        // Its body read fails with the socket; nothing was admitted yet.
+        h.socket.destroy();
+      } else {
+        this.clients.get(h)?.log.warn(fields, msg);
+        // Its queued work is cancelled on close, as at the connection's own watermark.
+        h.terminate();
+      }
     }
   }
 

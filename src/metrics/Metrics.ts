@@ -19,7 +19,7 @@ export interface MetricSources {
   clientConnections(): number;
   /** Bytes of results written to this node's clients and not yet taken by their sockets. */
   clientUnreadBytes(): number;
-  /** Bytes of client frames received and not yet complete. */
+  /** Bytes of client frames and HTTP bodies received and not yet complete. */
   clientReceivingBytes(): number;
 }
 
@@ -153,7 +153,7 @@ export class Metrics {
       });
       new Gauge({
         name: 'actorserve_client_receiving_bytes',
-        help: 'Bytes of client frames this node has received and that are not yet complete (bounded by --max-receiving-bytes).',
+        help: 'Bytes of client frames and HTTP request bodies this node has received and that are not yet complete (bounded by --max-receiving-bytes).',
         registers: [this.registry],
         collect() {
           this.set(sources.clientReceivingBytes());

@@ -4,7 +4,7 @@
  * together may leave unread.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import type { Socket } from 'node:net';
+import { connect as tcpConnect, type Socket } from 'node:net';
 import { encode } from '../../src/transport/codec.js';
 import { ActorserveError } from '../../src/errors.js';
 import { Client } from '../../src/client/Client.js';
@@ -168,7 +168,7 @@ describe('the node-wide budget for frames still arriving', () => {
     const node = await spawnNode(['--port', '0', '--node-id', 'recv', '--models', 'iris', '--max-frame-bytes', String(4 * 1024 * 1024), '--max-receiving-bytes', String(budget)]);
     started.push(node);
     const receiving = () => metric(node.port, 'actorserve_client_receiving_bytes');
-    const msg = "client closed at the node's budget for frames still arriving";
+    const msg = "client closed at the node's budget for frames and bodies still arriving";
 
     const good = await RawClient.connect(node.url);
     const load = new IrisLoad(good, { window: 64, maxRequests: 200_000, maxMs: 40_000, prefix: 'good' });
@@ -207,5 +207,43 @@ describe('the node-wide budget for frames still arriving', () => {
     expect(report).toMatchObject({ duplicates: 0, lost: 0, foreign: 0 });
     expect(report.results).toBe(report.sent);
     good.close();
+  });
+});
+
+describe('HTTP bodies still arriving', () => {
+  it('count against the same budget: the request holding the most is cut off, and a WebSocket client mid-frame finishes and is answered', async () => {
+    const budget = 1024 * 1024;
+    const node = await spawnNode(['--port', '0', '--node-id', 'body', '--models', 'iris', '--max-receiving-bytes', String(budget)]);
+    started.push(node);
+    const receiving = () => metric(node.port, 'actorserve_client_receiving_bytes');
+    const msg = "client closed at the node's budget for frames and bodies still arriving";
+
+    // An HTTP infer call declares 3 MB and sends 800 KiB of it (JSON whitespace), then stalls.
+    const http = tcpConnect({ host: '127.0.0.1', port: node.port });
+    await new Promise<void>((resolve, reject) => http.once('connect', resolve).once('error', reject));
+    const httpClosed = new Promise<void>((resolve) => http.once('close', () => resolve()));
+    http.on('error', () => undefined);
+    http.write(`POST /v2/models/iris/infer HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: ${3_000_000}\r\n\r\n`);
+    http.write(Buffer.alloc(800 * 1024, 0x20));
+    await eventually(async () => (await receiving()) >= 800 * 1024, 5_000);
+
+    // A WebSocket client sends 300 KiB of a frame: 1.1 MiB together, past the budget.
+    const ws = await RawClient.connect(node.url);
+    const rows = 32_768;
+    const frame = encode({ t: 'infer', id: 'w', model: 'iris', inputs: { input: { dtype: 'float32', shape: [rows, 4], data: new Uint8Array(rows * 16) } } });
+    socketOf(ws).write(Buffer.concat([frameHead(frame.byteLength), frame.subarray(0, 300 * 1024)]));
+    await httpClosed;
+    const closed = logged(node, msg);
+    expect(closed).toHaveLength(1);
+    expect(closed[0]).toMatchObject({ url: '/v2/models/iris/infer' });
+    expect(closed[0]!['heldBytes']).toBeGreaterThanOrEqual(800 * 1024);
+    expect(await metric(node.port, 'actorserve_client_connections_closed_total', 'reason="node_receiving_budget"')).toBe(1);
+
+    socketOf(ws).write(frame.subarray(300 * 1024));
+    const reply = await ws.reply('w', 10_000);
+    expect(reply.id).toBe('w');
+    expect(ws.ws.readyState).toBe(ws.ws.OPEN);
+    expect(await receiving()).toBe(0);
+    ws.close();
   });
 });

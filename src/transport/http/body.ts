@@ -22,15 +22,17 @@ export function declaredLength(req: IncomingMessage): number | undefined {
 /**
  * Buffers a request body of at most `limit` bytes. The moment more arrive it
  * stops reading (the request is paused, so the socket applies TCP
- * backpressure) and rejects; nothing past `limit` is kept.
+ * backpressure) and rejects; nothing past `limit` is kept. While it reads,
+ * `reading` (when given) maps the request to the bytes held so far.
  * @throws BodyTooLarge past `limit`; Error when the client goes away before the end.
  */
-export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+export function readBody(req: IncomingMessage, limit: number, reading?: Map<IncomingMessage, number>): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     if (req.destroyed) return reject(new Error('request closed before its body was read'));
     const chunks: Buffer[] = [];
     let size = 0;
     const done = () => {
+      reading?.delete(req);
       req.off('data', onData);
       req.off('end', onEnd);
       req.off('error', onGone);
@@ -45,6 +47,7 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
         return reject(new BodyTooLarge(limit));
       }
       chunks.push(chunk);
+      reading?.set(req, size);
     };
     const onEnd = () => {
       done();

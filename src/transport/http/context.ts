@@ -1,4 +1,5 @@
 /** What the node's HTTP features (the Open Inference Protocol API, the dashboard) may use. */
+import type { IncomingMessage } from 'node:http';
 import type { MemberView } from '../../actors/Membership.js';
 import type { Metrics } from '../../metrics/Metrics.js';
 import type { ModelSpec } from '../../models/registry.js';
@@ -18,4 +19,6 @@ export interface NodeContext {
   metrics: Metrics;
   /** Largest request body accepted, in bytes. */
   maxBodyBytes: number;
+  /** Request bodies being read and the bytes each holds so far, kept up to date by readBody (the node bounds their sum). */
+  bodiesReading?: Map<IncomingMessage, number>;
 }

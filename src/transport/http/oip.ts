@@ -198,7 +198,7 @@ function startInfer(req: IncomingMessage, res: ServerResponse, spec: ModelSpec, 
   const limit = ctx.maxBodyBytes;
   const declared = declaredLength(req);
   if (declared !== undefined && declared > limit) return tooLarge(res, limit);
-  readBody(req, limit)
+  readBody(req, limit, ctx.bodiesReading)
     .then(
       (body) => infer(res, body, spec, version, ctx),
       (e: unknown) => {
