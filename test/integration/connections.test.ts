@@ -233,6 +233,8 @@ describe('HTTP bodies still arriving', () => {
     const frame = encode({ t: 'infer', id: 'w', model: 'iris', inputs: { input: { dtype: 'float32', shape: [rows, 4], data: new Uint8Array(rows * 16) } } });
     socketOf(ws).write(Buffer.concat([frameHead(frame.byteLength), frame.subarray(0, 300 * 1024)]));
     await httpClosed;
+    // The node's log line reaches this process through a pipe, maybe after the socket's close.
+    await eventually(async () => logged(node, msg).length > 0, 5_000);
     const closed = logged(node, msg);
     expect(closed).toHaveLength(1);
     expect(closed[0]).toMatchObject({ url: '/v2/models/iris/infer' });
