@@ -2,8 +2,9 @@
  * Load generator: one child process (forked by the bench with an IPC
  * channel) that drives actorserve over WebSocket or the plain server over
  * HTTP/1.1 keep-alive, closed or open loop, and records latency in an HDR
- * histogram. Kept cheap: the request bytes are built once and only the id
- * is patched per request (WebSocket); HTTP requests are one prebuilt buffer
+ * histogram. Kept cheap: the request bytes are built and masked once and
+ * only the id is patched per request, written to the socket whole
+ * (WebSocket, maskedFrames.ts); HTTP requests are one prebuilt buffer
  * and responses are parsed only as far as status and length.
  *
  * With a priority mix (open loop), one frame per priority is prebuilt and
@@ -22,6 +23,7 @@ import { decodeUntrusted, encode } from '../src/transport/codec.js';
 import { PRIORITIES, type Priority, type WelcomeFrame } from '../src/transport/protocol.js';
 import { encodeHistogram, newHistogram, recordMs } from './histogram.js';
 import type { FromGenerator, GeneratorReport, LoadSpec, ToGenerator } from './loadSpec.js';
+import { MaskedFramePool } from './maskedFrames.js';
 import { jsonBody, sampleInput } from './payload.js';
 import { priorityPicker } from './priorityMix.js';
 
@@ -122,6 +124,8 @@ function wsTemplate(spec: LoadSpec, priority?: Priority): WsTemplate {
 }
 
 async function openWs(url: string, templates: readonly WsTemplate[], onAnswer: OnAnswer, onBroken: OnBroken): Promise<Conn> {
+  // Prebuilt masked frames per lane, written to the socket whole (bench/maskedFrames.ts).
+  const pools = templates.map((t) => new MaskedFramePool(t.frame, t.idPos));
   const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: 64 * 1024 * 1024 });
   const welcome = await new Promise<WelcomeFrame>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`no welcome from ${url} within ${CONNECT_TIMEOUT_MS} ms`)), CONNECT_TIMEOUT_MS);
@@ -135,14 +139,12 @@ async function openWs(url: string, templates: readonly WsTemplate[], onAnswer: O
     });
   });
   let closing = false;
+  const socket = (ws as unknown as { _socket: Socket })._socket;
   const conn: Conn = {
     entryNode: welcome.node,
     send(id, lane) {
       if (ws.readyState !== WebSocket.OPEN || ws.bufferedAmount > MAX_WS_BUFFERED) return false;
-      // ws copies the bytes while masking them, so one template per lane serves every send.
-      const template = templates[lane]!;
-      template.frame.writeUInt32BE(id, template.idPos);
-      ws.send(template.frame);
+      pools[lane]!.send(socket, id);
       return true;
     },
     buffered: () => ws.bufferedAmount,
