@@ -146,12 +146,8 @@ export class ActorserveNode {
       memberStatuses: () => this.clusterView().map((m) => m.status),
       queuedBytes: () => this.budget.used,
       clientConnections: () => this.clients.size,
-      clientUnreadBytes: () => this.clientBytes(unreadBytes),
-      clientReceivingBytes: () => {
-        let total = this.clientBytes(receivingBytes);
-        for (const bytes of this.bodiesReading.values()) total += bytes;
-        return total;
-      },
+      clientUnreadBytes: () => sum(this.clients.keys(), unreadBytes),
+      clientReceivingBytes: () => sum(this.receivingHolders(), this.receivingHeld),
     });
   }
 
@@ -391,10 +387,7 @@ export class ActorserveNode {
     });
     this.clientSweep = setInterval(() => {
       this.closeLargest(this.clients.keys(), unreadBytes, c.maxBufferedTotalBytes, 'node_unread_budget', "slow consumer closed at the node's unread-output budget");
-      // WebSocket frames and HTTP bodies still arriving share one budget.
-      const holders = [...this.clients.keys(), ...this.bodiesReading.keys()];
-      const held = (h: WebSocket | IncomingMessage) => (h instanceof IncomingMessage ? (this.bodiesReading.get(h) ?? 0) : receivingBytes(h));
-      this.closeLargest(holders, held, c.maxReceivingBytes, 'node_receiving_budget', "client closed at the node's budget for frames and bodies still arriving");
+      this.closeLargest(this.receivingHolders(), this.receivingHeld, c.maxReceivingBytes, 'node_receiving_budget', "client closed at the node's budget for frames and bodies still arriving");
     }, SWEEP_MS);
     this.clientSweep.unref();
 
@@ -445,12 +438,14 @@ export class ActorserveNode {
     log.info({ port: this.port, addr: self.addr, models: self.models, incarnation: this.incarnation, seeds: c.seeds }, 'listening');
   }
 
-  /** What all client connections hold by `held`. */
-  private clientBytes(held: (ws: WebSocket) => number): number {
-    let total = 0;
-    for (const ws of this.clients.keys()) total += held(ws);
-    return total;
+  /** What the receiving budget bounds: client connections (frames still arriving) and HTTP requests mid-body. */
+  private *receivingHolders(): Generator<WebSocket | IncomingMessage> {
+    yield* this.clients.keys();
+    yield* this.bodiesReading.keys();
   }
+
+  private readonly receivingHeld = (h: WebSocket | IncomingMessage): number =>
+    h instanceof IncomingMessage ? (this.bodiesReading.get(h) ?? 0) : receivingBytes(h);
 
   /**
    * Closes the holders (client connections, HTTP requests mid-body) holding the most by `held`
@@ -696,6 +691,12 @@ const INBOUND_HIGH_WATER = 64;
 const INBOUND_LOW_WATER = 16;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function sum<T>(items: Iterable<T>, of: (x: T) => number): number {
+  let total = 0;
+  for (const x of items) total += of(x);
+  return total;
+}
 
 function positive(what: string, n: number): number {
   if (!Number.isInteger(n) || n < 1) throw new RangeError(`${what} must be a positive integer, got ${n}`);
