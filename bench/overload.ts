@@ -10,7 +10,7 @@
  *    below 3× its p99 at 10% of peak.
  *
  * Peak is the highest of the node's closed-loop throughput just before the
- * overload, the same just after it, and what an open loop at 100% of the
+ * overload (after an unrecorded warm-up of the fresh node), the same just after it, and what an open loop at 100% of the
  * first completes: measured on this node around the overload, not minutes
  * earlier in the run, because the speed of a shared VM drifts by tens of
  * percent within minutes (a closed loop measured at a fast moment judged an
@@ -165,6 +165,11 @@ export async function runOverload(o: OverloadOptions): Promise<OverloadResults> 
       const closed = await phase({ label: `overload ${model}: closed loop ${when}`, mode: { kind: 'closed', concurrency: o.concurrency }, warmupS: o.warmupS, durationS: o.durationS, drainTimeoutMs: o.drainMs(o.durationS) });
       return closed.throughput > 0 ? closed.throughput : null;
     };
+    // A fresh node runs slower for its first seconds (cold code paths, a small heap that V8 grows as the
+    // tensors come): without a warm-up the closed loop before the overload gave 6–30% less than the one
+    // after it in every run, so the offered loads were shares of a cold node's throughput.
+    o.log(`overload: warm-up, closed loop of ${o.concurrency}, ${2 * o.warmupS} s, not recorded ...`);
+    await phase({ label: `overload ${model}: warm-up (not recorded)`, mode: { kind: 'closed', concurrency: o.concurrency }, warmupS: 0, durationS: Math.max(1, 2 * o.warmupS), drainTimeoutMs: o.drainMs(o.durationS) });
     const before = await closedLoop('before');
     if (before === null) throw new Error('no closed-loop throughput to derive the offered loads from');
     result.closedLoop = { throughput: before, source: 'measured here' };
