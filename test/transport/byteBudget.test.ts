@@ -1,6 +1,8 @@
 import fc from 'fast-check';
+import type { AddressInfo, Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { overBudget } from '../../src/transport/byteBudget.js';
+import WebSocket, { WebSocketServer } from 'ws';
+import { overBudget, receivingBytes } from '../../src/transport/byteBudget.js';
 
 const pick = (held: readonly number[], budget: number) => overBudget(held.keys(), (i) => held[i]!, budget);
 const sum = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0);
@@ -42,5 +44,35 @@ describe('overBudget', () => {
         expect(victims.every((i) => held[i]! > 0)).toBe(true);
       }),
     );
+  });
+});
+
+describe('receivingBytes', () => {
+  it("reads what ws holds of a frame still arriving (its parser's private state, pinned here) and nothing once the frame is whole", async () => {
+    const server = new WebSocketServer({ port: 0, host: '127.0.0.1', perMessageDeflate: false });
+    await new Promise((r) => server.once('listening', r));
+    try {
+      const accepted = new Promise<WebSocket>((r) => server.once('connection', r));
+      const client = new WebSocket(`ws://127.0.0.1:${(server.address() as AddressInfo).port}`, { perMessageDeflate: false });
+      await new Promise((r) => client.once('open', r));
+      const ws = await accepted;
+      const got = new Promise<Buffer>((r) => ws.once('message', r));
+      // A binary frame of 100 000 bytes under a zero mask, written in two parts.
+      const head = Buffer.alloc(14);
+      head[0] = 0x82;
+      head[1] = 0x80 | 127;
+      head.writeBigUInt64BE(100_000n, 2);
+      const socket = (client as unknown as { _socket: Socket })._socket;
+      socket.write(Buffer.concat([head, Buffer.alloc(60_000, 1)]));
+      const until = Date.now() + 5_000;
+      while (receivingBytes(ws) < 60_000 && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+      expect(receivingBytes(ws)).toBe(60_000);
+      socket.write(Buffer.alloc(40_000, 1));
+      expect((await got).length).toBe(100_000);
+      expect(receivingBytes(ws)).toBe(0);
+      client.terminate();
+    } finally {
+      await new Promise<void>((r) => server.close(() => r()));
+    }
   });
 });
