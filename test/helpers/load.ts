@@ -2,6 +2,7 @@
  * A bounded closed-loop load over one raw connection that records every
  * reply frame, so tests can check exactly-once and no cross-talk.
  */
+import { expect } from 'vitest';
 import type { ErrorFrame, ResultFrame } from '../../src/transport/protocol.js';
 import { RawClient, irisInput } from './RawClient.js';
 
@@ -16,6 +17,14 @@ export interface LoadReport {
   /** Replies carrying an id this client never sent. */
   foreign: number;
   byNode: Record<string, number>;
+}
+
+/** A well-behaved client saw every one of its (at least `minSent`) requests answered with a result, once, and nothing of anyone else's. */
+export function expectEveryResult(report: LoadReport, minSent = 1): void {
+  expect(report.sent).toBeGreaterThanOrEqual(minSent);
+  expect(report.errors).toEqual({});
+  expect(report).toMatchObject({ duplicates: 0, lost: 0, foreign: 0 });
+  expect(report.results).toBe(report.sent);
 }
 
 export interface LoadOptions {
