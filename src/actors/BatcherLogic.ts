@@ -658,7 +658,7 @@ function startNext<R extends QueueItem>(batches: Batch<R>[], next: number | unde
  */
 function takeBatch<R extends QueueItem>(s: BatcherState<R>, worker: string, now: number, fx: BatcherEffect<R>[], only: 'any' | 'full' | 'high'): Batch<R> | undefined {
   const fill = fillTo(s);
-  while (s.queued > 0) {
+  pick: while (s.queued > 0) {
     const laneIx = s.lanes.findIndex((l) => l.size > 0);
     const head = laneIx < 0 ? undefined : oldestHead(s.lanes[laneIx]!);
     if (!head) return undefined;
@@ -673,6 +673,11 @@ function takeBatch<R extends QueueItem>(s: BatcherState<R>, worker: string, now:
           q.shift();
           left(s, req);
           fx.push({ t: 'reject', req, error: deadlineExceeded() });
+          if (q.length === 0) lane.delete(head.bucket);
+          // The request that chose this bucket (the oldest head) is gone: choose again among the live
+          // heads. Going on in its bucket formed a short batch there while another bucket held a full
+          // one, and a busy worker was left without the batch it could have staged.
+          if (requests.length === 0 && li === laneIx) continue pick;
           continue;
         }
         const alone = req.isolate || (requests.length > 0 && requests[0]!.isolate);
