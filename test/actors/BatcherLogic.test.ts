@@ -1058,6 +1058,33 @@ describe('load shedding', () => {
     expect(higherPriorityShare(s, 'normal', t + 10_000)).toBeLessThan(0.001);
   });
 
+  it('counts high rows at what high batches cost per row, not at the drain rate of full batches, and never below it', () => {
+    const shareWith = (highMs: number) => {
+      const s = fresh({ maxQueue: 100, maxQueueDelayMs: 40 });
+      transition(s, { t: 'workerReady', worker: 'w' }, 0);
+      const warm = ranBatch(transition(s, { t: 'enqueue', req: item('warm', 'normal', { rows: 4 }) }, 0));
+      transition(s, { t: 'batchDone', worker: 'w', batchId: warm.id, inferMs: 40 }, 40);
+      let t = 40;
+      for (let i = 0; i < 30; i++) {
+        t += 1000 / 30;
+        const b = ranBatch(transition(s, { t: 'enqueue', req: item(`h${i}`, 'high') }, t));
+        transition(s, { t: 'batchDone', worker: 'w', batchId: b.id, inferMs: highMs }, t + highMs);
+      }
+      return { drain: drainMsPerRow(s), share: higherPriorityShare(s, 'normal', t + highMs), low: higherPriorityShare(s, 'low', t + highMs) };
+    };
+    const same = shareWith(10);
+    const dear = shareWith(20);
+    expect(dear.drain, 'dear high batches leave the drain rate of full batches alone').toBe(10);
+    // One-row high batches at 20 ms a row take twice the time of the same rows at the drain rate.
+    expect(dear.share / same.share).toBeCloseTo(2, 1);
+    expect(dear.low).toBeGreaterThanOrEqual(dear.share);
+    // Cheaper high rows (which also pull the drain estimate down, as any batch faster per row does)
+    // count at the drain rate: the share is never below rows × drain rate.
+    // (Within 1%: the two runs end 5 ms apart, and the arrival rates decay over that.)
+    const cheap = shareWith(5);
+    expect(Math.abs(cheap.share / cheap.drain / (same.share / same.drain) - 1)).toBeLessThan(0.01);
+  });
+
   it('sheds a queued low request with overloaded once it has waited LOW_SHED_AFTER times its bound behind other work, and no sooner; normal work stays', () => {
     const s = fresh({ maxQueue: 100, maxQueueDelayMs: 40 });
     transition(s, { t: 'workerReady', worker: 'w' }, 0);
