@@ -123,9 +123,8 @@ function wsTemplate(spec: LoadSpec, priority?: Priority): WsTemplate {
   return { frame, idPos: at + 4 };
 }
 
-async function openWs(url: string, templates: readonly WsTemplate[], onAnswer: OnAnswer, onBroken: OnBroken): Promise<Conn> {
-  // Prebuilt masked frames per lane, written to the socket whole (bench/maskedFrames.ts).
-  const pools = templates.map((t) => new MaskedFramePool(t.frame, t.idPos));
+/** `pools`: prebuilt masked frames per lane, written to the socket whole (bench/maskedFrames.ts), shared by every connection. */
+async function openWs(url: string, pools: readonly MaskedFramePool[], onAnswer: OnAnswer, onBroken: OnBroken): Promise<Conn> {
   const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: 64 * 1024 * 1024 });
   const welcome = await new Promise<WelcomeFrame>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`no welcome from ${url} within ${CONNECT_TIMEOUT_MS} ms`)), CONNECT_TIMEOUT_MS);
@@ -373,7 +372,9 @@ async function run(spec: LoadSpec, started: Promise<number>, stopped: Promise<vo
   const target = spec.target;
   if (target.kind === 'ws') {
     const templates = mix === undefined ? [wsTemplate(spec)] : PRIORITIES.map((p) => wsTemplate(spec, p));
-    for (let i = 0; i < spec.connections; i++) conns.push(await openWs(target.urls[i % target.urls.length]!, templates, onAnswer, onBroken));
+    // A frame goes back to its pool once its own socket has taken it, so one pool per lane serves every connection.
+    const pools = templates.map((t) => new MaskedFramePool(t.frame, t.idPos));
+    for (let i = 0; i < spec.connections; i++) conns.push(await openWs(target.urls[i % target.urls.length]!, pools, onAnswer, onBroken));
   } else {
     const request = httpRequestBytes(spec, target.host, target.port);
     const n = spec.mode.kind === 'closed' ? spec.mode.concurrency : spec.connections;

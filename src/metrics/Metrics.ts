@@ -127,38 +127,28 @@ export class Metrics {
         });
       perModel('actorserve_queue_depth', 'Requests waiting in the model\'s batcher queue on this node.', (q) => q.queued);
       perModel('actorserve_in_flight', 'Requests running on this node\'s workers, by model.', (q) => q.running);
-      new Gauge({
-        name: 'actorserve_queued_bytes',
-        help: 'Bytes of request tensors queued or running on this node (bounded by the memory budget).',
-        registers: [this.registry],
-        collect() {
-          this.set(sources.queuedBytes());
-        },
-      });
-      new Gauge({
-        name: 'actorserve_client_connections',
-        help: 'Client WebSocket connections open on this node (bounded by --max-connections).',
-        registers: [this.registry],
-        collect() {
-          this.set(sources.clientConnections());
-        },
-      });
-      new Gauge({
-        name: 'actorserve_client_unread_bytes',
-        help: 'Bytes of results this node holds for its clients, written but not yet taken by their sockets (bounded by --max-buffered-total-bytes).',
-        registers: [this.registry],
-        collect() {
-          this.set(sources.clientUnreadBytes());
-        },
-      });
-      new Gauge({
-        name: 'actorserve_client_receiving_bytes',
-        help: 'Bytes of client frames and HTTP request bodies this node has received and that are not yet complete (bounded by --max-receiving-bytes).',
-        registers: [this.registry],
-        collect() {
-          this.set(sources.clientReceivingBytes());
-        },
-      });
+      /** A gauge of one number, read at scrape time. */
+      const scalar = (name: string, help: string, read: () => number) =>
+        new Gauge({
+          name,
+          help,
+          registers: [this.registry],
+          collect() {
+            this.set(read());
+          },
+        });
+      scalar('actorserve_queued_bytes', 'Bytes of request tensors queued or running on this node (bounded by the memory budget).', sources.queuedBytes);
+      scalar('actorserve_client_connections', 'Client WebSocket connections open on this node (bounded by --max-connections).', sources.clientConnections);
+      scalar(
+        'actorserve_client_unread_bytes',
+        'Bytes of results this node holds for its clients, written but not yet taken by their sockets (bounded by --max-buffered-total-bytes).',
+        sources.clientUnreadBytes,
+      );
+      scalar(
+        'actorserve_client_receiving_bytes',
+        'Bytes of client frames and HTTP request bodies this node has received and that are not yet complete (bounded by --max-receiving-bytes).',
+        sources.clientReceivingBytes,
+      );
       new Gauge({
         name: 'actorserve_cluster_members',
         help: 'Cluster members (this node included) as this node sees them, by status.',

@@ -75,3 +75,16 @@ export const readF32 = (data: Uint8Array) =>
   new Float32Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength));
 
 export const irisInput = (row: readonly number[]) => ({ input: { dtype: 'float32', shape: [1, 4], data: f32(row) } });
+
+/**
+ * The header of a client frame written by hand, so a test can send its
+ * payload in parts or stop halfway: binary, final, 64-bit length, masked
+ * with a zero key (the payload goes as it is).
+ */
+export function frameHead(payloadBytes: number): Buffer {
+  const h = Buffer.alloc(14);
+  h[0] = 0x82;
+  h[1] = 0x80 | 127;
+  h.writeBigUInt64BE(BigInt(payloadBytes), 2);
+  return h; // bytes 10..13: the zero mask key
+}

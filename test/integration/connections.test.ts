@@ -12,7 +12,7 @@ import type { ResultFrame } from '../../src/transport/protocol.js';
 import { eventually } from '../helpers/cluster.js';
 import { expectEveryResult, IrisLoad } from '../helpers/load.js';
 import { metric, metricSum } from '../helpers/metrics.js';
-import { irisInput, RawClient } from '../helpers/RawClient.js';
+import { frameHead, irisInput, RawClient } from '../helpers/RawClient.js';
 import { spawnNode, type NodeProcess } from '../helpers/spawnNode.js';
 
 const started: NodeProcess[] = [];
@@ -146,17 +146,6 @@ describe('the node-wide budget for unread results', () => {
   });
 });
 
-/**
- * A client frame written by hand so it can stop halfway: binary, final,
- * masked with a zero key (the payload goes as it is), 64-bit length.
- */
-const frameHead = (payloadBytes: number) => {
-  const h = Buffer.alloc(14);
-  h[0] = 0x82;
-  h[1] = 0x80 | 127;
-  h.writeBigUInt64BE(BigInt(payloadBytes), 2);
-  return h; // bytes 10..13: the zero mask key
-};
 const socketOf = (c: RawClient) => (c.ws as unknown as { _socket: Socket })._socket;
 
 describe('the node-wide budget for frames still arriving', () => {

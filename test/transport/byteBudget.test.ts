@@ -3,6 +3,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
 import { overBudget, receivingBytes } from '../../src/transport/byteBudget.js';
+import { frameHead } from '../helpers/RawClient.js';
 
 const pick = (held: readonly number[], budget: number) => overBudget(held.keys(), (i) => held[i]!, budget);
 const sum = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0);
@@ -57,11 +58,8 @@ describe('receivingBytes', () => {
       await new Promise((r) => client.once('open', r));
       const ws = await accepted;
       const got = new Promise<Buffer>((r) => ws.once('message', r));
-      // A binary frame of 100 000 bytes under a zero mask, written in two parts.
-      const head = Buffer.alloc(14);
-      head[0] = 0x82;
-      head[1] = 0x80 | 127;
-      head.writeBigUInt64BE(100_000n, 2);
+      // A binary frame of 100 000 bytes, written in two parts.
+      const head = frameHead(100_000);
       const socket = (client as unknown as { _socket: Socket })._socket;
       socket.write(Buffer.concat([head, Buffer.alloc(60_000, 1)]));
       const until = Date.now() + 5_000;
