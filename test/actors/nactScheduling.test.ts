@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { dispatch, spawn, start, stop } from 'nact';
-import { MAX_MESSAGES_PER_TURN } from '../../src/actors/nactScheduling.js';
+import { MAX_CHAIN_MS, MAX_MESSAGES_PER_TURN, MAX_TURN_MS } from '../../src/actors/nactScheduling.js';
 
 const turns = async (n: number) => {
   for (let i = 0; i < n; i++) await new Promise<void>((r) => setImmediate(r));
@@ -40,6 +40,61 @@ describe('actor mailboxes drain many messages per event-loop turn', () => {
     expect(handled).toBeLessThanOrEqual(MAX_MESSAGES_PER_TURN);
     await turns(6);
     expect(handled).toBe(burst);
+    stop(system);
+  });
+
+  it('passes a message along a chain of idle actors within the event-loop turn it was sent in', async () => {
+    const system = start();
+    const reached: string[] = [];
+    const hop = (name: string, next?: Parameters<typeof dispatch>[0]) =>
+      spawn(system, (s: null, msg: number) => {
+        reached.push(name);
+        if (next) dispatch(next, msg + 1);
+        return s;
+      });
+    const c = hop('c');
+    const b = hop('b', c);
+    const a = hop('a', b);
+    let atNextCheckPhase: string[] | undefined;
+    setImmediate(() => (atNextCheckPhase = [...reached]));
+    dispatch(a, 0);
+    await turns(1);
+    // By the next check phase every hop has run: nact alone takes a turn per hop.
+    expect(atNextCheckPhase).toEqual(['a', 'b', 'c']);
+    stop(system);
+  });
+
+  it('lets the event loop run once actors have chained work in microtasks for its budget, even when they never go idle', async () => {
+    const system = start();
+    let exchanged = 0;
+    let running = true;
+    // Two actors that answer each other forever: in microtasks alone the loop would never get a turn.
+    const spin = (ms: number) => {
+      const until = performance.now() + ms;
+      while (performance.now() < until);
+    };
+    const refs: Parameters<typeof dispatch>[0][] = [];
+    for (let k = 0; k < 2; k++) {
+      refs.push(
+        spawn(system, (s: null, msg: number) => {
+          exchanged++;
+          spin(0.05);
+          if (running) dispatch(refs[(k + 1) % 2]!, msg + 1);
+          return s;
+        }),
+      );
+    }
+    const sentAt = performance.now();
+    const timerRan = new Promise<number>((resolve) => setTimeout(() => resolve(performance.now() - sentAt), 0));
+    dispatch(refs[0]!, 0);
+    const lateMs = await timerRan;
+    // A timer due at once ran within a few chain budgets (one chain, one actor's per-turn run, slack for a slow machine).
+    expect(lateMs).toBeLessThan(MAX_CHAIN_MS + MAX_TURN_MS + 50);
+    // And the exchange went on in the turns after.
+    const atTimer = exchanged;
+    await new Promise((r) => setTimeout(r, 20));
+    expect(exchanged).toBeGreaterThan(atTimer);
+    running = false;
     stop(system);
   });
 
