@@ -81,8 +81,10 @@ export class InlineSession extends RunnerBase implements ModelRunner {
   private async pump(): Promise<void> {
     if (this.pumping) return;
     this.pumping = true;
-    await turn();
-    // From idle the first run to arrive starts, as on a thread: the owner, told no `next`, counts on that order.
+    // A microtask, not a turn: onnxruntime starts the run itself in the next check phase, after the caller's
+    // synchronous work. From idle the first run to arrive starts, as on a thread: the owner, told no `next`,
+    // counts on that order.
+    await Promise.resolve();
     let run = this.stopping || this.dead ? undefined : this.queue.shift();
     while (run) {
       const done = await this.runOne(run);
@@ -92,7 +94,8 @@ export class InlineSession extends RunnerBase implements ModelRunner {
         this.die(new ThreadDied('inline inference ended after a failed run'));
         break;
       }
-      await turn();
+      // With runs waiting, I/O gets a turn first (an urgent run may arrive in it); with none, the result goes now.
+      if (this.queue.length > 0) await turn();
       if (this.dead) break;
       const next = this.stopping ? undefined : takeNext(this.queue);
       this.settle(run.batchId, { outputs: done.outputs, inferMs: done.inferMs, ...(next ? { next: next.batchId } : {}) });
