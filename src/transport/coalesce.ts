@@ -1,10 +1,16 @@
 /**
- * Replies written in one event-loop turn leave in one syscall: the socket
- * is corked at the first write of a turn and uncorked in that turn's check
- * phase. A node answering thousands of small frames a second otherwise paid
- * a `writev` per frame (measured ~50 µs each on a small VM, the largest
- * single cost of refusing a request under overload). Latency cost: none past
- * the current turn.
+ * Replies written in one run of JavaScript leave in one syscall: the socket
+ * is corked at the first write and uncorked once the callback that wrote and
+ * the actor work it chained in microtasks are done. A node answering
+ * thousands of small frames a second otherwise paid a `writev` per frame
+ * (measured ~50 µs each on a small VM, the largest single cost of refusing a
+ * request under overload). Latency cost: none; an uncork in the check phase
+ * (as before) cost a lone reply one more event-loop turn.
+ *
+ * "Done" is the first next-tick after the microtask queue drains: Node runs
+ * next-ticks before microtasks when a callback returns, but those queued
+ * from a microtask only once no microtask is left. So the uncork is queued
+ * on the next tick from a microtask.
  */
 import type { Socket } from 'node:net';
 import type { WebSocket } from 'ws';
@@ -21,7 +27,7 @@ export function coalescingSender(ws: WebSocket): (bytes: Uint8Array) => void {
     if (socket && !corked && !socket.destroyed) {
       corked = true;
       socket.cork();
-      setImmediate(flush);
+      queueMicrotask(() => process.nextTick(flush));
     }
     ws.send(bytes);
   };
