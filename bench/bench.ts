@@ -20,6 +20,7 @@
 import { readFileSync } from 'node:fs';
 import { arch, availableParallelism, cpus, loadavg, platform, totalmem } from 'node:os';
 import { join } from 'node:path';
+import { killAllChildrenSync, startedChildren, stopAllChildren } from '../cluster/child.js';
 import { projectRoot, resolveModels } from '../src/models/registry.js';
 import { measureCeiling } from './ceiling.js';
 import { runCluster } from './cluster.js';
@@ -27,7 +28,7 @@ import { runPhase, type PhaseOptions } from './loadPhase.js';
 import { defaultConcurrency, parseOptions, USAGE, type BenchOptions } from './options.js';
 import { runOverload } from './overload.js';
 import type { ModelInput } from './payload.js';
-import { freePorts, killAllNow, started, stop, stopAll } from './processes.js';
+import { freePorts } from './processes.js';
 import { writeReport } from './report.js';
 import { RESULTS_SCHEMA, type BenchError, type BenchResults, type ModelResults, type PhaseResult } from './results.js';
 import { setExtraNodeArgs, startActorserveNode, startPlainServer, type RunningServer } from './servers.js';
@@ -99,7 +100,7 @@ async function run(o: BenchOptions, argv: readonly string[]): Promise<BenchResul
     models: [],
     cluster: null,
     overload: null,
-    processes: started,
+    processes: startedChildren,
     errors,
   };
   const inputs = new Map(o.models.map((m) => [m, modelInput(m)]));
@@ -175,7 +176,7 @@ async function run(o: BenchOptions, argv: readonly string[]): Promise<BenchResul
     }
   } finally {
     log('stopping the plain server and the node ...');
-    await Promise.all([plain, node].map((s) => (s ? stop(s.proc) : undefined)));
+    await Promise.all([plain, node].map((s) => s?.proc.stop()));
   }
 
   // 4. The cluster (iris, keyless).
@@ -243,7 +244,7 @@ async function main(): Promise<void> {
   for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     process.once(sig, () => {
       log(`bench: ${sig}: stopping every child process`);
-      killAllNow();
+      killAllChildrenSync();
       process.exit(130);
     });
   }
@@ -254,7 +255,7 @@ async function main(): Promise<void> {
   try {
     results = await run(o, argv);
   } finally {
-    await stopAll(3_000);
+    await stopAllChildren(3_000);
   }
   const written = writeReport(results, dir);
   process.stdout.write(readFileSync(join(dir, 'summary.md'), 'utf8'));
@@ -263,7 +264,7 @@ async function main(): Promise<void> {
 }
 
 main().catch((e: unknown) => {
-  killAllNow();
+  killAllChildrenSync();
   process.stderr.write(`bench: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
   process.exitCode = 1;
 });

@@ -17,7 +17,7 @@
 import { randomBytes } from 'node:crypto';
 import type { ModelInput } from './payload.js';
 import { runPhase } from './loadPhase.js';
-import { epochMs, freePorts, kill, sleep, stop, within } from './processes.js';
+import { epochMs, freePorts, sleep, within } from './processes.js';
 import type { BenchError, ClusterResults, PhaseResult, TimelineEvent } from './results.js';
 import { spawnActorserveNode, startActorserveNode, type RunningServer } from './servers.js';
 
@@ -133,7 +133,7 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterResults> {
     note(o, 'cluster: one node alone', e);
   } finally {
     o.log('cluster: stopping the lone node ...');
-    await stop(solo.proc);
+    await solo.proc.stop();
   }
   if (result.solo === null) return result;
   // Every node gets the same number of client connections.
@@ -155,7 +155,7 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterResults> {
   } catch (e) {
     note(o, 'cluster: separate nodes', e);
   } finally {
-    await Promise.all(separate.map((s) => stop(s.proc)));
+    await Promise.all(separate.map((s) => s.proc.stop()));
   }
 
   // N nodes, every one seeded with all of them, sharing a fresh secret through the environment.
@@ -268,7 +268,7 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterResults> {
 
       const survivor = members[0]!;
       const killAt = epochMs();
-      await kill(victim.proc);
+      await victim.proc.kill();
       events.push({ atS: at(killAt), label: `SIGKILL ${victim.id}` });
       result.kill = { node: victim.id, survivor: survivor.id, killToDownMs: null };
       const until = killAt + DOWN_TIMEOUT_MS;
@@ -304,7 +304,7 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterResults> {
     note(o, 'cluster', e);
   } finally {
     o.log('cluster: stopping the nodes ...');
-    await Promise.all([...members, ...(joiner ? [joiner] : [])].map((m) => stop(m.proc)));
+    await Promise.all([...members, ...(joiner ? [joiner] : [])].map((m) => m.proc.stop()));
   }
   return result;
 }

@@ -10,7 +10,8 @@ import { PRIORITIES } from '../src/transport/protocol.js';
 import { mergeHistograms, summarize, encodeHistogram } from './histogram.js';
 import type { FromGenerator, GeneratorReport, Mode, Target, ToGenerator } from './loadSpec.js';
 import type { ModelInput } from './payload.js';
-import { cpuSecondsOf, epochMs, forkProcess, httpText, machineBusySeconds, stop, type Tracked } from './processes.js';
+import { Child, describeExit } from '../cluster/child.js';
+import { cpuSecondsOf, epochMs, httpText, machineBusySeconds } from './processes.js';
 import type { OverloadedAnswers, PhaseResult, PriorityPhase, SystemName } from './results.js';
 
 /** The generator runs from the build, also when this module is imported from the TypeScript sources (tests). */
@@ -98,7 +99,7 @@ function waitFor<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 /** Runs one phase. @throws when a generator fails, a connection breaks, or the phase overruns its bounds. */
 export async function runPhase(o: PhaseOptions): Promise<PhaseResult> {
   const g = Math.max(1, Math.floor(o.generators));
-  const gens: Tracked[] = [];
+  const gens: Child[] = [];
   const reports: Promise<GeneratorReport>[] = [];
   const readies: Promise<void>[] = [];
   try {
@@ -106,7 +107,7 @@ export async function runPhase(o: PhaseOptions): Promise<PhaseResult> {
       const mode: Mode = o.mode.kind === 'closed'
         ? { kind: 'closed', concurrency: Math.max(1, split(o.mode.concurrency, g, i)) }
         : { kind: 'open', rate: o.mode.rate / g, ...(o.mode.mix !== undefined ? { mix: o.mode.mix } : {}) };
-      const t = forkProcess(`loadgen ${o.label}${g > 1 ? ` #${i + 1}` : ''}`, LOADGEN_PATH);
+      const t = Child.fork(`loadgen ${o.label}${g > 1 ? ` #${i + 1}` : ''}`, LOADGEN_PATH);
       gens.push(t);
       let ready!: () => void;
       readies.push(new Promise<void>((r) => (ready = r)));
@@ -128,7 +129,7 @@ export async function runPhase(o: PhaseOptions): Promise<PhaseResult> {
                 break;
             }
           });
-          void t.exited.then((code) => reject(new Error(`${t.role} exited (${code}) without a report:\n${t.tail.join('\n')}`)));
+          void t.exited.then((e) => reject(new Error(`${t.role} exited (${describeExit(e)}) without a report:\n${t.tail.join('\n')}`)));
         }),
       );
       reports.at(-1)!.catch(() => undefined); // awaited below; avoid an unhandled rejection meanwhile
@@ -206,7 +207,7 @@ export async function runPhase(o: PhaseOptions): Promise<PhaseResult> {
     const machineBusy = busyFrom !== undefined && busyTo !== undefined ? busyTo - busyFrom - self : undefined;
     return merge(o, all, g, { from: cpuFrom, to: cpuTo, drained: cpuDrained, machineBusy, seconds: (cpuToAt - cpuFromAt) / 1000 }, loop);
   } finally {
-    await Promise.all(gens.map((t) => stop(t, 2_000)));
+    await Promise.all(gens.map((t) => t.stop(2_000)));
   }
 }
 

@@ -27,7 +27,7 @@ import { runPhase, type PhaseOptions } from './loadPhase.js';
 import type { ModelInput } from './payload.js';
 import { sampleInput } from './payload.js';
 import type { PriorityMix } from './priorityMix.js';
-import { freePorts, rssBytes, stop } from './processes.js';
+import { freePorts, rssBytes } from './processes.js';
 import type { BenchError, OverloadResults, PhaseResult } from './results.js';
 import { startActorserveNode, startRefuser, type RunningServer } from './servers.js';
 
@@ -249,7 +249,7 @@ export async function runOverload(o: OverloadOptions): Promise<OverloadResults> 
     note(o, `overload ${model}`, e);
   } finally {
     o.log('overload: stopping the node ...');
-    await stop(node.proc);
+    await node.proc.stop();
   }
   if (result.overload !== null) result.refusalFloor = await refusalFloor(o, result.overload.offeredRate ?? result.offeredBasis! * o.factor);
   return result;
@@ -272,6 +272,6 @@ async function refusalFloor(o: OverloadOptions, rate: number): Promise<PhaseResu
     note(o, `overload ${o.input.model}: refusal floor`, e);
     return null;
   } finally {
-    if (server !== undefined) await stop(server.proc);
+    if (server !== undefined) await server.proc.stop();
   }
 }

@@ -5,10 +5,9 @@
  * readiness endpoint answers 200.
  */
 import { join } from 'node:path';
+import { Child } from '../cluster/child.js';
 import { projectRoot } from '../src/models/registry.js';
-import { spawnNodeProcess, waitReady, type Tracked } from './processes.js';
 
-export const ACTORSERVE_BIN = join(projectRoot, 'bin', 'actorserve.js');
 export const PLAIN_SERVER_PATH = join(projectRoot, 'dist', 'bench', 'plainServer.js');
 export const REFUSER_PATH = join(projectRoot, 'dist', 'bench', 'refuser.js');
 
@@ -21,7 +20,7 @@ export function setExtraNodeArgs(args: readonly string[]): void {
 }
 
 export interface RunningServer {
-  proc: Tracked;
+  proc: Child;
   id: string;
   port: number;
   base: string;
@@ -44,16 +43,16 @@ export interface NodeStart {
  * being measured.
  */
 export function spawnActorserveNode(o: NodeStart): { server: RunningServer; ready: Promise<void> } {
-  const args = [ACTORSERVE_BIN, 'node', '--port', String(o.port), '--node-id', o.id, '--models', o.models.join(','), '--log-level', 'warn'];
+  const args = ['--port', String(o.port), '--node-id', o.id, '--models', o.models.join(','), '--log-level', 'warn'];
   if (o.seeds !== undefined && o.seeds.length > 0) args.push('--seeds', o.seeds.map((p) => `127.0.0.1:${p}`).join(','));
   if (o.cluster !== undefined) args.push('--cluster', o.cluster);
   args.push(...extraNodeArgs);
   const env = { ...process.env };
   if (o.secret !== undefined) env['ACTORSERVE_CLUSTER_SECRET'] = o.secret;
   else delete env['ACTORSERVE_CLUSTER_SECRET'];
-  const proc = spawnNodeProcess(`actorserve node ${o.id}`, args, { cwd: projectRoot, env });
+  const proc = Child.node(`actorserve node ${o.id}`, args, { cwd: projectRoot, env });
   const base = `http://127.0.0.1:${o.port}`;
-  return { server: { proc, id: o.id, port: o.port, base }, ready: waitReady(proc, `${base}/v2/health/ready`, READY_TIMEOUT_MS) };
+  return { server: { proc, id: o.id, port: o.port, base }, ready: proc.ready(`${base}/v2/health/ready`, READY_TIMEOUT_MS) };
 }
 
 export async function startActorserveNode(o: NodeStart): Promise<RunningServer> {
@@ -64,9 +63,9 @@ export async function startActorserveNode(o: NodeStart): Promise<RunningServer> 
 
 /** A bench server script (`dist/bench/*.js`) on `port`, ready when its `GET /ready` answers 200. */
 async function startScript(name: string, id: string, path: string, port: number, args: readonly string[] = []): Promise<RunningServer> {
-  const proc = spawnNodeProcess(name, [path, '--port', String(port), ...args], { cwd: projectRoot });
+  const proc = Child.spawn(name, [path, '--port', String(port), ...args], { cwd: projectRoot });
   const base = `http://127.0.0.1:${port}`;
-  await waitReady(proc, `${base}/ready`, READY_TIMEOUT_MS);
+  await proc.ready(`${base}/ready`, READY_TIMEOUT_MS);
   return { proc, id, port, base };
 }
 

