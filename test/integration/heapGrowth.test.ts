@@ -39,11 +39,18 @@ async function majorGcsUnderLoad(args: string[]): Promise<number> {
   const before = await majorGcs(node.port);
   let next = 0;
   let ok = 0;
+  let attempts = 0; // ids: a retry is a new request
   const lane = async () => {
     while (next < REQUESTS) {
-      const id = next++;
-      const f = await c.request({ id, model: 'text-orientation', inputs: { x: { dtype: 'float32', shape: [1, 3, 48, 192], data: image } } }, );
-      if (f.t === 'result') ok++;
+      next++;
+      for (;;) {
+        const f = await c.request({ id: attempts++, model: 'text-orientation', inputs: { x: { dtype: 'float32', shape: [1, 3, 48, 192], data: image } } });
+        if (f.t === 'result') ok++;
+        // On a machine busy with other work the node refuses what it could not run within its queue-delay
+        // bound; a client comes back after retryAfterMs, and the frames still pass through.
+        if (f.t !== 'error' || f.code !== 'overloaded') break;
+        await new Promise((r) => setTimeout(r, Math.min(1_000, f.retryAfterMs ?? 100)));
+      }
     }
   };
   await Promise.all(Array.from({ length: IN_FLIGHT }, lane));
@@ -69,7 +76,8 @@ describe('heap growth under tensor traffic', () => {
   it('keeps full collections rare by default while 330 MB of request frames pass through', async () => {
     // Measured on 2 cores: 1–2 with the default, 1–15 with --heap-growth-percent 0.
     expect(await majorGcsUnderLoad(['--node-id', 'heap-default'])).toBeLessThanOrEqual(5);
-  });
+    // ~4 s alone, ~26 s with two CPU hogs on the two cores (the nice-10 inference thread gets ~10 % of one).
+  }, 120_000);
 
   it('refuses a growth percent out of range with a usage error', async () => {
     await expect(spawnNode(['--port', '0', '--models', 'iris', '--heap-growth-percent', '5000'])).rejects.toThrow(/heap growth must be an integer percent in 0\.\.1000/);
