@@ -40,7 +40,7 @@ export class Child {
   readonly tail: string[] = [];
   readonly exited: Promise<ChildExit>;
   private exit: ChildExit | undefined;
-  private readonly listeners: LineListener[] = [];
+  private listeners: LineListener[] = [];
 
   private constructor(
     readonly proc: ChildProcess,
@@ -49,8 +49,9 @@ export class Child {
   ) {
     if (proc.pid === undefined) throw new Error(`could not start ${role}`);
     this.pid = proc.pid;
+    // 'close', not 'exit': by then its output has been read to the end, so the tail holds its last words.
     this.exited = new Promise((resolve) =>
-      proc.once('exit', (code, signal) => {
+      proc.once('close', (code, signal) => {
         live.delete(this);
         this.exit = { code, signal };
         resolve(this.exit);
@@ -85,9 +86,13 @@ export class Child {
     return new Child(fork(modulePath, args, { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], execArgv: [], ...forkOpts }), role, tailLines);
   }
 
-  /** Calls `listener` with every line written from now on. */
-  onLine(listener: LineListener): void {
-    this.listeners.push(listener);
+  /** Calls `listener` with every line written from now on, until the function it returns is called. */
+  onLine(listener: LineListener): () => void {
+    // New arrays, never changed in place: a listener that leaves while a line is handed out skips no other.
+    this.listeners = [...this.listeners, listener];
+    return () => {
+      this.listeners = this.listeners.filter((l) => l !== listener);
+    };
   }
 
   get running(): boolean {
@@ -136,21 +141,23 @@ export class Child {
    */
   listening(timeoutMs: number): Promise<number> {
     return new Promise((resolve, reject) => {
-      const fail = (why: string) => reject(new Error(`${this.role} (pid ${this.pid}) ${why}:\n${this.tail.join('\n')}`));
+      let settled = false;
+      const settle = (outcome: () => void) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        stopListening();
+        outcome();
+      };
+      const fail = (why: string) => settle(() => reject(new Error(`${this.role} (pid ${this.pid}) ${why}:\n${this.tail.join('\n')}`)));
       const timer = setTimeout(() => {
         void this.kill();
         fail(`did not start within ${timeoutMs} ms`);
       }, timeoutMs);
-      void this.exited.then((e) => {
-        clearTimeout(timer);
-        fail(`exited with ${describeExit(e)} before listening`);
-      });
-      this.onLine((line, stream) => {
+      void this.exited.then((e) => fail(`exited with ${describeExit(e)} before listening`));
+      const stopListening = this.onLine((line, stream) => {
         const rec = stream === 'stdout' ? parseLogLine(line) : undefined;
-        if (rec?.msg === 'listening' && typeof rec['port'] === 'number') {
-          clearTimeout(timer);
-          resolve(rec['port']);
-        }
+        if (rec?.msg === 'listening' && typeof rec['port'] === 'number') settle(() => resolve(rec['port'] as number));
       });
     });
   }
