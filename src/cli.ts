@@ -35,7 +35,8 @@ Node options:
                       run; "none" = every model on worker threads (default: iris)
   --max-batch N       cap on rows per batch (default per model)
   --preferred-batch N rows a batch is filled to when more are waiting; a request of up to
-                      --max-batch rows still runs whole (default per model: text-orientation 4)
+                      --max-batch rows still runs whole; half of it while high-priority work
+                      keeps arriving (default per model: text-orientation 4)
   --max-queue N       cap on queued requests per model (default per model)
   --max-queue-delay-ms N
                       refuse (overloaded) a request whose expected queue wait is past N ms;

@@ -122,7 +122,8 @@ const builtins: Record<string, () => ModelSpec> = {
     // intra-op thread; 16 is slower again), but in the node under 3× overload with 10% high priority,
     // batches of 4 completed as many results (open loop, two A/B runs: 767/705 vs 660/708 /s) and
     // halved what high work waits for the batch in progress (client p99 33/32 vs 52/47 ms); closed
-    // loop the same (868/891 vs 884/729 /s). Requests of up to 16 rows are still taken whole.
+    // loop the same (868/891 vs 884/729 /s). Requests of up to 16 rows are still taken whole. While high
+    // work keeps arriving, batches fill to 2 (BatcherLogic fillTo).
     batching: { maxBatch: 16, preferredBatch: 4, maxQueue: 1024, maxAttempts: 2, maxQueueDelayMs: DEFAULT_MAX_QUEUE_DELAY_MS, pipeline: DEFAULT_PIPELINE },
     intraOpThreads: defaultIntraOpThreads(),
     inferenceNice: DEFAULT_INFERENCE_NICE,

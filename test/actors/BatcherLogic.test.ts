@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { ActorserveError, type ErrorCode } from '../../src/errors.js';
 import {
   drainMsPerRow,
+  fillTo,
   higherPriorityShare,
   initialBatcherState,
   isUrgent,
@@ -587,17 +588,20 @@ describe('BatcherLogic invariants (model-based, fc.commands)', () => {
     });
   });
 
-  it('a worker holds at most `pipeline` batches and, with a pipeline, one more when the last handed over is high priority; one staged behind a running batch is full (preferredBatch rows) or high priority', () => {
+  it('a worker holds at most `pipeline` batches and, with a pipeline, one more when the last handed over is high priority; one staged behind a running batch is full (the rows batches fill to as it is staged) or high priority', () => {
     checkInvariant({
-      afterTransition(w) {
-        const fill = w.settings.preferredBatch ?? w.settings.maxBatch;
+      afterTransition(w, step) {
+        // What batches fill to now: preferredBatch, or half of it while high work keeps arriving.
+        const fill = fillTo(step.state);
+        expect([w.settings.preferredBatch ?? w.settings.maxBatch, Math.ceil((w.settings.preferredBatch ?? w.settings.maxBatch) / 2)]).toContain(fill);
+        const stagedNow = new Set(runs(step).map((r) => r.batch));
         const depth = w.settings.pipeline ?? 1;
         for (const [name, batches] of w.busy) {
           // The one beyond the depth was handed over last (the list keeps that order past its head).
           const extra = depth > 1 && batches.length > 1 && isUrgent(batches.at(-1)!) ? 1 : 0;
           expect(batches.length, name).toBeLessThanOrEqual(depth + extra);
           for (const b of batches.slice(1)) {
-            if (b.requests[0]!.priority !== 'high') expect(b.rows, `batch #${b.id} staged on ${name}`).toBeGreaterThanOrEqual(fill);
+            if (stagedNow.has(b) && b.requests[0]!.priority !== 'high') expect(b.rows, `batch #${b.id} staged on ${name}`).toBeGreaterThanOrEqual(fill);
           }
         }
       },
@@ -972,6 +976,21 @@ describe('load shedding', () => {
       'reject old deadline_exceeded',
       'run full',
     ]);
+  });
+
+  it('fills batches to half of preferredBatch while high-priority work keeps arriving, and to all of it once that has stopped', () => {
+    const s = fresh({ maxBatch: 8, maxQueue: 64, preferredBatch: 4 });
+    const ran = (fx: ReturnType<typeof transition>) => fx.flatMap((e) => (e.t === 'run' ? [e.batch.requests.map((r) => r.key).join('+')] : []));
+    // Ten high-priority requests in 100 ms (~0.01 rows/ms), answered `cancelled` before any worker is ready.
+    for (let i = 0; i < 10; i++) transition(s, { t: 'enqueue', req: item(`h${i}`, 'high') }, i * 10);
+    for (let i = 0; i < 10; i++) transition(s, { t: 'cancel', key: `h${i}` }, 100);
+    expect(fillTo(s)).toBe(2);
+    for (let i = 0; i < 8; i++) transition(s, { t: 'enqueue', req: item(`n${i}`, 'normal') }, 100);
+    expect(ran(transition(s, { t: 'workerReady', worker: 'w' }, 100))).toEqual(['n0+n1']);
+    // Ten seconds without high work: the next admission decays its rate below the threshold.
+    transition(s, { t: 'enqueue', req: item('n8', 'normal') }, 10_100);
+    expect(fillTo(s)).toBe(4);
+    expect(ran(transition(s, { t: 'batchDone', worker: 'w', batchId: 1, inferMs: 1 }, 10_100))).toEqual(['n2+n3+n4+n5']);
   });
 
   it('refuses low priority once the queue is past its soft limit, while normal still gets in', () => {
