@@ -39,7 +39,7 @@ export const UNLOADED_PCT = 10;
 /** High-priority results the unloaded reference aims for (the p99 of fewer than 100 is their max)... */
 const UNLOADED_HIGH_SAMPLES = 200;
 /** ...running at most this many times the sweep duration for them. */
-const UNLOADED_MAX_STRETCH = 3;
+const UNLOADED_MAX_STRETCH = 10;
 /** The overload's warm-up is at most this long, however slowly the queue fills. */
 const MAX_FILL_WARMUP_S = 5;
 const RSS_SAMPLE_MS = 250;
