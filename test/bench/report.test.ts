@@ -5,13 +5,14 @@
  * timing value, only the report's structure and that measured figures are
  * positive numbers.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { renderCharts, renderSummary } from '../../bench/report.js';
+import { Child } from '../../cluster/child.js';
 import type { BenchResults, PhaseResult } from '../../bench/results.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -26,25 +27,15 @@ interface Run {
 }
 
 /** Runs the built bench; past the limit, SIGINT (it kills its children by pid), then SIGKILL. */
-function runBench(args: string[]): Promise<Run> {
+async function runBench(args: string[]): Promise<Run> {
   const t0 = performance.now();
-  const proc = spawn(process.execPath, [BENCH, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  proc.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  return new Promise((resolve) => {
-    let hard: NodeJS.Timeout | undefined;
-    const soft = setTimeout(() => {
-      if (proc.pid !== undefined) process.kill(proc.pid, 'SIGINT');
-      hard = setTimeout(() => proc.pid !== undefined && proc.kill('SIGKILL'), 5_000);
-    }, RUN_LIMIT_MS);
-    proc.once('exit', (code, signal) => {
-      clearTimeout(soft);
-      clearTimeout(hard);
-      resolve({ code: signal ?? code, stdout, stderr, ms: performance.now() - t0 });
-    });
-  });
+  const child = Child.spawn('bench', [BENCH, ...args], { cwd: ROOT });
+  const out = { stdout: [] as string[], stderr: [] as string[] };
+  child.onLine((line, stream) => out[stream].push(line));
+  const limit = setTimeout(() => void child.stop(5_000, 'SIGINT'), RUN_LIMIT_MS);
+  const exit = await child.exited;
+  clearTimeout(limit);
+  return { code: exit.signal ?? exit.code, stdout: out.stdout.join('\n'), stderr: out.stderr.join('\n'), ms: performance.now() - t0 };
 }
 
 /** Well-formed enough: one <svg> root, every element closed in order. */

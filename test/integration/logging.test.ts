@@ -1,9 +1,8 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { RawClient, f32, irisInput } from '../helpers/RawClient.js';
 import { eventually } from '../helpers/cluster.js';
-import { spawn } from 'node:child_process';
-import { createInterface } from 'node:readline';
-import { BIN, spawnNode, type NodeProcess } from '../helpers/spawnNode.js';
+import { Child } from '../../cluster/child.js';
+import { spawnNode, type NodeProcess } from '../helpers/spawnNode.js';
 
 const started: NodeProcess[] = [];
 afterAll(() => Promise.all(started.map((n) => n.stop('SIGKILL'))));
@@ -35,13 +34,14 @@ describe('logs', () => {
   });
 
   it('are human-readable, not JSON, only when --log-pretty is asked for', async () => {
-    const proc = spawn(process.execPath, [BIN, 'node', '--port', '0', '--node-id', 'pretty', '--models', 'iris', '--log-pretty'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = Child.node('pretty node', ['--port', '0', '--node-id', 'pretty', '--models', 'iris', '--log-pretty']);
     try {
       const line = await new Promise<string>((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error('no listening line within 30 s')), 30_000);
-        createInterface({ input: proc.stdout! }).on('line', (l) => {
-          if (l.includes('listening')) {
+        const stopListening = child.onLine((l, stream) => {
+          if (stream === 'stdout' && l.includes('listening')) {
             clearTimeout(timer);
+            stopListening();
             resolve(l);
           }
         });
@@ -49,7 +49,7 @@ describe('logs', () => {
       expect(() => JSON.parse(line)).toThrow();
       expect(line).toMatch(/INFO/);
     } finally {
-      proc.kill('SIGKILL');
+      await child.kill();
     }
   });
 });
