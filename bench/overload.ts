@@ -22,6 +22,7 @@
  */
 import { Client } from '../src/client/Client.js';
 import { ActorserveError } from '../src/errors.js';
+import { DEFAULT_INFERENCE_NICE } from '../src/models/registry.js';
 import { PRIORITIES } from '../src/transport/protocol.js';
 import { runPhase, type PhaseOptions } from './loadPhase.js';
 import type { ModelInput } from './payload.js';
@@ -137,6 +138,7 @@ export async function runOverload(o: OverloadOptions): Promise<OverloadResults> 
     unloaded: null,
     overload: null,
     refusalFloor: null,
+    refusalFloorBusy: null,
     targets: overloadTargets(0, null, null),
     rssMiB: { before: null, max: null, after: null },
     after: null,
@@ -251,25 +253,34 @@ export async function runOverload(o: OverloadOptions): Promise<OverloadResults> 
     o.log('overload: stopping the node ...');
     await node.proc.stop();
   }
-  if (result.overload !== null) result.refusalFloor = await refusalFloor(o, result.overload.offeredRate ?? result.offeredBasis! * o.factor);
+  if (result.overload !== null) {
+    const rate = result.overload.offeredRate ?? result.offeredBasis! * o.factor;
+    result.refusalFloor = await refusalFloor(o, rate);
+    result.refusalFloorBusy = await refusalFloor(o, rate, DEFAULT_INFERENCE_NICE);
+  }
   return result;
 }
 
-/** The overload's open loop again, against a server that refuses everything at once (bench/refuser.ts). */
-async function refusalFloor(o: OverloadOptions, rate: number): Promise<PhaseResult | null> {
+/**
+ * The overload's open loop again, against a server that refuses everything
+ * at once (bench/refuser.ts); with `busyNice`, while a thread spins beside it
+ * at that nice.
+ */
+async function refusalFloor(o: OverloadOptions, rate: number, busyNice?: number): Promise<PhaseResult | null> {
+  const label = `overload ${o.input.model}: refusal floor${busyNice === undefined ? '' : `, beside a busy thread at nice ${busyNice}`}`;
   let server: RunningServer | undefined;
   try {
     const [port] = await freePorts(1);
-    server = await startRefuser(port!);
-    o.log(`overload: refusal floor, the same open loop (${Math.round(rate)} req/s) against a server that refuses at once ...`);
+    server = await startRefuser(port!, busyNice);
+    o.log(`${label}: the same open loop (${Math.round(rate)} req/s) against a server that refuses at once ...`);
     return await runPhase({
-      label: `overload ${o.input.model}: refusal floor`, system: 'refuser', target: { kind: 'ws', urls: [`ws://127.0.0.1:${port}/v1/stream`] },
+      label, system: 'refuser', target: { kind: 'ws', urls: [`ws://127.0.0.1:${port}/v1/stream`] },
       input: o.input, connections: o.connections, generators: o.generators, mode: { kind: 'open', rate, mix: o.mix },
       offeredPctOfCapacity: round(o.factor * 100, 1), warmupS: o.warmupS, durationS: o.sweepDurationS, drainTimeoutMs: o.drainMs(o.sweepDurationS),
       serverPids: [server.proc.pid], metricsUrls: [],
     });
   } catch (e) {
-    note(o, `overload ${o.input.model}: refusal floor`, e);
+    note(o, label, e);
     return null;
   } finally {
     if (server !== undefined) await server.proc.stop();

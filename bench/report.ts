@@ -7,7 +7,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CeilingPoint } from './ceiling.js';
 import { PRIORITIES } from '../src/transport/protocol.js';
-import type { BenchResults, ModelResults, OverloadResults, PhaseResult } from './results.js';
+import type { BenchResults, ModelResults, OverloadedAnswers, OverloadResults, PhaseResult } from './results.js';
 import { barChart, lineChart, type BarGroup, type Marker, type Series } from './svg.js';
 
 export interface WrittenReport {
@@ -262,10 +262,13 @@ export function renderOverload(ov: OverloadResults): string[] {
     ? `p50 ${num(refusals.latencyMs.p50, 2)}, p99 ${num(refusals.latencyMs.p99, 2)}, max ${num(refusals.latencyMs.max, 2)} ms; ${num(refusals.count)} answers`
     : 'none';
   out.push(`| time to \`overloaded\` under overload | ${lat} |`);
-  const floor = ov.refusalFloor?.overloaded;
-  if (floor !== undefined && floor.count > 0) {
-    out.push(`| the same, from a server that refuses at once (bench/refuser.ts: the floor of this generator on these cores) | p50 ${num(floor.latencyMs.p50, 2)}, p99 ${num(floor.latencyMs.p99, 2)}, max ${num(floor.latencyMs.max, 2)} ms; ${num(floor.count)} answers |`);
-  }
+  const floorRow = (what: string, floor: OverloadedAnswers | undefined) => {
+    if (floor !== undefined && floor.count > 0) {
+      out.push(`| ${what} | p50 ${num(floor.latencyMs.p50, 2)}, p99 ${num(floor.latencyMs.p99, 2)}, max ${num(floor.latencyMs.max, 2)} ms; ${num(floor.count)} answers |`);
+    }
+  };
+  floorRow('the same, from a server that refuses at once (bench/refuser.ts: the floor of this generator on these cores)', ov.refusalFloor?.overloaded);
+  floorRow('the same server, beside one thread that computes at the inference nice (as the node\'s inference thread under overload)', ov.refusalFloorBusy?.overloaded);
   if (refusals !== undefined) {
     const hints = refusals.retryAfterMs === null ? 'none given' : `given: ${num(refusals.retryAfterMs.min)}–${num(refusals.retryAfterMs.max)} ms, mean ${num(refusals.retryAfterMs.mean)}`;
     out.push(`| \`overloaded\` answers without \`retryAfterMs\` | ${num(refusals.missingRetryAfter)} of ${num(refusals.count)} (${hints}) |`);

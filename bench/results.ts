@@ -201,6 +201,12 @@ export interface OverloadResults {
    * put under the time to an `overloaded` answer. Absent in runs before it.
    */
   refusalFloor?: PhaseResult | null;
+  /**
+   * The same against bench/refuser.ts with one thread spinning beside it at
+   * the node's inference nice, as its inference thread does under overload:
+   * the floor once the machine also computes. Absent in runs before it.
+   */
+  refusalFloorBusy?: PhaseResult | null;
   /** The three targets: value, bound and whether it holds (null: not measured). */
   targets: {
     /** Results per second completed inside the overload window ÷ peak; at least `min`. */

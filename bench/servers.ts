@@ -72,5 +72,9 @@ async function startScript(name: string, id: string, path: string, port: number,
 export const startPlainServer = (port: number, models: readonly string[]): Promise<RunningServer> =>
   startScript('plain HTTP server', 'plain', PLAIN_SERVER_PATH, port, ['--models', models.join(',')]);
 
-/** bench/refuser.ts: answers every request `overloaded` at once; the floor of time-to-refusal. */
-export const startRefuser = (port: number): Promise<RunningServer> => startScript('refusal floor server', 'refuser', REFUSER_PATH, port);
+/**
+ * bench/refuser.ts: answers every request `overloaded` at once; the floor of
+ * time-to-refusal. With `busyNice`, one thread spins beside it at that nice.
+ */
+export const startRefuser = (port: number, busyNice?: number): Promise<RunningServer> =>
+  startScript('refusal floor server', 'refuser', REFUSER_PATH, port, busyNice === undefined ? [] : ['--busy-nice', String(busyNice)]);

@@ -4,10 +4,9 @@
  * node's event loop stays free for sockets and heartbeats.
  */
 import { parentPort } from 'node:worker_threads';
-import { readlinkSync } from 'node:fs';
-import { setPriority } from 'node:os';
 import type * as ort from 'onnxruntime-node';
 import { createSession, poisoned, runSession, takeNext, turn } from './onnxSession.js';
+import { setThreadNice } from './threadPriority.js';
 import type { FromThread, ThreadFaults, ToThread } from './threadProtocol.js';
 
 if (!parentPort) throw new Error('inferenceThreadMain must run in a worker_thread');
@@ -19,28 +18,14 @@ let nextFault: 'throwNext' | 'hangNext' | undefined;
 
 const post = (msg: FromThread, transfer: ArrayBuffer[] = []) => port.postMessage(msg, transfer);
 
-/**
- * Linux: lowers this thread's scheduling priority (nice), before ONNX Runtime
- * creates its intra-op threads, which inherit it. When inference saturates
- * the cores, the event loop (sockets, admission, heartbeats) still runs at
- * once instead of waiting for a time slice; inference takes every cycle it
- * leaves. Elsewhere nice is per process, so nothing is changed.
- */
-function lowerThreadPriority(nice: number): void {
-  if (process.platform !== 'linux' || nice === 0) return;
-  try {
-    const tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
-    if (Number.isInteger(tid) && tid > 0) setPriority(tid, nice);
-  } catch {
-    // No /proc or not permitted: run at the process's priority.
-  }
-}
-
 port.on('message', async (msg: ToThread) => {
   switch (msg.t) {
     case 'load':
       try {
-        lowerThreadPriority(msg.nice);
+        // Before ONNX Runtime creates its intra-op threads, which inherit it: when inference
+        // saturates the cores, the event loop (sockets, admission, heartbeats) still runs at
+        // once instead of waiting for a time slice; inference takes every cycle it leaves.
+        setThreadNice(msg.nice);
         faults = msg.faults ?? {};
         session = await createSession(msg.path, msg.intraOpThreads);
         post({ t: 'ready', inputNames: [...session.inputNames], outputNames: [...session.outputNames] });

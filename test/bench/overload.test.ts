@@ -106,11 +106,16 @@ describe('renderOverload', () => {
     expect(md).toMatch(/^\| `overloaded` reasons \(the server's messages\) \| model queue is full \(N\): 900 \|$/m);
   });
 
-  it('prints the refusal floor next to the node\'s time to `overloaded` when it was measured, and nothing when not', () => {
+  it('prints the refusal floors (idle, and beside a busy thread) next to the node\'s time to `overloaded` when it was measured, and nothing when not', () => {
     const r = results(100, phase({ throughput: 10, highP99: 10 }), phase({ throughput: 95, highP99: 20, overloadedP99: 30 }));
     const floorRow = /^\| the same, from a server that refuses at once .*\| p50 [0-9.]+, p99 7\.00, max [0-9.]+ ms; 900 answers \|$/m;
     expect(renderOverload(r).join('\n')).not.toMatch(/server that refuses at once/);
     r.refusalFloor = phase({ throughput: 0, highP99: 1, overloadedP99: 7 });
     expect(renderOverload(r).join('\n')).toMatch(floorRow);
+    expect(renderOverload(r).join('\n')).not.toMatch(/beside one thread/);
+    r.refusalFloorBusy = phase({ throughput: 0, highP99: 1, overloadedP99: 27 });
+    const md = renderOverload(r).join('\n');
+    expect(md).toMatch(floorRow);
+    expect(md).toMatch(/^\| the same server, beside one thread that computes at the inference nice .*\| p50 [0-9.]+, p99 27\.00, max [0-9.]+ ms; 900 answers \|$/m);
   });
 });
