@@ -41,7 +41,12 @@ interface NactActor {
   immediate: ReturnType<typeof setImmediate> | undefined;
   mailbox: { shift(): { message: unknown; sender: unknown } | undefined };
   f: (this: unknown, state: unknown, msg: unknown, ctx: unknown) => unknown;
-  createContext(sender: unknown): unknown;
+  parent: { reference: unknown } | undefined;
+  path: unknown;
+  reference: unknown;
+  name: string;
+  childReferences: Map<string, unknown>;
+  log: unknown;
   afterMessage(): void;
   processNext(): void;
   setTimeout(): void;
@@ -55,6 +60,35 @@ const { Actor } = require('nact/lib/actor') as { Actor: { prototype: NactActor }
 const isThenable = (x: unknown): x is PromiseLike<unknown> =>
   x !== null && (typeof x === 'object' || typeof x === 'function') && typeof (x as { then?: unknown }).then === 'function';
 
+/**
+ * nact's message context (its `createContext`), except that `children` is
+ * built when read. nact copies the actor's child map into the context of
+ * every message, so each message cost a Map, and the root actor has a child
+ * per connection; this project's handlers read only `self`.
+ */
+class MessageContext {
+  readonly parent: unknown;
+  readonly path: unknown;
+  readonly self: unknown;
+  readonly name: string;
+  readonly log: unknown;
+
+  constructor(
+    private readonly actor: NactActor,
+    readonly sender: unknown,
+  ) {
+    this.parent = actor.parent ? actor.parent.reference : undefined;
+    this.path = actor.path;
+    this.self = actor.reference;
+    this.name = actor.name;
+    this.log = actor.log;
+  }
+
+  get children(): Map<string, unknown> {
+    return new Map(this.actor.childReferences);
+  }
+}
+
 /** nact's own processNext, for an empty mailbox: idle, and its idle timer (shutdownAfter) runs. */
 function idle(actor: NactActor): void {
   actor.busy = false;
@@ -66,7 +100,7 @@ async function drain(actor: NactActor, message: unknown, sender: unknown): Promi
   const started = performance.now();
   for (let handled = 1; ; handled++) {
     try {
-      const ctx = actor.createContext(sender);
+      const ctx = new MessageContext(actor, sender);
       let next = actor.f.call(ctx, actor.state, message, ctx);
       if (isThenable(next)) next = await next;
       actor.state = next;

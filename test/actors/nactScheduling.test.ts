@@ -166,4 +166,27 @@ describe('actor mailboxes drain many messages per event-loop turn', () => {
     expect(seen).toEqual(['a', 'stop']);
     stop(system);
   });
+
+  it('gives a handler nact\'s context: self, name, path, parent and its children as they are when read', async () => {
+    const system = start();
+    type Ctx = { self: unknown; name: string; path: unknown; parent: unknown; children: Map<string, unknown> };
+    const seen: { msg: string; self: boolean; name: string; hasPath: boolean; parent: boolean; children: string[] }[] = [];
+    const a = spawn(
+      system,
+      (s: null, msg: string, ctx: Ctx) => {
+        if (msg === 'spawn') spawn(ctx.self as Parameters<typeof spawn>[0], (t: null) => t, 'kid');
+        seen.push({ msg, self: ctx.self === a, name: ctx.name, hasPath: ctx.path !== undefined, parent: ctx.parent !== undefined, children: [...ctx.children.keys()] });
+        return s;
+      },
+      'ctx-owner',
+    );
+    for (const m of ['before', 'spawn', 'after']) dispatch(a, m);
+    await turns(3);
+    expect(seen).toEqual([
+      { msg: 'before', self: true, name: 'ctx-owner', hasPath: true, parent: true, children: [] },
+      { msg: 'spawn', self: true, name: 'ctx-owner', hasPath: true, parent: true, children: ['kid'] },
+      { msg: 'after', self: true, name: 'ctx-owner', hasPath: true, parent: true, children: ['kid'] },
+    ]);
+    stop(system);
+  });
 });
