@@ -66,6 +66,9 @@ Cluster options:
 
 Limits and security:
   --max-queued-bytes N  memory budget for queued request tensors (default 536870912)
+  --tensor-arena-bytes N
+                      most memory kept for queued tensors so that their frames die young
+                      (allocated as needed and kept; 0 turns it off; default: --max-queued-bytes)
   --max-buffered-bytes N results a client may leave unread before it is closed (default 8388608)
   --max-buffered-total-bytes N
                       results all clients together may leave unread; past it the ones
@@ -138,6 +141,7 @@ export async function main(argv: string[]): Promise<number> {
       advertise: { type: 'string' },
       epsilon: { type: 'string' },
       'max-queued-bytes': { type: 'string' },
+      'tensor-arena-bytes': { type: 'string' },
       'max-buffered-bytes': { type: 'string' },
       'max-buffered-total-bytes': { type: 'string' },
       'max-connections': { type: 'string' },
@@ -204,6 +208,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   const maxInFlight = intOpt('max-in-flight', values['max-in-flight']);
   const maxQueuedBytes = intOpt('max-queued-bytes', values['max-queued-bytes']);
+  const tensorArenaBytes = intOpt('tensor-arena-bytes', values['tensor-arena-bytes']);
   const runTimeoutMs = intOpt('run-timeout-ms', values['run-timeout-ms']);
   const supervision: Partial<SupervisionSettings> = {};
   if (values['restart-intensity'] !== undefined) {
@@ -240,6 +245,7 @@ export async function main(argv: string[]): Promise<number> {
     ...(epsilon !== undefined ? { epsilon } : {}),
     ...(maxInFlight !== undefined ? { maxInFlight } : {}),
     ...(maxQueuedBytes !== undefined ? { maxQueuedBytes } : {}),
+    ...(tensorArenaBytes !== undefined ? { tensorArenaBytes } : {}),
     ...(maxBufferedBytes !== undefined ? { maxBufferedBytes } : {}),
     ...(maxBufferedTotalBytes !== undefined ? { maxBufferedTotalBytes } : {}),
     ...(maxConnections !== undefined ? { maxConnections } : {}),

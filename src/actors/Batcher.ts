@@ -12,6 +12,7 @@ import type { ThreadTensor } from '../models/threadProtocol.js';
 import type { ResultFrame, WireTensor } from '../transport/protocol.js';
 import { initialBatcherState, nextDeadline, transition, type Batch, type BatcherEffect, type BatcherMsg, type BatcherState, type MemoryBudget } from './BatcherLogic.js';
 import { errorFrame, type BatcherActorMsg, type InferRequest, type WorkerMsg } from './messages.js';
+import type { TensorArena } from './tensorArena.js';
 
 export interface BatcherOptions {
   spec: ModelSpec;
@@ -25,6 +26,8 @@ export interface BatcherOptions {
   metrics?: Metrics;
   /** The node's memory budget for queued tensors, shared by its batchers. */
   budget?: MemoryBudget;
+  /** Where the tensors of the requests this batcher holds are kept, shared by the node's batchers. */
+  arena?: TensorArena;
   /**
    * Where work goes that this batcher cannot run (no worker left, or the node
    * leaves): the router moves it to another node, or answers it `unavailable`.
@@ -62,6 +65,9 @@ export function spawnBatcher(parent: Ref<unknown>, o: BatcherOptions): Ref<Batch
     expiry = { at: due, timer };
   };
 
+  // The request of the enqueue being handled, until an effect answers it.
+  let arriving: InferRequest | undefined;
+
   const run = (fx: BatcherEffect<InferRequest>) => {
     switch (fx.t) {
       case 'run': {
@@ -78,15 +84,19 @@ export function spawnBatcher(parent: Ref<unknown>, o: BatcherOptions): Ref<Batch
         return;
       }
       case 'reject':
+        if (fx.req === arriving) arriving = undefined;
         if (fx.error.code === 'unavailable' && o.handoff) {
+          o.arena?.release(fx.req, true);
           return o.handoff(fx.req, [...state.workers.values()].some((w) => w.state !== 'stopped'));
         }
+        o.arena?.release(fx.req);
         dispatch(fx.req.replyTo, { t: 'reply', key: fx.req.key, frame: errorFrame(fx.req.id, fx.error) });
         return;
       case 'complete':
         if (!done) return;
         o.metrics?.batchRan(o.spec.name, fx.batch.requests.length, done.inferMs, fx.batch.requests.map((r) => fx.batch.startedAt - r.receivedAt));
         deliver(o, fx.batch, done.outputs, done.inferMs);
+        if (o.arena) for (const r of fx.batch.requests) o.arena.release(r);
         return;
     }
   };
@@ -125,7 +135,12 @@ export function spawnBatcher(parent: Ref<unknown>, o: BatcherOptions): Ref<Batch
         default:
           logicMsg = msg;
       }
+      if (logicMsg.t === 'enqueue') arriving = logicMsg.req;
       for (const fx of transition(state, logicMsg, now)) run(fx);
+      // Queued, or in a batch a worker has yet to read (it reads when handed the batch, after this
+      // handler): the tensors go to the arena. A refused request keeps its frame and costs no copy.
+      if (arriving !== undefined) o.arena?.hold(arriving);
+      arriving = undefined;
       done = undefined;
       armExpiry(ctx.self as Ref<BatcherActorMsg>, now);
       o.onLoad?.(state.queued, running(state), readyWorkers(state));

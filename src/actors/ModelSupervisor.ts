@@ -12,6 +12,7 @@ import { spawnBatcher } from './Batcher.js';
 import type { MemoryBudget } from './BatcherLogic.js';
 import type { BatcherActorMsg, InferRequest, WorkerMsg } from './messages.js';
 import { Supervision, type SupervisionSettings } from './Supervision.js';
+import type { TensorArena } from './tensorArena.js';
 import { spawnWorker, type WorkerHandle } from './Worker.js';
 
 export interface ModelSupervisorOptions {
@@ -27,6 +28,7 @@ export interface ModelSupervisorOptions {
   onLoad?: (queued: number, running: number, readyWorkers: number) => void;
   metrics?: Metrics;
   budget?: MemoryBudget;
+  arena?: TensorArena;
   handoff?: (req: InferRequest, canRunHere: boolean) => void;
   onGaveUp?: () => void;
 }
@@ -48,6 +50,7 @@ export function spawnModelSupervisor(parent: Ref<unknown>, o: ModelSupervisorOpt
     ...(o.onLoad ? { onLoad: o.onLoad } : {}),
     ...(o.metrics ? { metrics: o.metrics } : {}),
     ...(o.budget ? { budget: o.budget } : {}),
+    ...(o.arena ? { arena: o.arena } : {}),
     ...(o.handoff ? { handoff: o.handoff } : {}),
     ...(o.onGaveUp ? { onGaveUp: o.onGaveUp } : {}),
   });

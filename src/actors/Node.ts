@@ -24,6 +24,7 @@ import { Membership, type MemberView } from './Membership.js';
 import { admit } from './admit.js';
 import { errorFrame, type BatcherStats, type InferRequest, type RouterMsg, type SessionMsg } from './messages.js';
 import { spawnModelSupervisor, type ModelHandle } from './ModelSupervisor.js';
+import { TensorArena } from './tensorArena.js';
 import type { PhiOptions } from './PhiAccrual.js';
 import { defaultSupervision, type SupervisionSettings } from './Supervision.js';
 import { spawnRouter } from './Router.js';
@@ -56,6 +57,8 @@ export interface NodeOptions {
   epsilon?: number;
   /** Memory budget for queued and running request tensors on this node. Default 512 MiB. */
   maxQueuedBytes?: number;
+  /** Most memory the tensor arena (tensorArena.ts) allocates; 0 turns it off. Default: the memory budget. */
+  tensorArenaBytes?: number;
   /** Enable the chaos interface (node.chaos, and POST /v1/admin/chaos with the admin token). */
   chaos?: boolean;
   /** Client tokens: when set, every client and HTTP infer call must present one. */
@@ -121,6 +124,7 @@ export class ActorserveNode {
   private http!: NodeContext;
   private auth: { clients: TokenSet | undefined; admin: TokenSet | undefined } = { clients: undefined, admin: undefined };
   private budget = { used: 0, max: 0 };
+  private arena: TensorArena | undefined;
   /** Bytes of request tensors queued or running on this node. */
   get queuedBytes(): number {
     return this.budget.used;
@@ -145,6 +149,8 @@ export class ActorserveNode {
       queues: () => this.queueStats(),
       memberStatuses: () => this.clusterView().map((m) => m.status),
       queuedBytes: () => this.budget.used,
+      arenaBytes: () => this.arena?.bytes ?? 0,
+      arenaLentBytes: () => this.arena?.lentOut ?? 0,
       clientConnections: () => this.clients.size,
       clientUnreadBytes: () => sum(this.clients.keys(), unreadBytes),
       clientReceivingBytes: () => sum(this.receivingHolders(), this.receivingHeld),
@@ -232,6 +238,9 @@ export class ActorserveNode {
     const modelsSup = spawnStateless(system, () => undefined, 'models');
     const budget = { used: 0, max: positive('maxQueuedBytes', opts.maxQueuedBytes ?? 512 * 1024 * 1024) };
     this.budget = budget;
+    const arenaBytes = opts.tensorArenaBytes ?? budget.max;
+    const arena = arenaBytes > 0 ? new TensorArena(arenaBytes) : undefined;
+    this.arena = arena;
     for (const spec of opts.models) {
       this.localLoad.set(spec.name, 0);
       this.queues.set(spec.name, { queued: 0, running: 0 });
@@ -246,6 +255,7 @@ export class ActorserveNode {
         log,
         metrics: this.metrics,
         budget,
+        ...(arena ? { arena } : {}),
         handoff: (req, canRunHere) => dispatch(router, { t: 'handoff', req, canRunHere }),
         onGaveUp: () => {
           this.withdrawn.add(spec.name);

@@ -11,7 +11,10 @@ import type { Batch, QueueItem } from './BatcherLogic.js';
 export interface InferRequest extends QueueItem {
   readonly id: RequestId;
   readonly spec: ModelSpec;
-  readonly inputs: Record<string, WireTensor>;
+  /** Views of the request's frame; while a batcher holds the request, of its node's tensor arena. */
+  inputs: Record<string, WireTensor>;
+  /** Arena chunks the request's tensors are in, while a batcher holds it (see tensorArena.ts). */
+  held?: Uint8Array[] | undefined;
   /** performance.now() when the gateway received it. */
   readonly receivedAt: number;
   readonly replyTo: Ref<SessionMsg>;

@@ -21,6 +21,9 @@ export interface MetricSources {
   clientUnreadBytes(): number;
   /** Bytes of client frames and HTTP bodies received and not yet complete. */
   clientReceivingBytes(): number;
+  /** Bytes the tensor arena has allocated, and of them lent to requests now. */
+  arenaBytes?(): number;
+  arenaLentBytes?(): number;
 }
 
 /** Why a client connection was refused at the upgrade. */
@@ -149,6 +152,10 @@ export class Metrics {
         'Bytes of client frames and HTTP request bodies this node has received and that are not yet complete (bounded by --max-receiving-bytes).',
         sources.clientReceivingBytes,
       );
+      if (sources.arenaBytes && sources.arenaLentBytes) {
+        scalar('actorserve_tensor_arena_bytes', 'Bytes the tensor arena holds for queued request tensors (allocated as needed, kept; at most --tensor-arena-bytes).', sources.arenaBytes);
+        scalar('actorserve_tensor_arena_lent_bytes', 'Bytes of the tensor arena holding the tensors of requests queued or running now.', sources.arenaLentBytes);
+      }
       new Gauge({
         name: 'actorserve_cluster_members',
         help: 'Cluster members (this node included) as this node sees them, by status.',
