@@ -14,16 +14,32 @@
  */
 import { createServer } from 'node:http';
 import { parseArgs } from 'node:util';
+import { isMainThread, Worker, workerData } from 'node:worker_threads';
 import { WebSocketServer, type RawData } from 'ws';
 import { applyHeapGrowth, DEFAULT_HEAP_GROWTH_PERCENT } from '../src/heapGrowth.js';
+import { setThreadNice } from '../src/models/threadPriority.js';
 import { decodeUntrusted, encode } from '../src/transport/codec.js';
 
 const MAX_FRAME_BYTES = 8 * 1024 * 1024;
 const RETRY_AFTER_MS = 100;
 
+/** The busy thread: lowers its own priority, then computes until the process exits. */
+function spin(nice: number): void {
+  setThreadNice(nice);
+  let x = 1;
+  for (;;) x = Math.imul(x, 1_103_515_245) + 12_345;
+}
+
 function main(): void {
-  const { values } = parseArgs({ options: { port: { type: 'string' }, host: { type: 'string', default: '127.0.0.1' } } });
+  const { values } = parseArgs({
+    options: { port: { type: 'string' }, host: { type: 'string', default: '127.0.0.1' }, 'busy-nice': { type: 'string' } },
+  });
   const port = Number(values.port ?? 0);
+  if (values['busy-nice'] !== undefined) {
+    const nice = Number(values['busy-nice']);
+    if (!Number.isInteger(nice) || nice < -20 || nice > 19) throw new RangeError(`--busy-nice must be an integer from -20 to 19, not ${values['busy-nice']}`);
+    new Worker(new URL(import.meta.url), { workerData: { nice } }).unref();
+  }
   // The same heap setting as a node: the floor must not pay for garbage collection the node avoids.
   applyHeapGrowth(DEFAULT_HEAP_GROWTH_PERCENT);
   const server = createServer((req, res) => {
@@ -57,4 +73,5 @@ function main(): void {
   process.once('SIGINT', shutdown);
 }
 
-main();
+if (isMainThread) main();
+else spin((workerData as { nice: number }).nice);

@@ -194,6 +194,11 @@ describe('npm run bench', () => {
         expect(ov.targets.goodputVsPeak.value).toBeCloseTo(o.throughput / ov.peak, 3);
         expect(o.overloaded!.missingRetryAfter).toBeLessThanOrEqual(o.overloaded!.count);
         expect(o.overloaded!.count).toBe(Object.values(o.byPriority!).reduce((a, c) => a + (c.errors['overloaded'] ?? 0), 0));
+        // The floors run against bench/refuser.ts, which refuses every frame and has nothing else to fail.
+        for (const floor of [ov.refusalFloor, ov.refusalFloorBusy]) {
+          expect(floor, why).toBeTruthy();
+          expect(floor!.overloaded!.count, why).toBeGreaterThan(0);
+        }
       }
       // Each target is a number with its verdict, or null and unmeasured.
       for (const t of Object.values(ov.targets)) expect(t.value === null ? t.met === null : typeof t.met === 'boolean').toBe(true);
