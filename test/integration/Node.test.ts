@@ -9,6 +9,7 @@ import { ActorserveNode } from '../../src/actors/Node.js';
 import { createLogger } from '../../src/log.js';
 import { resolveModels } from '../../src/models/registry.js';
 import type { ErrorFrame, ResultFrame } from '../../src/transport/protocol.js';
+import { eventually } from '../helpers/cluster.js';
 import { metric } from '../helpers/metrics.js';
 import { RawClient, f32, irisInput, readF32 } from '../helpers/RawClient.js';
 
@@ -149,9 +150,7 @@ describe('a node serving real models over a real socket', () => {
     expect(await metric(node.port, 'actorserve_tensor_arena_bytes')).toBeGreaterThan(0);
     // A request cancelled while its batch ran is answered at once and given back when the batch is done.
     let lent = Number.NaN;
-    for (const until = Date.now() + 5_000; Date.now() < until; await new Promise((r) => setTimeout(r, 20))) {
-      if ((lent = await metric(node.port, 'actorserve_tensor_arena_lent_bytes')) === 0) break;
-    }
+    await eventually(async () => (lent = await metric(node.port, 'actorserve_tensor_arena_lent_bytes')) === 0, 5_000).catch(() => undefined);
     expect(lent).toBe(0);
     c.close();
   });
