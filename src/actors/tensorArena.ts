@@ -96,8 +96,10 @@ export class TensorArena {
     if (held === undefined) return;
     h.held = undefined;
     if (keep) {
+      // Only tensors in the arena's slabs move; the others are still views of the request's own frame.
+      const slabs = new Set(held.map((chunk) => chunk.buffer));
       const inputs: Record<string, WireTensor> = {};
-      for (const [name, t] of Object.entries(h.inputs)) inputs[name] = { ...t, data: t.data.slice() };
+      for (const [name, t] of Object.entries(h.inputs)) inputs[name] = slabs.has(t.data.buffer) ? { ...t, data: t.data.slice() } : t;
       h.inputs = inputs;
     }
     for (const chunk of held) this.give(chunk);
