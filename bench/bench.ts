@@ -214,6 +214,7 @@ async function run(o: BenchOptions, argv: readonly string[]): Promise<BenchResul
         connections: o.connections,
         generators: o.generators,
         warmupS: o.warmupS,
+        overloadWarmupS: o.overloadWarmupS,
         durationS: o.durationS,
         sweepDurationS: o.sweepDurationS,
         drainMs: (s) => drainMs(o, s),

@@ -63,6 +63,9 @@ Options (defaults; --quick defaults in brackets):
   --overload-mix H,N,L  shares of high, normal and low priority requests in the
                         overload phase's open loops, normalised (0.1,0.6,0.3);
                         its measured seconds follow --sweep-duration
+  --overload-warmup S   seconds of the overload before its measured window, and
+                        of the refusal floors' loops (3) [0.5]; at least until
+                        the model queue would have filled
   --node-args "A B"     extra flags for every actorserve node the bench starts,
                         e.g. "--inference-nice 0 --max-batch 8" (none)
   --no-plain            skip the plain HTTP server
@@ -92,11 +95,27 @@ export interface BenchOptions {
   overload: string | null;
   overloadFactor: number;
   overloadMix: PriorityMix;
+  /** Seconds of the overload (and of the refusal floors' loops) before their measured windows. */
+  overloadWarmupS: number;
   plain: boolean;
   out: string | undefined;
   quick: boolean;
   help: boolean;
 }
+
+/**
+ * The overload's warm-up: long enough for the node and the generator to reach
+ * their steady state. Measured on text-orientation at 3× (a /tmp harness of
+ * this bench's generator, one fresh node, 5 runs, results per second from the
+ * first send against a closed-loop ~1,000 req/s): 56–58 % of it in the first
+ * second, while V8 compiled the refusal path on four helper threads beside the
+ * event loop, the fresh generator's own code warmed up (37–43 % of a core
+ * against 20–25 % later) and the inference thread, at nice 10, waited to run
+ * for 25–45 % of the time; 71–80 % in the second; 84–92 % in the third, steady
+ * from about 2.3 s on. With a 1 s warm-up the 2 s window held most of that
+ * run-up: goodput 76–90 % over 8 runs of the bench; with 3 s, 89–94 % over 5.
+ */
+export const DEFAULT_OVERLOAD_WARMUP_S = 3;
 
 export const DEFAULT_CONCURRENCY: Record<string, number> = { iris: 256, 'text-orientation': 32 };
 const FALLBACK_CONCURRENCY = 32;
@@ -143,6 +162,7 @@ export function parseOptions(argv: string[]): BenchOptions {
       overload: { type: 'string' },
       'overload-factor': { type: 'string' },
       'overload-mix': { type: 'string' },
+      'overload-warmup': { type: 'string' },
       'node-args': { type: 'string' },
       'no-plain': { type: 'boolean', default: false },
       out: { type: 'string' },
@@ -177,6 +197,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     overload: overload === 'none' ? null : overload,
     overloadFactor: values['overload-factor'] === undefined ? 3 : positive('overload-factor', values['overload-factor']),
     overloadMix: parsePriorityMix(values['overload-mix'] ?? '0.1,0.6,0.3'),
+    overloadWarmupS: values['overload-warmup'] === undefined ? (quick ? 0.5 : DEFAULT_OVERLOAD_WARMUP_S) : positive('overload-warmup', values['overload-warmup']),
     plain: !values['no-plain'],
     out: values.out,
     quick,

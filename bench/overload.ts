@@ -15,9 +15,11 @@
  * earlier in the run, because the speed of a shared VM drifts by tens of
  * percent within minutes (a closed loop measured at a fast moment judged an
  * overload run at a slow one). Offered loads are shares of the two measured
- * before the overload. The overload's warm-up lasts until the model queue
+ * before the overload. The overload's warm-up (`--overload-warmup`, 3 s)
+ * lasts until the node and the generator have warmed up and the model queue
  * would have filled, so the measured window sees the steady state of an
- * overloaded node (a full queue and refusals), not the run-up to it. Afterwards a few requests on a fresh
+ * overloaded node, not the run-up to it; the report shows the run-up second
+ * by second. Afterwards a few requests on a fresh
  * connection check that the node still serves.
  */
 import { Client } from '../src/client/Client.js';
@@ -41,7 +43,7 @@ export const UNLOADED_PCT = 10;
 const UNLOADED_HIGH_SAMPLES = 200;
 /** ...running at most this many times the sweep duration for them. */
 const UNLOADED_MAX_STRETCH = 10;
-/** The overload's warm-up is at most this long, however slowly the queue fills. */
+/** The wait for the queue to fill is at most this long, however slowly it fills. */
 const MAX_FILL_WARMUP_S = 5;
 const RSS_SAMPLE_MS = 250;
 /** Requests of each priority sent after the overload, and how long they may take. */
@@ -61,6 +63,8 @@ export interface OverloadOptions {
   connections: number;
   generators: number;
   warmupS: number;
+  /** The overload's warm-up (at least; longer if the model queue takes longer to fill), and the refusal floors'. */
+  overloadWarmupS: number;
   /** Measured seconds of a closed loop run here. */
   durationS: number;
   /** Measured seconds of each open loop. */
@@ -211,7 +215,7 @@ export async function runOverload(o: OverloadOptions): Promise<OverloadResults> 
     // The overload, measured once the queue would be full at the excess rate.
     const rate = peak * o.factor;
     const fillS = o.maxQueue / Math.max(1, rate - peak);
-    const warmupS = round(Math.min(MAX_FILL_WARMUP_S, Math.max(o.warmupS, 1.5 * fillS)), 2);
+    const warmupS = round(Math.max(o.overloadWarmupS, Math.min(MAX_FILL_WARMUP_S, 1.5 * fillS)), 2);
     result.rssMiB.before = mib(rssBytes(node.proc.pid));
     let rssMax = 0;
     const rssTimer = setInterval(() => (rssMax = Math.max(rssMax, rssBytes(node.proc.pid) ?? 0)), RSS_SAMPLE_MS);
@@ -276,7 +280,7 @@ async function refusalFloor(o: OverloadOptions, rate: number, busyNice?: number)
     return await runPhase({
       label, system: 'refuser', target: { kind: 'ws', urls: [`ws://127.0.0.1:${port}/v1/stream`] },
       input: o.input, connections: o.connections, generators: o.generators, mode: { kind: 'open', rate, mix: o.mix },
-      offeredPctOfCapacity: round(o.factor * 100, 1), warmupS: o.warmupS, durationS: o.sweepDurationS, drainTimeoutMs: o.drainMs(o.sweepDurationS),
+      offeredPctOfCapacity: round(o.factor * 100, 1), warmupS: o.overloadWarmupS, durationS: o.sweepDurationS, drainTimeoutMs: o.drainMs(o.sweepDurationS),
       serverPids: [server.proc.pid], metricsUrls: [],
     });
   } catch (e) {

@@ -224,6 +224,18 @@ const errorsOf = (e: Record<string, number>, unanswered = 0): string => {
   return parts.join(', ') || 'none';
 };
 
+/**
+ * Results completed in each whole second of a phase's timeline, from its
+ * first send (warm-up included) to the end of its measured window, as shares
+ * of `peak`: how fast the node reached its steady state.
+ */
+export function runUp(p: PhaseResult, peak: number): string {
+  const tl = p.timeline;
+  const seconds = Math.round((tl.measureTo - tl.startAt) / tl.bucketMs);
+  if (peak <= 0 || tl.bucketMs !== 1000 || seconds < 1) return 'n/a';
+  return Array.from({ length: seconds }, (_, i) => pct((tl.ok[i] ?? 0) / peak)).join(', ');
+}
+
 /** The "## Overload" section: the three targets, then the detail. */
 export function renderOverload(ov: OverloadResults): string[] {
   const out: string[] = [];
@@ -242,7 +254,7 @@ export function renderOverload(ov: OverloadResults): string[] {
     `offered loads are shares of the higher of the two before it, ${num(basis)} req/s.${earlier} ` +
     `Open loops with priorities ${mixText} (a fixed interleaving: exact over the run): ${num(ov.unloadedPct)}% of that ` +
     `(${u === null ? 'n/a' : `${num(u.offeredRate)} req/s, ${num(u.durationS, 1)} s`}) as the unloaded reference, then ${ov.factor}× that ` +
-    `(${o === null ? 'n/a' : `${num(o.offeredRate)} req/s, ${num(o.durationS, 1)} s measured after ${num(o.warmupS, 2)} s of warm-up, the time for the model queue to fill`}). ` +
+    `(${o === null ? 'n/a' : `${num(o.offeredRate)} req/s, ${num(o.durationS, 1)} s measured after ${num(o.warmupS, 2)} s of warm-up, for the node and the generator to reach their steady state and the model queue to fill`}). ` +
     'Latency from the scheduled send time (no coordinated omission); goodput = results completed inside the measured window per second.');
   out.push('');
   out.push('| target | value | bound |');
@@ -261,6 +273,7 @@ export function renderOverload(ov: OverloadResults): string[] {
   const lat = refusals !== undefined && refusals.count > 0
     ? `p50 ${num(refusals.latencyMs.p50, 2)}, p99 ${num(refusals.latencyMs.p99, 2)}, max ${num(refusals.latencyMs.max, 2)} ms; ${num(refusals.count)} answers`
     : 'none';
+  out.push(`| results each second from the overload's first send, ÷ peak (${o === null ? 'n/a' : `${num(o.warmupS, 2)} s warm-up, then the window`}) | ${o === null ? 'n/a' : runUp(o, ov.peak)} |`);
   out.push(`| time to \`overloaded\` under overload | ${lat} |`);
   const floorRow = (what: string, floor: OverloadedAnswers | undefined) => {
     if (floor !== undefined && floor.count > 0) {

@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import type { LatencySummary } from '../../bench/histogram.js';
 import { overloadTargets } from '../../bench/overload.js';
-import { renderOverload } from '../../bench/report.js';
+import { renderOverload, runUp } from '../../bench/report.js';
 import type { OverloadResults, PhaseResult, PriorityPhase } from '../../bench/results.js';
 
 const lat = (p99: number, count = 100): LatencySummary => ({ count, p50: p99 / 2, p90: p99 * 0.9, p99, p999: p99, max: p99, mean: p99 / 2 });
@@ -117,5 +117,18 @@ describe('renderOverload', () => {
     const md = renderOverload(r).join('\n');
     expect(md).toMatch(floorRow);
     expect(md).toMatch(/^\| the same server, beside one thread that computes at the inference nice .*\| p50 [0-9.]+, p99 27\.00, max [0-9.]+ ms; 900 answers \|$/m);
+  });
+
+  it('prints the run-up: results in each whole second from the first send to the end of the window, as shares of peak', () => {
+    const o = phase({ throughput: 95, highP99: 20, overloadedP99: 2 });
+    o.warmupS = 3;
+    // 3 s of warm-up and 2 measured, ended a moment early by the bench's stop; the drain's bucket is left out.
+    o.timeline = { startAt: 1_000, measureFrom: 4_000, measureTo: 5_998.6, bucketMs: 1000, ok: [56, 74, 88, 91, 93, 40], errors: [] };
+    expect(runUp(o, 100)).toBe('56%, 74%, 88%, 91%, 93%');
+    const md = renderOverload(results(100, phase({ throughput: 10, highP99: 10 }), o)).join('\n');
+    expect(md).toMatch(/^\| results each second from the overload's first send, ÷ peak \(3\.00 s warm-up, then the window\) \| 56%, 74%, 88%, 91%, 93% \|$/m);
+    expect(runUp(o, 0), 'no peak, no shares').toBe('n/a');
+    o.timeline = { ...o.timeline, ok: [50] };
+    expect(runUp(o, 100), 'a second with no results shows 0%').toBe('50%, 0%, 0%, 0%, 0%');
   });
 });

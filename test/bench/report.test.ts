@@ -67,7 +67,7 @@ describe('npm run bench', () => {
   it('documents every flag under --help and refuses a bad value with exit code 2', () => {
     const help = spawnSync(process.execPath, [BENCH, '--help'], { encoding: 'utf8', timeout: 20_000 });
     expect(help.status).toBe(0);
-    for (const flag of ['--duration', '--quick', '--models', '--concurrency', '--sweep', '--cluster', '--out', '--generators', '--overload', '--overload-factor', '--overload-mix']) {
+    for (const flag of ['--duration', '--quick', '--models', '--concurrency', '--sweep', '--cluster', '--out', '--generators', '--overload', '--overload-factor', '--overload-mix', '--overload-warmup']) {
       expect(help.stdout).toContain(flag);
     }
     const bad = spawnSync(process.execPath, [BENCH, '--duration', 'soon'], { encoding: 'utf8', timeout: 20_000 });
@@ -76,6 +76,9 @@ describe('npm run bench', () => {
     const badMix = spawnSync(process.execPath, [BENCH, '--overload-mix', '0.5,0.5'], { encoding: 'utf8', timeout: 20_000 });
     expect(badMix.status).toBe(2);
     expect(badMix.stderr).toMatch(/--overload-mix/);
+    const badWarmup = spawnSync(process.execPath, [BENCH, '--overload-warmup', '0'], { encoding: 'utf8', timeout: 20_000 });
+    expect(badWarmup.status).toBe(2);
+    expect(badWarmup.stderr).toMatch(/--overload-warmup must be a positive number/);
   });
 
   describe('a --quick run on iris', () => {
@@ -191,6 +194,9 @@ describe('npm run bench', () => {
       if (!failed(': open loop 3× peak')) {
         expect(o.offeredRate).toBeCloseTo(3 * ov.offeredBasis!, 0);
         expect(positive(o.throughput)).toBe(true);
+        // --quick warms the overload up for 0.5 s, or until the model queue would have filled; the floors for 0.5 s.
+        expect(o.warmupS).toBeGreaterThanOrEqual(0.5);
+        for (const floor of [ov.refusalFloor, ov.refusalFloorBusy]) expect(floor?.warmupS).toBe(0.5);
         expect(ov.targets.goodputVsPeak.value).toBeCloseTo(o.throughput / ov.peak, 3);
         expect(o.overloaded!.missingRetryAfter).toBeLessThanOrEqual(o.overloaded!.count);
         expect(o.overloaded!.count).toBe(Object.values(o.byPriority!).reduce((a, c) => a + (c.errors['overloaded'] ?? 0), 0));
