@@ -113,7 +113,7 @@ export interface BenchOptions {
  * against 20–25 % later) and the inference thread, at nice 10, waited to run
  * for 25–45 % of the time; 71–80 % in the second; 84–92 % in the third, steady
  * from about 2.3 s on. With a 1 s warm-up the 2 s window held most of that
- * run-up: goodput 76–90 % over 8 runs of the bench; with 3 s, 89–94 % over 5.
+ * run-up: goodput 76–90 % over 8 runs of the bench; with 3 s, 89–98 % over 10.
  */
 export const DEFAULT_OVERLOAD_WARMUP_S = 3;
 
