@@ -112,8 +112,11 @@ export interface BenchOptions {
  * event loop, the fresh generator's own code warmed up (37–43 % of a core
  * against 20–25 % later) and the inference thread, at nice 10, waited to run
  * for 25–45 % of the time; 71–80 % in the second; 84–92 % in the third, steady
- * from about 2.3 s on. With a 1 s warm-up the 2 s window held most of that
- * run-up: goodput 76–90 % over 8 runs of the bench; with 3 s, 89–98 % over 10.
+ * from about 2.3 s on. A node already through one overload ran up no faster
+ * the second time (57 % then 59 % in the first second), so the node's own
+ * warm-up is the smaller part of it. With a 1 s warm-up the 2 s window held
+ * most of that run-up: goodput 76–90 % over 8 runs of the bench; with 3 s,
+ * 89–98 % over 10.
  */
 export const DEFAULT_OVERLOAD_WARMUP_S = 3;
 
