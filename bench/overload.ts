@@ -212,7 +212,7 @@ export async function runOverload(o: OverloadOptions): Promise<OverloadResults> 
       note(o, `overload ${model}: unloaded reference`, e);
     }
 
-    // The overload, measured once the queue would be full at the excess rate.
+    // The overload, measured once the node and the generator are warm and the queue would be full at the excess rate.
     const rate = peak * o.factor;
     const fillS = o.maxQueue / Math.max(1, rate - peak);
     const warmupS = round(Math.max(o.overloadWarmupS, Math.min(MAX_FILL_WARMUP_S, 1.5 * fillS)), 2);

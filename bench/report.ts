@@ -227,7 +227,7 @@ const errorsOf = (e: Record<string, number>, unanswered = 0): string => {
 /**
  * Results completed in each whole second of a phase's timeline, from its
  * first send (warm-up included) to the end of its measured window, as shares
- * of `peak`: how fast the node reached its steady state.
+ * of `peak`: how fast the node and the generator reached their steady state.
  */
 export function runUp(p: PhaseResult, peak: number): string {
   const tl = p.timeline;
