@@ -11,12 +11,15 @@ import type { BatcherActorMsg, InferRequest, SessionMsg } from '../../src/actors
 import { TensorArena } from '../../src/actors/tensorArena.js';
 import { createLogger } from '../../src/log.js';
 import { resolveModels } from '../../src/models/registry.js';
+import { eventually } from '../helpers/cluster.js';
 
 const spec = resolveModels(['text-orientation'])[0]!;
 const models = new Map([[spec.name, spec]]);
 const IMG_BYTES = 3 * 48 * 192 * 4;
 
-const settle = () => new Promise((r) => setTimeout(r, 20));
+const CHUNK_BYTES = 128 * 1024;
+/** Waits (up to 5 s) for the actor to have done what `done` looks for; the assertions after it say what went wrong. */
+const settled = (done: () => boolean) => eventually(async () => done(), 5_000, 5).catch(() => undefined);
 const request = (i: number, replyTo: Ref<SessionMsg>): InferRequest =>
   admit(models, {
     t: 'infer',
@@ -44,14 +47,14 @@ describe('a batcher with a tensor arena', () => {
     const reqs = [1, 2, 3].map((i) => request(i, session));
     const frames = reqs.map((r) => r.inputs['x']!.data.buffer);
     for (const r of reqs) dispatch(batcher, { t: 'enqueue', req: r });
-    await settle();
-    expect(arena.lentOut).toBe(3 * 128 * 1024);
+    await settled(() => arena.lentOut === 3 * CHUNK_BYTES);
+    expect(arena.lentOut).toBe(3 * CHUNK_BYTES);
     reqs.forEach((r, i) => {
       expect(r.inputs['x']!.data.buffer).not.toBe(frames[i]);
       expect(new Set(r.inputs['x']!.data)).toEqual(new Set([i + 1]));
     });
     for (const r of reqs) dispatch(batcher, { t: 'cancel', key: r.key });
-    await settle();
+    await settled(() => replies.length === 3 && arena.lentOut === 0);
     expect(replies.map((m) => (m.t === 'reply' && m.frame.t === 'error' ? m.frame.code : m.t))).toEqual(['cancelled', 'cancelled', 'cancelled']);
     expect(arena.lentOut).toBe(0);
     stop(system);
@@ -61,9 +64,9 @@ describe('a batcher with a tensor arena', () => {
     const handed: InferRequest[] = [];
     const { system, session, arena, batcher } = batcherWithArena((req) => handed.push(req));
     for (const i of [1, 2, 3]) dispatch(batcher, { t: 'enqueue', req: request(i, session) });
-    await settle();
+    await settled(() => arena.lentOut === 3 * CHUNK_BYTES);
     dispatch(batcher, { t: 'drain' });
-    await settle();
+    await settled(() => handed.length === 3 && arena.lentOut === 0);
     expect(handed.map((r) => r.id)).toEqual([1, 2, 3]);
     expect(arena.lentOut).toBe(0);
     // The chunks go to new requests, with other bytes in them.
