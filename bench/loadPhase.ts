@@ -11,8 +11,8 @@ import { mergeHistograms, summarize, encodeHistogram } from './histogram.js';
 import type { FromGenerator, GeneratorReport, Mode, Target, ToGenerator } from './loadSpec.js';
 import type { ModelInput } from './payload.js';
 import { Child, describeExit } from '../cluster/child.js';
-import { cpuSecondsOf, epochMs, httpText, machineBusySeconds } from './processes.js';
-import type { OverloadedAnswers, PhaseResult, PriorityPhase, SystemName } from './results.js';
+import { cpuSecondsOf, epochMs, httpText, machineBusySeconds, mainThreadSample, type MainThreadSample } from './processes.js';
+import type { MainThreadFigures, OverloadedAnswers, PhaseResult, PriorityPhase, SystemName } from './results.js';
 
 /** The generator runs from the build, also when this module is imported from the TypeScript sources (tests). */
 export const LOADGEN_PATH = join(projectRoot, 'dist', 'bench', 'loadgen.js');
@@ -163,6 +163,8 @@ export async function runPhase(o: PhaseOptions): Promise<PhaseResult> {
     let cpuTo: number[] | undefined;
     let busyFrom: number | undefined;
     let busyTo: number | undefined;
+    let mainFrom: (MainThreadSample | undefined)[] = [];
+    let mainTo: (MainThreadSample | undefined)[] = [];
     let selfFrom = process.cpuUsage();
     let selfUsed: NodeJS.CpuUsage | undefined;
     let cpuFromAt = 0;
@@ -173,6 +175,7 @@ export async function runPhase(o: PhaseOptions): Promise<PhaseResult> {
     const startTimer = setTimeout(() => {
       cpuFrom = cpuSecondsOf(o.serverPids);
       busyFrom = machineBusySeconds();
+      mainFrom = o.serverPids.map(mainThreadSample);
       selfFrom = process.cpuUsage();
       cpuFromAt = epochMs();
       loopSampling = sampleLoopDelay(o.metricsUrls, windowEnded);
@@ -181,6 +184,7 @@ export async function runPhase(o: PhaseOptions): Promise<PhaseResult> {
       if (cpuToAt !== 0) return;
       cpuTo = cpuSecondsOf(o.serverPids);
       busyTo = machineBusySeconds();
+      mainTo = o.serverPids.map(mainThreadSample);
       selfUsed = process.cpuUsage(selfFrom);
       cpuToAt = epochMs();
       endWindow();
@@ -205,10 +209,26 @@ export async function runPhase(o: PhaseOptions): Promise<PhaseResult> {
     // This script's own share (probes, IPC) is ours too, not another process's.
     const self = selfUsed === undefined ? 0 : (selfUsed.user + selfUsed.system) / 1e6;
     const machineBusy = busyFrom !== undefined && busyTo !== undefined ? busyTo - busyFrom - self : undefined;
-    return merge(o, all, g, { from: cpuFrom, to: cpuTo, drained: cpuDrained, machineBusy, seconds: (cpuToAt - cpuFromAt) / 1000 }, loop);
+    const seconds = (cpuToAt - cpuFromAt) / 1000;
+    return merge(o, all, g, { from: cpuFrom, to: cpuTo, drained: cpuDrained, machineBusy, seconds, mainThreads: mainThreads(mainFrom, mainTo, seconds) }, loop);
   } finally {
     await Promise.all(gens.map((t) => t.stop(2_000)));
   }
+}
+
+/**
+ * Each server's main thread over the window: its CPU and how often it was
+ * switched out while runnable, per second; null where a sample is missing.
+ */
+export function mainThreads(from: readonly (MainThreadSample | undefined)[], to: readonly (MainThreadSample | undefined)[], seconds: number): MainThreadFigures[] | null {
+  if (!(seconds > 0) || from.length === 0 || to.length !== from.length) return null;
+  const out: MainThreadFigures[] = [];
+  for (const [i, a] of from.entries()) {
+    const b = to[i];
+    if (a === undefined || b === undefined) return null;
+    out.push({ cpuPct: Math.round(((b.cpuSeconds - a.cpuSeconds) / seconds) * 1000) / 10, preemptedPerS: Math.round((b.preempted - a.preempted) / seconds) });
+  }
+  return out;
 }
 
 /**
@@ -228,7 +248,7 @@ function merge(
   o: PhaseOptions,
   all: GeneratorReport[],
   generators: number,
-  cpu: { from: number[] | undefined; to: number[] | undefined; drained: number[] | undefined; machineBusy: number | undefined; seconds: number },
+  cpu: { from: number[] | undefined; to: number[] | undefined; drained: number[] | undefined; machineBusy: number | undefined; seconds: number; mainThreads: MainThreadFigures[] | null },
   loop: { maxMs: number | null; samples: number },
 ): PhaseResult {
   const hist = mergeHistograms(all.map((r) => r.histogram));
@@ -308,6 +328,7 @@ function merge(
       cpuPerRequestUs: cpuToDrain === null || okFromStart === 0 ? null : round((sum(cpuToDrain) / okFromStart) * 1e6, 1),
       eventLoopDelayMaxMs: loop.maxMs === null ? null : round(loop.maxMs, 2),
       eventLoopSamples: loop.samples,
+      mainThreads: cpu.mainThreads,
     },
     ...priorities,
   };

@@ -37,16 +37,21 @@ export async function httpText(url: string, timeoutMs = 1_000): Promise<string |
 /** Linux clock ticks per second for /proc/PID/stat (USER_HZ, 100 on every mainstream kernel). */
 const CLK_TCK = 100;
 
+/** utime + stime of a /proc stat file (a process's or one thread's), in seconds. */
+function statCpuSeconds(path: string): number {
+  const stat = readFileSync(path, 'utf8');
+  // Fields after the parenthesised name: state is 3rd of the line, utime the 14th, stime the 15th.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+}
+
 /**
  * CPU seconds (user + system, all threads) of a process from /proc/PID/stat;
  * undefined where /proc is missing or the process is gone.
  */
 export function cpuSeconds(pid: number): number | undefined {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the parenthesised name: state is 3rd of the line, utime the 14th, stime the 15th.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+    return statCpuSeconds(`/proc/${pid}/stat`);
   } catch {
     return undefined;
   }
@@ -82,6 +87,30 @@ export function rssBytes(pid: number): number | undefined {
   try {
     const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
     return m === null ? undefined : Number(m[1]) * 1024;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A process's main thread (a Node process's event loop) at one moment. */
+export interface MainThreadSample {
+  cpuSeconds: number;
+  /**
+   * Times the scheduler switched it out while it could still run
+   * (`nonvoluntary_ctxt_switches`): preempted by another thread; in the
+   * bench, mostly the load generator that its own write had just woken.
+   */
+  preempted: number;
+}
+
+/**
+ * {@link MainThreadSample} from /proc/PID/task/PID (the thread whose id is
+ * the pid); undefined where /proc is missing or the process is gone.
+ */
+export function mainThreadSample(pid: number): MainThreadSample | undefined {
+  try {
+    const m = /^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/task/${pid}/status`, 'utf8'));
+    return m === null ? undefined : { cpuSeconds: statCpuSeconds(`/proc/${pid}/task/${pid}/stat`), preempted: Number(m[1]) };
   } catch {
     return undefined;
   }

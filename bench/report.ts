@@ -37,6 +37,12 @@ export function num(n: number | null | undefined, digits = 0): string {
   return n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
 }
 
+/** The first server's main thread over a phase's window: `39%, 1,394/s`, or n/a. */
+function mainThreadOf(p: PhaseResult | null | undefined): string {
+  const m = p?.server.mainThreads?.[0];
+  return m === undefined ? 'n/a' : `${num(m.cpuPct)}%, ${num(m.preemptedPerS)}/s`;
+}
+
 /** A ratio with 2 significant digits and a ×: 0.0061×, 1.1×, 12×. */
 export function ratio(n: number | null | undefined): string {
   if (n === null || n === undefined || !Number.isFinite(n)) return 'n/a';
@@ -290,6 +296,8 @@ export function renderOverload(ov: OverloadResults): string[] {
   }
   out.push(`| high-priority requests that succeeded under overload | ${hiO === undefined ? 'n/a' : `${pct(hiO.okShare)} (${num(hiO.ok)} of ${num(hiO.scheduled)})`} |`);
   out.push(`| node: max event-loop delay, CPU under overload | ${o === null ? 'n/a' : `${num(o.server.eventLoopDelayMaxMs, 1)} ms, ${num(o.server.cpuPct)}% of a core`} |`);
+  out.push('| event loop (main thread): CPU % of a core, times a second it was preempted — the node under overload; the refusal floor; ' +
+    `the floor beside a busy thread | ${[o, ov.refusalFloor, ov.refusalFloorBusy].map(mainThreadOf).join('; ')} |`);
   out.push(`| node RSS before / max during / after the overload | ${num(ov.rssMiB.before)} / ${num(ov.rssMiB.max)} / ${num(ov.rssMiB.after)} MiB |`);
   const buf = o?.generator.sendBufferMaxBytes;
   out.push(`| generator: CPU, most bytes unsent on one connection, other processes | ${o === null ? 'n/a' : `${num(o.generator.cpuPct)}%, ${buf === undefined ? 'n/a' : `${num(buf / 2 ** 20, 1)} MiB`}, ${num(o.machine.othersPct)}%${flag(o)}`} |`);

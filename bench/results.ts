@@ -74,11 +74,21 @@ export interface PhaseResult {
     /** Max of `nodejs_eventloop_lag_max_seconds` sampled every 500 ms (prom-client resets it at each scrape), ms. */
     eventLoopDelayMaxMs: number | null;
     eventLoopSamples: number;
+    /** Each pid's main thread (its event loop) over the measured window, in `pids` order; null where /proc could not be read. */
+    mainThreads: MainThreadFigures[] | null;
   };
   /** Open loop with a priority mix: each priority of the mix over the measured window. */
   byPriority?: Partial<Record<Priority, PriorityPhase>>;
   /** Open loop with a priority mix: the `overloaded` answers to measured requests. */
   overloaded?: OverloadedAnswers;
+}
+
+/** A server's main thread over a measured window (/proc/PID/task/PID). */
+export interface MainThreadFigures {
+  /** CPU % of one core. */
+  cpuPct: number;
+  /** Times a second it was switched out while it could still run (`nonvoluntary_ctxt_switches`). */
+  preemptedPerS: number;
 }
 
 /** One priority of an open loop with a priority mix. */

@@ -21,7 +21,7 @@ function phase(o: { throughput: number; highP99: number; overloadedP99?: number;
     connections: 4, generators: 1, warmupS: 1, durationS: 1, sent: 1000, ok: 100, throughput: o.throughput, errors: {}, unanswered: 0,
     latencyMs: lat(o.highP99), histogram: '', timeline: { startAt: 0, measureFrom: 0, measureTo: 1000, bucketMs: 1000, ok: [], errors: [] },
     perNode: {}, forwardedShare: null, meanBatch: null, generator: { cpuPct: 10, loopMaxMs: 1 }, machine: { busyPct: 100, othersPct: 0 },
-    server: { pids: [1], cpuSeconds: 1, cpuPct: 100, cpuSecondsToDrainByPid: null, cpuPerRequestUs: 1, eventLoopDelayMaxMs: 12, eventLoopSamples: 2 },
+    server: { pids: [1], cpuSeconds: 1, cpuPct: 100, cpuSecondsToDrainByPid: null, cpuPerRequestUs: 1, eventLoopDelayMaxMs: 12, eventLoopSamples: 2, mainThreads: [{ cpuPct: 39.5, preemptedPerS: 1394 }] },
     byPriority: { high: prio(o.highP99), normal: prio(o.highP99 * 2, 50), low: prio(o.highP99 * 3, 0) },
     ...(o.overloadedP99 !== undefined
       ? { overloaded: { count: 900, latencyMs: lat(o.overloadedP99, 900), histogram: '', missingRetryAfter: 2, reasons: { 'model queue is full (N)': 900 }, retryAfterMs: { min: 5, mean: 20, max: 40 } } }
@@ -117,6 +117,17 @@ describe('renderOverload', () => {
     const md = renderOverload(r).join('\n');
     expect(md).toMatch(floorRow);
     expect(md).toMatch(/^\| the same server, beside one thread that computes at the inference nice .*\| p50 [0-9.]+, p99 27\.00, max [0-9.]+ ms; 900 answers \|$/m);
+  });
+
+  it('prints the event loop\'s CPU and preemptions for the node and each floor, n/a for a phase not measured or without /proc', () => {
+    const r = results(100, phase({ throughput: 10, highP99: 10 }), phase({ throughput: 95, highP99: 20, overloadedP99: 30 }));
+    const row = (md: string) => md.split('\n').find((l) => l.startsWith('| event loop (main thread):'));
+    expect(row(renderOverload(r).join('\n'))).toMatch(/\| 40%, 1,394\/s; n\/a; n\/a \|$/);
+    r.refusalFloor = phase({ throughput: 0, highP99: 1, overloadedP99: 7 });
+    r.refusalFloor.server.mainThreads = [{ cpuPct: 24, preemptedPerS: 1611 }];
+    r.refusalFloorBusy = phase({ throughput: 0, highP99: 1, overloadedP99: 9 });
+    r.refusalFloorBusy.server.mainThreads = null;
+    expect(row(renderOverload(r).join('\n'))).toMatch(/\| 40%, 1,394\/s; 24%, 1,611\/s; n\/a \|$/);
   });
 
   it('prints the run-up: results in each whole second from the first send to the end of the window, as shares of peak', () => {

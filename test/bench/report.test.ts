@@ -205,6 +205,12 @@ describe('npm run bench', () => {
           expect(floor, why).toBeTruthy();
           expect(floor!.overloaded!.count, why).toBeGreaterThan(0);
         }
+        // The event loop of the node and of each floor: one figure each, read from /proc over the window.
+        for (const p of [o, ov.refusalFloor, ov.refusalFloorBusy]) {
+          expect(p!.server.mainThreads, p!.label).toHaveLength(1);
+          expect(positive(p!.server.mainThreads![0]!.cpuPct), p!.label).toBe(true);
+          expect(p!.server.mainThreads![0]!.preemptedPerS).toBeGreaterThanOrEqual(0);
+        }
       }
       // Each target is a number with its verdict, or null and unmeasured.
       for (const t of Object.values(ov.targets)) expect(t.value === null ? t.met === null : typeof t.met === 'boolean').toBe(true);

@@ -1,0 +1,46 @@
+/**
+ * The bench's /proc probes of a server's main thread: what one sample reads,
+ * and the per-second figures two samples make.
+ */
+import { describe, expect, it } from 'vitest';
+import { mainThreads } from '../../bench/loadPhase.js';
+import { mainThreadSample } from '../../bench/processes.js';
+
+describe('mainThreadSample', () => {
+  it('reads this process\'s main thread: its CPU grows with work on it, its preemptions are a count that never falls', () => {
+    const a = mainThreadSample(process.pid)!;
+    expect(a).toBeDefined();
+    const until = performance.now() + 200;
+    let x = 1;
+    while (performance.now() < until) x = Math.imul(x, 1_103_515_245) + 12_345;
+    const b = mainThreadSample(process.pid)!;
+    expect(x).not.toBeNaN();
+    // /proc counts in ticks of 10 ms; 200 ms of work on this thread is at least a few of them, however the machine is shared.
+    expect(b.cpuSeconds - a.cpuSeconds).toBeGreaterThanOrEqual(0.05);
+    expect(Number.isInteger(a.preempted) && a.preempted >= 0).toBe(true);
+    expect(b.preempted).toBeGreaterThanOrEqual(a.preempted);
+  });
+
+  it('is undefined for a process that is not there', () => {
+    expect(mainThreadSample(2 ** 22 + 1)).toBeUndefined(); // above Linux's largest pid
+  });
+});
+
+describe('mainThreads', () => {
+  const s = (cpuSeconds: number, preempted: number) => ({ cpuSeconds, preempted });
+
+  it('gives each server\'s CPU % of a core and preemptions a second over the window, in pid order', () => {
+    expect(mainThreads([s(1, 100), s(5, 0)], [s(1.8, 2_900), s(5.5, 1_000)], 2)).toEqual([
+      { cpuPct: 40, preemptedPerS: 1_400 },
+      { cpuPct: 25, preemptedPerS: 500 },
+    ]);
+  });
+
+  it('is null when a sample is missing or the window is empty, never a figure made of half the data', () => {
+    expect(mainThreads([s(1, 1), undefined], [s(2, 2), s(2, 2)], 1)).toBeNull();
+    expect(mainThreads([s(1, 1)], [undefined], 1)).toBeNull();
+    expect(mainThreads([s(1, 1)], [], 1)).toBeNull();
+    expect(mainThreads([], [], 1)).toBeNull();
+    expect(mainThreads([s(1, 1)], [s(2, 2)], 0)).toBeNull();
+  });
+});
