@@ -37,12 +37,6 @@ export function num(n: number | null | undefined, digits = 0): string {
   return n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
 }
 
-/** The first server's main thread over a phase's window: `39%, 1,394/s`, or n/a. */
-function mainThreadOf(p: PhaseResult | null | undefined): string {
-  const m = p?.server.mainThreads?.[0];
-  return m === undefined ? 'n/a' : `${num(m.cpuPct)}%, ${num(m.preemptedPerS)}/s`;
-}
-
 /** A ratio with 2 significant digits and a ×: 0.0061×, 1.1×, 12×. */
 export function ratio(n: number | null | undefined): string {
   if (n === null || n === undefined || !Number.isFinite(n)) return 'n/a';
@@ -240,6 +234,12 @@ export function runUp(p: PhaseResult, peak: number): string {
   const seconds = Math.round((tl.measureTo - tl.startAt) / tl.bucketMs);
   if (peak <= 0 || tl.bucketMs !== 1000 || seconds < 1) return 'n/a';
   return Array.from({ length: seconds }, (_, i) => pct((tl.ok[i] ?? 0) / peak)).join(', ');
+}
+
+/** The first server's main thread over a phase's window: `39%, 1,394/s`, or n/a. */
+function mainThreadOf(p: PhaseResult | null | undefined): string {
+  const m = p?.server.mainThreads?.[0];
+  return m === undefined ? 'n/a' : `${num(m.cpuPct)}%, ${num(m.preemptedPerS)}/s`;
 }
 
 /** The "## Overload" section: the three targets, then the detail. */
