@@ -12,7 +12,7 @@ import type { FromGenerator, GeneratorReport, Mode, Target, ToGenerator } from '
 import type { ModelInput } from './payload.js';
 import { Child, describeExit } from '../cluster/child.js';
 import { cpuSecondsOf, epochMs, httpText, machineBusySeconds, mainThreadSample, type MainThreadSample } from './processes.js';
-import type { MainThreadFigures, OverloadedAnswers, PhaseResult, PriorityPhase, SystemName } from './results.js';
+import type { GcPauses, MainThreadFigures, OverloadedAnswers, PhaseResult, PriorityPhase, SystemName } from './results.js';
 
 /** The generator runs from the build, also when this module is imported from the TypeScript sources (tests). */
 export const LOADGEN_PATH = join(projectRoot, 'dist', 'bench', 'loadgen.js');
@@ -58,33 +58,69 @@ export function parseLoopMaxMs(text: string): number | undefined {
   return Number.isFinite(v) ? v : undefined;
 }
 
+/** prom-client's `nodejs_gc_duration_seconds` count and sum for each GC kind (minor, major, incremental, weakcb) on one Prometheus text page. */
+export function parseGcTotals(text: string): Record<string, { count: number; seconds: number }> {
+  const out: Record<string, { count: number; seconds: number }> = {};
+  for (const m of text.matchAll(/^nodejs_gc_duration_seconds_(count|sum)\{[^}]*kind="([a-z]+)"[^}]*\}\s+([-+0-9.eE]+)$/gm)) {
+    const v = Number(m[3]);
+    if (!Number.isFinite(v)) continue;
+    const k = (out[m[2]!] ??= { count: 0, seconds: 0 });
+    if (m[1] === 'count') k.count += v;
+    else k.seconds += v;
+  }
+  return out;
+}
+
+/** GC pauses of the servers between two scrapes of each URL, per kind, summed over the URLs; null when a scrape is missing. */
+export function gcBetween(from: readonly (string | undefined)[], to: readonly (string | undefined)[]): GcPauses | null {
+  if (from.length === 0 || to.length !== from.length || from.some((t) => t === undefined) || to.some((t) => t === undefined)) return null;
+  const out: GcPauses = {};
+  for (const [i, a] of from.entries()) {
+    const before = parseGcTotals(a!);
+    for (const [kind, after] of Object.entries(parseGcTotals(to[i]!))) {
+      const k = (out[kind] ??= { count: 0, ms: 0 });
+      k.count += after.count - (before[kind]?.count ?? 0);
+      k.ms = Math.round((k.ms + (after.seconds - (before[kind]?.seconds ?? 0)) * 1000) * 100) / 100;
+    }
+  }
+  return out;
+}
+
+/** What the servers' /metrics pages said over a window. */
+interface MetricsSampling {
+  loopMaxMs: number | null;
+  samples: number;
+  gc: GcPauses | null;
+}
+
 /**
  * Samples the event-loop delay max of every URL every 500 ms until `until`
  * resolves. prom-client's gauge is the max of a `monitorEventLoopDelay`
  * histogram that it resets on every scrape, so one first scrape resets it
- * and the max over the samples covers the window.
+ * and the max over the samples covers the window. The first and the last
+ * scrape also bound the window's GC pauses.
  */
-function sampleLoopDelay(urls: readonly string[], until: Promise<void>): Promise<{ maxMs: number | null; samples: number }> {
-  if (urls.length === 0) return Promise.resolve({ maxMs: null, samples: 0 });
+function sampleMetrics(urls: readonly string[], until: Promise<void>): Promise<MetricsSampling> {
+  if (urls.length === 0) return Promise.resolve({ loopMaxMs: null, samples: 0, gc: null });
   let done = false;
   void until.then(() => (done = true));
+  const scrapeAll = () => Promise.all(urls.map((u) => httpText(u, 2_000)));
   return (async () => {
-    await Promise.all(urls.map((u) => httpText(u, 2_000))); // reset
+    const first = await scrapeAll(); // also resets the loop-delay gauge
+    let last: (string | undefined)[] = [];
     let max: number | null = null;
     let samples = 0;
-    const scrape = async () => {
-      const vals = await Promise.all(urls.map((u) => httpText(u, 2_000).then((t) => (t === undefined ? undefined : parseLoopMaxMs(t)))));
-      for (const v of vals) {
+    for (let i = 0; !done && i < 100_000; i++) {
+      await Promise.race([new Promise((r) => setTimeout(r, LOOP_SAMPLE_MS)), until]);
+      last = await scrapeAll();
+      for (const t of last) {
+        const v = t === undefined ? undefined : parseLoopMaxMs(t);
         if (v === undefined) continue;
         samples++;
         max = max === null ? v : Math.max(max, v);
       }
-    };
-    for (let i = 0; !done && i < 100_000; i++) {
-      await Promise.race([new Promise((r) => setTimeout(r, LOOP_SAMPLE_MS)), until]);
-      await scrape();
     }
-    return { maxMs: max, samples };
+    return { loopMaxMs: max, samples, gc: gcBetween(first, last) };
   })();
 }
 
@@ -171,14 +207,14 @@ export async function runPhase(o: PhaseOptions): Promise<PhaseResult> {
     let cpuToAt = 0;
     let endWindow!: () => void;
     const windowEnded = new Promise<void>((r) => (endWindow = r));
-    let loopSampling: Promise<{ maxMs: number | null; samples: number }> | undefined;
+    let loopSampling: Promise<MetricsSampling> | undefined;
     const startTimer = setTimeout(() => {
       cpuFrom = cpuSecondsOf(o.serverPids);
       busyFrom = machineBusySeconds();
       mainFrom = o.serverPids.map(mainThreadSample);
       selfFrom = process.cpuUsage();
       cpuFromAt = epochMs();
-      loopSampling = sampleLoopDelay(o.metricsUrls, windowEnded);
+      loopSampling = sampleMetrics(o.metricsUrls, windowEnded);
     }, Math.max(0, measureFrom - epochMs()));
     const closeWindow = () => {
       if (cpuToAt !== 0) return;
@@ -205,7 +241,7 @@ export async function runPhase(o: PhaseOptions): Promise<PhaseResult> {
       closeWindow();
     }
     const cpuDrained = cpuSecondsOf(o.serverPids);
-    const loop = loopSampling ? await loopSampling : { maxMs: null, samples: 0 };
+    const loop: MetricsSampling = loopSampling ? await loopSampling : { loopMaxMs: null, samples: 0, gc: null };
     // This script's own share (probes, IPC) is ours too, not another process's.
     const self = selfUsed === undefined ? 0 : (selfUsed.user + selfUsed.system) / 1e6;
     const machineBusy = busyFrom !== undefined && busyTo !== undefined ? busyTo - busyFrom - self : undefined;
@@ -249,7 +285,7 @@ function merge(
   all: GeneratorReport[],
   generators: number,
   cpu: { from: number[] | undefined; to: number[] | undefined; drained: number[] | undefined; machineBusy: number | undefined; seconds: number; mainThreads: MainThreadFigures[] | null },
-  loop: { maxMs: number | null; samples: number },
+  loop: MetricsSampling,
 ): PhaseResult {
   const hist = mergeHistograms(all.map((r) => r.histogram));
   const errors: Record<string, number> = {};
@@ -326,8 +362,9 @@ function merge(
       cpuPct: cpuSeconds === null || cpu.seconds <= 0 ? null : round((cpuSeconds / cpu.seconds) * 100, 1),
       cpuSecondsToDrainByPid: cpuToDrain === null ? null : Object.fromEntries(o.serverPids.map((pid, i) => [String(pid), round(cpuToDrain[i]!, 2)])),
       cpuPerRequestUs: cpuToDrain === null || okFromStart === 0 ? null : round((sum(cpuToDrain) / okFromStart) * 1e6, 1),
-      eventLoopDelayMaxMs: loop.maxMs === null ? null : round(loop.maxMs, 2),
+      eventLoopDelayMaxMs: loop.loopMaxMs === null ? null : round(loop.loopMaxMs, 2),
       eventLoopSamples: loop.samples,
+      gc: loop.gc,
       mainThreads: cpu.mainThreads,
     },
     ...priorities,

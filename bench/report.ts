@@ -242,6 +242,15 @@ function mainThreadOf(p: PhaseResult | null | undefined): string {
   return m === undefined ? 'n/a' : `${num(m.cpuPct)}%, ${num(m.preemptedPerS)}/s`;
 }
 
+/** The phase's GC pauses: scavenges, then full collections, each as count, ms in all and share of the window. */
+function gcOf(p: PhaseResult | null): string {
+  const gc = p?.server.gc;
+  if (p === null || gc === undefined || gc === null) return 'n/a';
+  const part = (what: string, k: { count: number; ms: number } | undefined) =>
+    `${what} ${num(k?.count ?? 0)}: ${num(k?.ms ?? 0, 1)} ms (${pct((k?.ms ?? 0) / (p.durationS * 1000), 1)})`;
+  return `${part('scavenges', gc['minor'])}; ${part('full', gc['major'])}`;
+}
+
 /** The "## Overload" section: the three targets, then the detail. */
 export function renderOverload(ov: OverloadResults): string[] {
   const out: string[] = [];
@@ -298,6 +307,7 @@ export function renderOverload(ov: OverloadResults): string[] {
   out.push(`| node: max event-loop delay, CPU under overload | ${o === null ? 'n/a' : `${num(o.server.eventLoopDelayMaxMs, 1)} ms, ${num(o.server.cpuPct)}% of a core`} |`);
   out.push('| event loop (main thread): CPU % of a core, times a second it was preempted — the node under overload; the refusal floor; ' +
     `the floor beside a busy thread | ${[o, ov.refusalFloor, ov.refusalFloorBusy].map(mainThreadOf).join('; ')} |`);
+  out.push(`| node: GC pauses of its main isolate under overload, count: ms in all (share of the window) | ${gcOf(o)} |`);
   out.push(`| node RSS before / max during / after the overload | ${num(ov.rssMiB.before)} / ${num(ov.rssMiB.max)} / ${num(ov.rssMiB.after)} MiB |`);
   const buf = o?.generator.sendBufferMaxBytes;
   out.push(`| generator: CPU, most bytes unsent on one connection, other processes | ${o === null ? 'n/a' : `${num(o.generator.cpuPct)}%, ${buf === undefined ? 'n/a' : `${num(buf / 2 ** 20, 1)} MiB`}, ${num(o.machine.othersPct)}%${flag(o)}`} |`);

@@ -76,12 +76,17 @@ export interface PhaseResult {
     eventLoopSamples: number;
     /** Each pid's main thread (its event loop) over the measured window, in `pids` order; null where /proc could not be read. */
     mainThreads: MainThreadFigures[] | null;
+    /** GC pauses of the servers' main isolates over the window, per kind (prom-client's `nodejs_gc_duration_seconds`); null without /metrics. Absent in results from before it was measured. */
+    gc?: GcPauses | null;
   };
   /** Open loop with a priority mix: each priority of the mix over the measured window. */
   byPriority?: Partial<Record<Priority, PriorityPhase>>;
   /** Open loop with a priority mix: the `overloaded` answers to measured requests. */
   overloaded?: OverloadedAnswers;
 }
+
+/** GC pauses by kind (`minor`: scavenges, `major`: mark-compacts, `incremental`, `weakcb`): how many, and their ms in all. */
+export type GcPauses = Record<string, { count: number; ms: number }>;
 
 /** A server's main thread over a measured window (/proc/PID/task/PID). */
 export interface MainThreadFigures {

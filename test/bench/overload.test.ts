@@ -130,6 +130,17 @@ describe('renderOverload', () => {
     expect(row(renderOverload(r).join('\n'))).toMatch(/\| 40%, 1,394\/s; 24%, 1,611\/s; n\/a \|$/);
   });
 
+  it('prints the node\'s GC pauses in the window, scavenges then full collections, with their share of it; n/a without /metrics', () => {
+    const o = phase({ throughput: 95, highP99: 20, overloadedP99: 2 });
+    o.durationS = 2;
+    o.server.gc = { minor: { count: 38, ms: 36.6 }, incremental: { count: 1, ms: 0.2 } };
+    const row = (md: string) => md.split('\n').find((l) => l.startsWith('| node: GC pauses'));
+    expect(row(renderOverload(results(100, null, o)).join('\n'))).toMatch(/\| scavenges 38: 36\.6 ms \(1\.8%\); full 0: 0(\.0)? ms \(0(\.0)?%\) \|$/);
+    o.server.gc = null;
+    expect(row(renderOverload(results(100, null, o)).join('\n'))).toMatch(/\| n\/a \|$/);
+    expect(row(renderOverload(results(100, null, null)).join('\n'))).toMatch(/\| n\/a \|$/);
+  });
+
   it('prints the run-up: results in each whole second from the first send to the end of the window, as shares of peak', () => {
     const o = phase({ throughput: 95, highP99: 20, overloadedP99: 2 });
     o.warmupS = 3;

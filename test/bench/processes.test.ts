@@ -3,7 +3,7 @@
  * and the per-second figures two samples make.
  */
 import { describe, expect, it } from 'vitest';
-import { mainThreads } from '../../bench/loadPhase.js';
+import { gcBetween, mainThreads, parseGcTotals } from '../../bench/loadPhase.js';
 import { mainThreadSample } from '../../bench/processes.js';
 
 describe('mainThreadSample', () => {
@@ -40,5 +40,33 @@ describe('mainThreads', () => {
     expect(mainThreads([s(1, 1)], [], 1)).toBeNull();
     expect(mainThreads([], [], 1)).toBeNull();
     expect(mainThreads([s(1, 1)], [s(2, 2)], 0)).toBeNull();
+  });
+});
+
+describe('GC pauses from /metrics', () => {
+  const page = (minor: [number, number], major: [number, number]) => [
+    '# HELP nodejs_gc_duration_seconds Garbage collection duration by kind, one of major, minor, incremental or weakcb.',
+    '# TYPE nodejs_gc_duration_seconds histogram',
+    `nodejs_gc_duration_seconds_bucket{le="0.001",node="n1",kind="minor"} ${minor[0]}`,
+    `nodejs_gc_duration_seconds_sum{node="n1",kind="minor"} ${minor[1]}`,
+    `nodejs_gc_duration_seconds_count{node="n1",kind="minor"} ${minor[0]}`,
+    `nodejs_gc_duration_seconds_sum{node="n1",kind="major"} ${major[1]}`,
+    `nodejs_gc_duration_seconds_count{node="n1",kind="major"} ${major[0]}`,
+  ].join('\n');
+
+  it('reads the count and seconds of each kind, not the buckets', () => {
+    expect(parseGcTotals(page([10, 0.012], [2, 0.03]))).toEqual({ minor: { count: 10, seconds: 0.012 }, major: { count: 2, seconds: 0.03 } });
+    expect(parseGcTotals('nodejs_eventloop_lag_max_seconds 0.01')).toEqual({});
+  });
+
+  it('gives the pauses between two scrapes per kind, summed over servers', () => {
+    expect(gcBetween([page([10, 0.012], [2, 0.03]), page([0, 0], [0, 0])], [page([50, 0.052], [3, 0.04]), page([5, 0.004], [0, 0])]))
+      .toEqual({ minor: { count: 45, ms: 44 }, major: { count: 1, ms: 10 } });
+  });
+
+  it('is null when a scrape is missing, never a figure made of half the data', () => {
+    expect(gcBetween([page([1, 0.1], [0, 0])], [undefined])).toBeNull();
+    expect(gcBetween([undefined], [page([1, 0.1], [0, 0])])).toBeNull();
+    expect(gcBetween([], [])).toBeNull();
   });
 });
