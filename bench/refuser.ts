@@ -17,6 +17,7 @@ import { parseArgs } from 'node:util';
 import { isMainThread, Worker, workerData } from 'node:worker_threads';
 import { WebSocketServer, type RawData } from 'ws';
 import { applyHeapGrowth, DEFAULT_HEAP_GROWTH_PERCENT } from '../src/heapGrowth.js';
+import { applyParallelScavenge } from '../src/scavenge.js';
 import { setThreadNice } from '../src/models/threadPriority.js';
 import { decodeUntrusted, encode } from '../src/transport/codec.js';
 
@@ -40,8 +41,9 @@ function main(): void {
     if (!Number.isInteger(nice) || nice < -20 || nice > 19) throw new RangeError(`--busy-nice must be an integer from -20 to 19, not ${values['busy-nice']}`);
     new Worker(new URL(import.meta.url), { workerData: { nice } }).unref();
   }
-  // The same heap setting as a node: the floor must not pay for garbage collection the node avoids.
+  // The same collector settings as a node: the floor must not pay for garbage collection the node avoids.
   applyHeapGrowth(DEFAULT_HEAP_GROWTH_PERCENT);
+  applyParallelScavenge('auto');
   const server = createServer((req, res) => {
     const ok = req.method === 'GET' && req.url === '/ready';
     res.writeHead(ok ? 200 : 404, { 'content-type': 'application/json' });

@@ -4,7 +4,7 @@
  */
 import { parseArgs } from 'node:util';
 import { promises as dns } from 'node:dns';
-import { networkInterfaces } from 'node:os';
+import { availableParallelism, networkInterfaces } from 'node:os';
 import { existsSync, readFileSync } from 'node:fs';
 import { TokenSet } from './transport/Auth.js';
 import type { SupervisionSettings } from './actors/Supervision.js';
@@ -13,6 +13,7 @@ import { createLogger } from './log.js';
 import { builtinModelNames, irisModelPath, resolveModels, type ModelOverrides } from './models/registry.js';
 import { buildIrisModel } from './models/builders/iris.js';
 import { applyHeapGrowth, DEFAULT_HEAP_GROWTH_PERCENT } from './heapGrowth.js';
+import { applyParallelScavenge } from './scavenge.js';
 
 export const USAGE = `actorserve — distributed ML inference on supervised actors
 
@@ -50,6 +51,10 @@ Node options:
                       how far V8's heap may grow past its live size before a full
                       collection; tensor traffic fools V8's own estimate into one every
                       ~100 ms. 0 = V8's adaptive default (default 300: V8's maximum, 4×)
+  --parallel-scavenge auto|on|off
+                      young-generation collections on V8's helper threads (on) or the
+                      event loop's thread alone (off); auto: off on 2 cores or fewer,
+                      where the helpers wait for a core beside inference (default auto)
   --log-level L       trace|debug|info|warn|error|silent (default info)
   --log-pretty        human-readable log lines instead of JSON (for a terminal)
 
@@ -130,6 +135,7 @@ export async function main(argv: string[]): Promise<number> {
       pipeline: { type: 'string' },
       'inference-nice': { type: 'string' },
       'heap-growth-percent': { type: 'string' },
+      'parallel-scavenge': { type: 'string' },
       'max-in-flight': { type: 'string' },
       'max-frame-bytes': { type: 'string' },
       'log-level': { type: 'string' },
@@ -190,7 +196,10 @@ export async function main(argv: string[]): Promise<number> {
   const inline = values['inline-models'];
   if (inline !== undefined) overrides.inlineModels = inline === 'none' ? [] : inline.split(',').map((s) => s.trim()).filter(Boolean);
   const models = resolveModels(names, overrides);
-  applyHeapGrowth(intOpt('heap-growth-percent', values['heap-growth-percent']) ?? DEFAULT_HEAP_GROWTH_PERCENT);
+  const heapGrowthPercent = intOpt('heap-growth-percent', values['heap-growth-percent']) ?? DEFAULT_HEAP_GROWTH_PERCENT;
+  applyHeapGrowth(heapGrowthPercent);
+  const parallelScavenge = applyParallelScavenge(values['parallel-scavenge'] ?? 'auto');
+  log.info({ heapGrowthPercent, parallelScavenge, cores: availableParallelism() }, 'V8 collector settings');
 
   if (names.includes('iris') && !existsSync(irisModelPath)) {
     const r = buildIrisModel(irisModelPath);
