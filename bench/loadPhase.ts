@@ -80,9 +80,10 @@ export function gcBetween(from: readonly (string | undefined)[], to: readonly (s
     for (const [kind, after] of Object.entries(parseGcTotals(to[i]!))) {
       const k = (out[kind] ??= { count: 0, ms: 0 });
       k.count += after.count - (before[kind]?.count ?? 0);
-      k.ms = Math.round((k.ms + (after.seconds - (before[kind]?.seconds ?? 0)) * 1000) * 100) / 100;
+      k.ms += (after.seconds - (before[kind]?.seconds ?? 0)) * 1000;
     }
   }
+  for (const k of Object.values(out)) k.ms = Math.round(k.ms * 100) / 100;
   return out;
 }
 
@@ -207,14 +208,14 @@ export async function runPhase(o: PhaseOptions): Promise<PhaseResult> {
     let cpuToAt = 0;
     let endWindow!: () => void;
     const windowEnded = new Promise<void>((r) => (endWindow = r));
-    let loopSampling: Promise<MetricsSampling> | undefined;
+    let metricsSampling: Promise<MetricsSampling> | undefined;
     const startTimer = setTimeout(() => {
       cpuFrom = cpuSecondsOf(o.serverPids);
       busyFrom = machineBusySeconds();
       mainFrom = o.serverPids.map(mainThreadSample);
       selfFrom = process.cpuUsage();
       cpuFromAt = epochMs();
-      loopSampling = sampleMetrics(o.metricsUrls, windowEnded);
+      metricsSampling = sampleMetrics(o.metricsUrls, windowEnded);
     }, Math.max(0, measureFrom - epochMs()));
     const closeWindow = () => {
       if (cpuToAt !== 0) return;
@@ -241,7 +242,7 @@ export async function runPhase(o: PhaseOptions): Promise<PhaseResult> {
       closeWindow();
     }
     const cpuDrained = cpuSecondsOf(o.serverPids);
-    const loop: MetricsSampling = loopSampling ? await loopSampling : { loopMaxMs: null, samples: 0, gc: null };
+    const loop: MetricsSampling = metricsSampling ? await metricsSampling : { loopMaxMs: null, samples: 0, gc: null };
     // This script's own share (probes, IPC) is ours too, not another process's.
     const self = selfUsed === undefined ? 0 : (selfUsed.user + selfUsed.system) / 1e6;
     const machineBusy = busyFrom !== undefined && busyTo !== undefined ? busyTo - busyFrom - self : undefined;

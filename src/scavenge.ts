@@ -11,9 +11,9 @@
  * threads and the main thread waits for them; on 2 cores those helpers have to
  * find a core beside the inference threads, so most of the pause is waiting
  * (perf put under 1% of the main thread's CPU in GC code). With the scavenge on
- * the main thread alone the same work took ~20% less pause in the overload
- * window (the numbers are in README's Overload section and the bench's
- * `gc pause` row).
+ * the main thread alone each one paused 13–25% less and the overload window
+ * ~10% less in all (A/B in README's Overload section; the bench report's "GC
+ * pauses" row gives them for every run).
  *
  * The flag is process-wide and read by V8 at every scavenge, so setting it at
  * start-up is enough. On more cores the helpers find idle cores and shorten
