@@ -4,7 +4,7 @@
  */
 import { parseArgs } from 'node:util';
 import { promises as dns } from 'node:dns';
-import { availableParallelism, networkInterfaces } from 'node:os';
+import { networkInterfaces } from 'node:os';
 import { existsSync, readFileSync } from 'node:fs';
 import { TokenSet } from './transport/Auth.js';
 import type { SupervisionSettings } from './actors/Supervision.js';
@@ -14,6 +14,7 @@ import { builtinModelNames, irisModelPath, resolveModels, type ModelOverrides } 
 import { buildIrisModel } from './models/builders/iris.js';
 import { applyHeapGrowth, DEFAULT_HEAP_GROWTH_PERCENT } from './heapGrowth.js';
 import { applyParallelScavenge } from './scavenge.js';
+import { usableCores } from './cores.js';
 
 export const USAGE = `actorserve — distributed ML inference on supervised actors
 
@@ -53,8 +54,9 @@ Node options:
                       ~100 ms. 0 = V8's adaptive default (default 300: V8's maximum, 4×)
   --parallel-scavenge auto|on|off
                       young-generation collections on V8's helper threads (on) or the
-                      event loop's thread alone (off); auto: off on 2 cores or fewer,
-                      where the helpers wait for a core beside inference (default auto)
+                      event loop's thread alone (off); auto: off on 2 cores or fewer
+                      (a cgroup CPU limit counts), where the helpers wait for a core
+                      beside inference (default auto)
   --log-level L       trace|debug|info|warn|error|silent (default info)
   --log-pretty        human-readable log lines instead of JSON (for a terminal)
 
@@ -199,7 +201,7 @@ export async function main(argv: string[]): Promise<number> {
   const heapGrowthPercent = intOpt('heap-growth-percent', values['heap-growth-percent']) ?? DEFAULT_HEAP_GROWTH_PERCENT;
   applyHeapGrowth(heapGrowthPercent);
   const parallelScavenge = applyParallelScavenge(values['parallel-scavenge'] ?? 'auto');
-  log.info({ heapGrowthPercent, parallelScavenge, cores: availableParallelism() }, 'V8 collector settings');
+  log.info({ heapGrowthPercent, parallelScavenge, cores: usableCores() }, 'V8 collector settings');
 
   if (names.includes('iris') && !existsSync(irisModelPath)) {
     const r = buildIrisModel(irisModelPath);

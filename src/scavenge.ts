@@ -19,7 +19,7 @@
  * start-up is enough. On more cores the helpers find idle cores and shorten
  * the pause, so `auto` keeps them there.
  */
-import { availableParallelism } from 'node:os';
+import { usableCores } from './cores.js';
 import { setFlagsFromString } from 'node:v8';
 
 export const PARALLEL_SCAVENGE_SETTINGS = ['auto', 'on', 'off'] as const;
@@ -38,7 +38,7 @@ export function parallelScavengeFor(setting: ParallelScavenge, cores: number): b
  * Applies `--parallel-scavenge` (auto, on or off) to this process's V8 and
  * returns whether scavenges now use helper threads. Call once, at process start.
  */
-export function applyParallelScavenge(setting: string, cores = availableParallelism()): boolean {
+export function applyParallelScavenge(setting: string, cores = usableCores()): boolean {
   if (!(PARALLEL_SCAVENGE_SETTINGS as readonly string[]).includes(setting)) {
     throw new RangeError(`parallel scavenge must be one of ${PARALLEL_SCAVENGE_SETTINGS.join(', ')}, got ${JSON.stringify(setting)}`);
   }

@@ -6,7 +6,7 @@
  */
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
+import { usableCores } from '../cores.js';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ModelInfo, TensorSpec } from '../transport/protocol.js';
@@ -34,7 +34,7 @@ export interface BatchingSettings {
  * (measured: the same end-to-end throughput with 1 thread as with 2, and a
  * worse tail). Override with --threads.
  */
-export function defaultIntraOpThreads(cores = availableParallelism()): number {
+export function defaultIntraOpThreads(cores = usableCores()): number {
   return Math.max(1, Math.min(4, cores - 1));
 }
 

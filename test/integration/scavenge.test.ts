@@ -6,8 +6,8 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { usableCores } from '../../src/cores.js';
 import { parallelScavengeFor } from '../../src/scavenge.js';
 import { spawnNode, type NodeProcess } from '../helpers/spawnNode.js';
 
@@ -56,8 +56,8 @@ describe('parallel scavenge', () => {
     await expect(spawnNode(['--port', '0', '--models', 'iris', '--parallel-scavenge', 'yes'])).rejects.toThrow(/parallel scavenge must be one of auto, on, off, got "yes"/);
   });
 
-  it('tells in its start-up log what it set: off on this machine\'s cores when auto, as asked otherwise', async () => {
-    const cores = availableParallelism();
+  it('tells in its start-up log what it set: by this machine\'s usable cores when auto, as asked otherwise', async () => {
+    const cores = usableCores();
     for (const [args, expected] of [[[], cores > 2], [['--parallel-scavenge', 'on'], true], [['--parallel-scavenge', 'off'], false]] as const) {
       const node = await spawnNode(['--port', '0', '--models', 'iris', ...args]);
       started.push(node);
