@@ -243,7 +243,18 @@ export async function main(argv: string[]): Promise<number> {
     ? { cert: readFileSync(values['tls-cert']), key: readFileSync(values['tls-key']), ...(values['tls-ca'] ? { ca: readFileSync(values['tls-ca']) } : {}) }
     : undefined;
   const maxFrameBytes = intOpt('max-frame-bytes', values['max-frame-bytes']);
-  const node = await ActorserveNode.start({
+  // Signal handlers go in before the node starts: a SIGTERM while models load, or in the instant between
+  // the node's `listening` line and the return of start(), would otherwise take the default action and kill
+  // the process by the signal. Before start() returns there is nothing to drain, so the node exits at once.
+  let node: ActorserveNode | undefined;
+  const shutdown = (signal: string) => {
+    log.info({ signal, started: node !== undefined }, 'leaving on signal');
+    if (node === undefined) process.exit(0);
+    node.leave().catch((e: Error) => log.error({ err: e.message }, 'error while leaving'));
+  };
+  process.once('SIGINT', () => shutdown('SIGINT'));
+  process.once('SIGTERM', () => shutdown('SIGTERM'));
+  node = await ActorserveNode.start({
     nodeId,
     models,
     host: values.host ?? '127.0.0.1',
@@ -275,12 +286,6 @@ export async function main(argv: string[]): Promise<number> {
     const t = setInterval(() => void discovery.resolve().then((addrs) => node.addSeeds(addrs), () => undefined), 5_000);
     t.unref();
   }
-  const shutdown = (signal: string) => {
-    log.info({ signal }, 'leaving on signal');
-    node.leave().catch((e: Error) => log.error({ err: e.message }, 'error while leaving'));
-  };
-  process.once('SIGINT', () => shutdown('SIGINT'));
-  process.once('SIGTERM', () => shutdown('SIGTERM'));
   await node.done;
   return 0;
 }

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { readdirSync, readFileSync } from 'node:fs';
 import { BIN, spawnNode } from './helpers/spawnNode.js';
 import { RawClient, irisInput } from './helpers/RawClient.js';
@@ -41,6 +42,27 @@ describe('the actorserve command', () => {
       expect(await n.stop('SIGTERM')).toBe(0);
     }
     expect(n.lines.every((l) => typeof l === 'object' && l !== null && 'level' in l)).toBe(true);
+  });
+
+  it('exits 0 with a log line on SIGTERM while its models are still loading, not killed by the signal', async () => {
+    const child = spawn(process.execPath, [BIN, 'node', '--port', '0', '--node-id', 'early-term', '--models', 'text-orientation'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      const lines: Record<string, unknown>[] = [];
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+      const settings = new Promise<void>((resolve) => {
+        createInterface({ input: child.stdout }).on('line', (line) => {
+          const l = JSON.parse(line) as Record<string, unknown>;
+          lines.push(l);
+          if (l['msg'] === 'V8 collector settings') resolve(); // logged before the node starts
+        });
+      });
+      await settings;
+      child.kill('SIGTERM');
+      expect(await exited).toEqual({ code: 0, signal: null });
+      expect(lines.find((l) => l['msg'] === 'leaving on signal')).toMatchObject({ signal: 'SIGTERM', started: false });
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }
   });
 
   it.runIf(process.platform === 'linux')('runs inference threads at --inference-nice and the event loop at the node\'s own priority', async () => {
