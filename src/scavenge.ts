@@ -19,8 +19,8 @@
  * start-up is enough. On more cores the helpers find idle cores and shorten
  * the pause, so `auto` keeps them there.
  */
-import { usableCores } from './cores.js';
 import { setFlagsFromString } from 'node:v8';
+import { usableCores } from './cores.js';
 
 export const PARALLEL_SCAVENGE_SETTINGS = ['auto', 'on', 'off'] as const;
 export type ParallelScavenge = (typeof PARALLEL_SCAVENGE_SETTINGS)[number];

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { readdirSync, readFileSync } from 'node:fs';
+import { parseLogLine } from '../cluster/child.js';
 import { BIN, spawnNode } from './helpers/spawnNode.js';
 import { RawClient, irisInput } from './helpers/RawClient.js';
 
@@ -48,10 +49,12 @@ describe('the actorserve command', () => {
     const child = spawn(process.execPath, [BIN, 'node', '--port', '0', '--node-id', 'early-term', '--models', 'text-orientation'], { stdio: ['ignore', 'pipe', 'pipe'] });
     try {
       const lines: Record<string, unknown>[] = [];
-      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+      // 'close', not 'exit': every stdout line has been read by then.
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('close', (code, signal) => resolve({ code, signal })));
       const settings = new Promise<void>((resolve) => {
         createInterface({ input: child.stdout }).on('line', (line) => {
-          const l = JSON.parse(line) as Record<string, unknown>;
+          const l = parseLogLine(line);
+          if (l === undefined) return;
           lines.push(l);
           if (l['msg'] === 'V8 collector settings') resolve(); // logged before the node starts
         });

@@ -6,9 +6,9 @@
  */
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
-import { usableCores } from '../cores.js';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { usableCores } from '../cores.js';
 import type { ModelInfo, TensorSpec } from '../transport/protocol.js';
 import type { SupervisionSettings } from '../actors/Supervision.js';
 
