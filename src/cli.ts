@@ -200,8 +200,9 @@ export async function main(argv: string[]): Promise<number> {
   const models = resolveModels(names, overrides);
   const heapGrowthPercent = intOpt('heap-growth-percent', values['heap-growth-percent']) ?? DEFAULT_HEAP_GROWTH_PERCENT;
   applyHeapGrowth(heapGrowthPercent);
-  const parallelScavenge = applyParallelScavenge(values['parallel-scavenge'] ?? 'auto');
-  log.info({ heapGrowthPercent, parallelScavenge, cores: usableCores() }, 'V8 collector settings');
+  const cores = usableCores();
+  const parallelScavenge = applyParallelScavenge(values['parallel-scavenge'] ?? 'auto', cores);
+  log.info({ heapGrowthPercent, parallelScavenge, cores }, 'V8 collector settings');
 
   if (names.includes('iris') && !existsSync(irisModelPath)) {
     const r = buildIrisModel(irisModelPath);

@@ -66,7 +66,7 @@ export function cgroupCpuLimit(files: CgroupFiles = systemCgroups()): number | u
       }
     } else if (controllers.split(',').includes('cpu')) {
       // cgroup v1: the cpu controller's hierarchy, mounted as cpu or cpu,cpuacct; a quota of -1 is no limit.
-      for (const mount of ['cpu', 'cpu,cpuacct', 'cpuacct,cpu']) {
+      for (const mount of ['cpu', 'cpu,cpuacct']) {
         for (const dir of upwards(path)) {
           const quota = files.read(join(mount, dir, 'cpu.cfs_quota_us'));
           const period = files.read(join(mount, dir, 'cpu.cfs_period_us'));
