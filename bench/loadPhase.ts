@@ -354,6 +354,7 @@ function merge(
     generator: {
       cpuPct: round((genCpu / durationS) * 100, 1),
       loopMaxMs: round(loopMax, 2),
+      ...(all.some((r) => r.sendLateHistogram !== undefined) ? { sendLateMs: summarize(mergeHistograms(all.map((r) => r.sendLateHistogram ?? ''))) } : {}),
       ...(all.some((r) => r.sendBufferMaxBytes !== undefined) ? { sendBufferMaxBytes: Math.max(...all.map((r) => r.sendBufferMaxBytes ?? 0)) } : {}),
     },
     machine: machineShare(cpu, cpuSeconds, genCpu),

@@ -80,6 +80,8 @@ export interface GeneratorReport {
   /** The generator's own CPU time during the measured window, and its event-loop delay max. */
   cpuSeconds: number;
   loopMaxMs: number;
+  /** Open loop: how late each measured request left against its schedule (0 when sent ahead): the generator's waits for a core. */
+  sendLateHistogram?: string;
   /** Open loop with a priority mix only: the measured requests of each priority present in the mix. */
   byPriority?: Partial<Record<Priority, PriorityReport>>;
   /** Open loop with a priority mix only: the `overloaded` answers to measured requests. */

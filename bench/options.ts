@@ -32,7 +32,8 @@ bench/results/<timestamp>/{results.json,summary.md,*.svg}:
      to an "overloaded" answer.
 The load generator runs in its own child process(es) over WebSocket (actorserve)
 or HTTP/1.1 keep-alive (plain server); latency goes into HDR histograms, the
-warm-up is left out, and open-loop latency counts from the scheduled send time.
+warm-up is left out, and open-loop latency counts from the scheduled send time
+(or the actual send, when the generator sent up to 1 ms ahead of it).
 
 Options (defaults; --quick defaults in brackets):
   --models A,B          models to bench (iris,text-orientation)

@@ -130,7 +130,7 @@ export function renderSummary(r: BenchResults, charts: readonly string[] = []): 
   if (swept.length > 0) {
     out.push('## Open loop: latency against offered load');
     out.push('');
-    out.push('Requests sent on a fixed schedule whatever the replies; latency counted from the scheduled send time (no coordinated omission). ' +
+    out.push('Requests sent on a fixed schedule whatever the replies; latency counted from the scheduled send time (no coordinated omission), or from the actual send for a request the generator sent up to 1 ms ahead of it (the granularity of its timer). ' +
       'Rates are shares of actorserve\'s closed-loop throughput above.');
     out.push('');
     out.push('| model | offered /s | % of capacity | actorserve done /s | p50 ms | p99 ms | p99.9 ms | errors | plain done /s | p50 ms | p99 ms | p99.9 ms | errors |');
@@ -242,6 +242,12 @@ function mainThreadOf(p: PhaseResult | null | undefined): string {
   return m === undefined ? 'n/a' : `${num(m.cpuPct)}%, ${num(m.preemptedPerS)}/s`;
 }
 
+/** How late the phase's generators sent against their schedule: `0.00 / 1.43 ms`, or n/a (closed loop, or an older result). */
+function sendLateOf(p: PhaseResult | null | undefined): string {
+  const l = p?.generator.sendLateMs;
+  return l === undefined || l.count === 0 ? 'n/a' : `${num(l.p50, 2)} / ${num(l.p99, 2)} ms`;
+}
+
 /** The phase's GC pauses: scavenges, then full collections, each as count, ms in all and share of the window. */
 function gcOf(p: PhaseResult | null): string {
   const gc = p?.server.gc;
@@ -270,7 +276,7 @@ export function renderOverload(ov: OverloadResults): string[] {
     `Open loops with priorities ${mixText} (a fixed interleaving: exact over the run): ${num(ov.unloadedPct)}% of that ` +
     `(${u === null ? 'n/a' : `${num(u.offeredRate)} req/s, ${num(u.durationS, 1)} s`}) as the unloaded reference, then ${ov.factor}× that ` +
     `(${o === null ? 'n/a' : `${num(o.offeredRate)} req/s, ${num(o.durationS, 1)} s measured after ${num(o.warmupS, 2)} s of warm-up, for the node and the generator to reach their steady state and the model queue to fill`}). ` +
-    'Latency from the scheduled send time (no coordinated omission); goodput = results completed inside the measured window per second.');
+    'Latency from the scheduled send time (no coordinated omission), or from the actual send when that was up to 1 ms earlier; goodput = results completed inside the measured window per second.');
   out.push('');
   out.push('| target | value | bound |');
   out.push('|---|---:|---|');
@@ -311,6 +317,8 @@ export function renderOverload(ov: OverloadResults): string[] {
   out.push(`| node RSS before / max during / after the overload | ${num(ov.rssMiB.before)} / ${num(ov.rssMiB.max)} / ${num(ov.rssMiB.after)} MiB |`);
   const buf = o?.generator.sendBufferMaxBytes;
   out.push(`| generator: CPU, most bytes unsent on one connection, other processes | ${o === null ? 'n/a' : `${num(o.generator.cpuPct)}%, ${buf === undefined ? 'n/a' : `${num(buf / 2 ** 20, 1)} MiB`}, ${num(o.machine.othersPct)}%${flag(o)}`} |`);
+  out.push('| generator: requests sent later than scheduled (it waited for a core), p50 / p99 — under overload; the refusal floor; ' +
+    `the floor beside a busy thread | ${[o, ov.refusalFloor, ov.refusalFloorBusy].map(sendLateOf).join('; ')} |`);
   const a = ov.after;
   out.push(`| requests after the overload (fresh connection, every priority) | ${a === null ? 'n/a' : `${num(a.ok)} of ${num(a.sent)} ok, failed: ${errorsOf(a.errors)}`} |`);
   out.push('');

@@ -50,6 +50,8 @@ export interface PhaseResult {
   generator: {
     cpuPct: number;
     loopMaxMs: number;
+    /** How late measured requests left against their schedule (see GeneratorReport.sendLateHistogram). */
+    sendLateMs?: LatencySummary;
     /** Open loop with a priority mix: the most bytes one connection held unsent (see GeneratorReport.sendBufferMaxBytes). */
     sendBufferMaxBytes?: number;
   };

@@ -130,6 +130,18 @@ describe('renderOverload', () => {
     expect(row(renderOverload(r).join('\n'))).toMatch(/\| 40%, 1,394\/s; 24%, 1,611\/s; n\/a \|$/);
   });
 
+  it('prints how late the generator sent under overload and against each floor, n/a for a phase not measured or without the figure', () => {
+    const r = results(100, phase({ throughput: 10, highP99: 10 }), phase({ throughput: 95, highP99: 20, overloadedP99: 30 }));
+    const row = (md: string) => md.split('\n').find((l) => l.startsWith('| generator: requests sent later than scheduled'));
+    expect(row(renderOverload(r).join('\n'))).toMatch(/\| n\/a; n\/a; n\/a \|$/);
+    r.overload!.generator.sendLateMs = { ...lat(1.43), p50: 0 };
+    r.refusalFloor = phase({ throughput: 0, highP99: 1, overloadedP99: 7 });
+    r.refusalFloor.generator.sendLateMs = lat(2.5, 0);
+    r.refusalFloorBusy = phase({ throughput: 0, highP99: 1, overloadedP99: 9 });
+    r.refusalFloorBusy.generator.sendLateMs = lat(3.1);
+    expect(row(renderOverload(r).join('\n'))).toMatch(/\| 0\.00 \/ 1\.43 ms; n\/a; 1\.55 \/ 3\.10 ms \|$/);
+  });
+
   it('prints the node\'s GC pauses in the window, scavenges then full collections, with their share of it; n/a without /metrics', () => {
     const o = phase({ throughput: 95, highP99: 20, overloadedP99: 2 });
     o.durationS = 2;

@@ -124,7 +124,12 @@ describe('npm run bench', () => {
       for (const p of [...iris.actorserve.sweep, ...iris.plain.sweep]) {
         expect(p.mode).toBe('open');
         expect(positive(p.offeredRate)).toBe(true);
+        // Open loop: one send-lateness sample per measured request, whatever became of it.
+        const measured = p.ok + Object.values(p.errors).reduce((a, b) => a + b, 0) + p.unanswered;
+        expect(p.generator.sendLateMs?.count, p.label).toBe(measured);
+        expect(p.generator.sendLateMs!.p50).toBeLessThanOrEqual(p.generator.sendLateMs!.p99);
       }
+      for (const p of [iris.plain.closed, iris.actorserve.closed]) expect(p!.generator.sendLateMs, 'closed loop sends on answers, not a schedule').toBeUndefined();
       for (const k of ['throughputVsCeilingBest', 'throughputVsCeilingBatch1', 'throughputVsPlain', 'p50VsPlain', 'p99VsPlain', 'plainThroughputVsCeilingBatch1'] as const) {
         expect(positive(iris.ratios[k]), k).toBe(true);
       }
