@@ -12,7 +12,7 @@
  * find a core beside the inference threads, so most of the pause is waiting
  * (perf put under 1% of the main thread's CPU in GC code). With the scavenge on
  * the main thread alone each one paused 13–25% less and the overload window
- * ~10% less in all (A/B in README's Overload section; the bench report's "GC
+ * ~10% less in all (A/B in docs/bench/overload.md; the bench report's "GC
  * pauses" row gives them for every run).
  *
  * The flag is process-wide and read by V8 at every scavenge, so setting it at
