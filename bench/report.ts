@@ -242,6 +242,14 @@ function mainThreadOf(p: PhaseResult | null | undefined): string {
   return m === undefined ? 'n/a' : `${num(m.cpuPct)}%, ${num(m.preemptedPerS)}/s`;
 }
 
+/** The overload's offered rate ÷ peak, ⚠ when under 90% of the factor asked for (the peak was measured higher after it). */
+function asRun(ov: OverloadResults): string {
+  const offered = ov.overload?.offeredRate;
+  if (offered == null || !(ov.peak > 0)) return 'n/a';
+  const f = offered / ov.peak;
+  return `${num(f, 2)}×${f < 0.9 * ov.factor ? ' ⚠' : ''}`;
+}
+
 /** How late the phase's generators sent against their schedule: `0.00 / 1.43 ms`, or n/a (closed loop, or an older result). */
 function sendLateOf(p: PhaseResult | null | undefined): string {
   const l = p?.generator.sendLateMs;
@@ -291,6 +299,7 @@ export function renderOverload(ov: OverloadResults): string[] {
 
   out.push('| figure | value |');
   out.push('|---|---:|');
+  out.push(`| offered ÷ peak: the overload as run (under ${ov.factor}× when the node ran faster after it than before, where the rate was set) | ${asRun(ov)} |`);
   const lat = refusals !== undefined && refusals.count > 0
     ? `p50 ${num(refusals.latencyMs.p50, 2)}, p99 ${num(refusals.latencyMs.p99, 2)}, max ${num(refusals.latencyMs.max, 2)} ms; ${num(refusals.count)} answers`
     : 'none';

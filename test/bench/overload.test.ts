@@ -130,6 +130,15 @@ describe('renderOverload', () => {
     expect(row(renderOverload(r).join('\n'))).toMatch(/\| 40%, 1,394\/s; 24%, 1,611\/s; n\/a \|$/);
   });
 
+  it('prints the overload as run, offered ÷ peak, and marks it when the peak measured after it left it well under the factor asked for', () => {
+    const row = (md: string) => md.split('\n').find((l) => l.startsWith('| offered ÷ peak'));
+    // The fixture offers 300 req/s: at a peak of 100 that is the 3× asked for.
+    expect(row(renderOverload(results(100, null, phase({ throughput: 95, highP99: 20, overloadedP99: 2 }))).join('\n'))).toMatch(/\| 3\.00× \|$/);
+    expect(row(renderOverload(results(110, null, phase({ throughput: 95, highP99: 20, overloadedP99: 2 }))).join('\n'))).toMatch(/\| 2\.73× \|$/);
+    expect(row(renderOverload(results(125, null, phase({ throughput: 95, highP99: 20, overloadedP99: 2 }))).join('\n'))).toMatch(/\| 2\.40× ⚠ \|$/);
+    expect(row(renderOverload(results(100, null, null)).join('\n'))).toMatch(/\| n\/a \|$/);
+  });
+
   it('prints how late the generator sent under overload and against each floor, n/a for a phase not measured or without the figure', () => {
     const r = results(100, phase({ throughput: 10, highP99: 10 }), phase({ throughput: 95, highP99: 20, overloadedP99: 30 }));
     const row = (md: string) => md.split('\n').find((l) => l.startsWith('| generator: requests sent later than scheduled'));
