@@ -156,8 +156,10 @@ function concatInputs(spec: ModelSpec, batch: Batch<InferRequest>): Record<strin
   for (const { name, dtype } of spec.inputs) {
     let bytes = 0;
     for (const r of batch.requests) bytes += r.inputs[name]!.data.byteLength;
-    const buffer = new ArrayBuffer(bytes);
-    const view = new Uint8Array(buffer);
+    // Every byte is written below: a buffer of its own (transferable, unlike the pool's), not zeroed first
+    // (`new ArrayBuffer` memset each batch: 3 % of the event loop's CPU in a text-orientation closed loop).
+    const view = Buffer.allocUnsafeSlow(bytes);
+    const buffer = view.buffer;
     let offset = 0;
     for (const r of batch.requests) {
       const d = r.inputs[name]!.data;
