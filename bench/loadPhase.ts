@@ -255,7 +255,8 @@ export async function runPhase(o: PhaseOptions): Promise<PhaseResult> {
 
 /**
  * Each server's main thread over the window: its CPU and how often it was
- * switched out while runnable, per second; null where a sample is missing.
+ * switched out while runnable, per second, and the CPU of its busiest other
+ * thread; null where a sample is missing.
  */
 export function mainThreads(from: readonly (MainThreadSample | undefined)[], to: readonly (MainThreadSample | undefined)[], seconds: number): MainThreadFigures[] | null {
   if (!(seconds > 0) || from.length === 0 || to.length !== from.length) return null;
@@ -263,7 +264,18 @@ export function mainThreads(from: readonly (MainThreadSample | undefined)[], to:
   for (const [i, a] of from.entries()) {
     const b = to[i];
     if (a === undefined || b === undefined) return null;
-    out.push({ cpuPct: Math.round(((b.cpuSeconds - a.cpuSeconds) / seconds) * 1000) / 10, preemptedPerS: Math.round((b.preempted - a.preempted) / seconds) });
+    const pct = (cpu: number) => Math.round((cpu / seconds) * 1000) / 10;
+    // Threads alive at both ends only: one that started or ended inside the window has no figure for all of it.
+    let busiest: number | undefined;
+    for (const [tid, cpu] of b.others) {
+      const before = a.others.get(tid);
+      if (before !== undefined) busiest = Math.max(busiest ?? 0, cpu - before);
+    }
+    out.push({
+      cpuPct: pct(b.cpuSeconds - a.cpuSeconds),
+      preemptedPerS: Math.round((b.preempted - a.preempted) / seconds),
+      ...(busiest === undefined ? {} : { busiestOtherPct: pct(busiest) }),
+    });
   }
   return out;
 }

@@ -3,7 +3,7 @@
  * how they are started and stopped by their own pids): free ports, CPU time
  * and memory from /proc, HTTP checks.
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 export { httpStatus } from '../cluster/child.js';
 export { freePorts } from '../cluster/ports.js';
@@ -92,7 +92,7 @@ export function rssBytes(pid: number): number | undefined {
   }
 }
 
-/** A process's main thread (a Node process's event loop) at one moment. */
+/** A process's main thread (a Node process's event loop) at one moment, and the CPU of its other threads. */
 export interface MainThreadSample {
   cpuSeconds: number;
   /**
@@ -101,6 +101,8 @@ export interface MainThreadSample {
    * bench, mostly the load generator that its own write had just woken.
    */
   preempted: number;
+  /** CPU seconds of each of the process's other threads, by thread id (an inference thread among them). */
+  others: ReadonlyMap<number, number>;
 }
 
 /**
@@ -110,7 +112,17 @@ export interface MainThreadSample {
 export function mainThreadSample(pid: number): MainThreadSample | undefined {
   try {
     const m = /^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/task/${pid}/status`, 'utf8'));
-    return m === null ? undefined : { cpuSeconds: statCpuSeconds(`/proc/${pid}/task/${pid}/stat`), preempted: Number(m[1]) };
+    if (m === null) return undefined;
+    const others = new Map<number, number>();
+    for (const tid of readdirSync(`/proc/${pid}/task`).map(Number)) {
+      if (tid === pid) continue;
+      try {
+        others.set(tid, statCpuSeconds(`/proc/${pid}/task/${tid}/stat`));
+      } catch {
+        // A thread that ended between the listing and the read.
+      }
+    }
+    return { cpuSeconds: statCpuSeconds(`/proc/${pid}/task/${pid}/stat`), preempted: Number(m[1]), others };
   } catch {
     return undefined;
   }

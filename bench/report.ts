@@ -242,6 +242,17 @@ function mainThreadOf(p: PhaseResult | null | undefined): string {
   return m === undefined ? 'n/a' : `${num(m.cpuPct)}%, ${num(m.preemptedPerS)}/s`;
 }
 
+/**
+ * A node's busiest thread besides its event loop over the phase, and its CPU per result: `93%, 1.75 ms`. Serving one
+ * thread-run model, that is the inference thread; ms per result rising while its CPU share does not is the thread
+ * getting less done per second it runs (smaller batches, or a slower machine than the guest's clock shows).
+ */
+function inferenceOf(p: PhaseResult | null | undefined): string {
+  const pct = p?.server.mainThreads?.[0]?.busiestOtherPct;
+  if (pct === undefined || p === null || p === undefined) return 'n/a';
+  return `${num(pct)}%, ${p.throughput > 0 ? `${num((pct * 10) / p.throughput, 2)} ms` : 'n/a'}`;
+}
+
 /** The overload's offered rate ÷ peak, ⚠ when under 90% of the factor asked for (the peak was measured higher after it). */
 function asRun(ov: OverloadResults): string {
   const offered = ov.overload?.offeredRate;
@@ -322,6 +333,8 @@ export function renderOverload(ov: OverloadResults): string[] {
   out.push(`| node: max event-loop delay, CPU under overload | ${o === null ? 'n/a' : `${num(o.server.eventLoopDelayMaxMs, 1)} ms, ${num(o.server.cpuPct)}% of a core`} |`);
   out.push('| event loop (main thread): CPU % of a core, times a second it was preempted — the node under overload; the refusal floor; ' +
     `the floor beside a busy thread | ${[o, ov.refusalFloor, ov.refusalFloorBusy].map(mainThreadOf).join('; ')} |`);
+  out.push('| node: its busiest thread besides the event loop (the inference thread): CPU % of a core, and CPU ms of it per result — ' +
+    `the open loop at 100% of the closed loop; under overload | ${[ov.openAtPeak, o].map(inferenceOf).join('; ')} |`);
   out.push(`| node: GC pauses of its main isolate under overload, count: ms in all (share of the window) | ${gcOf(o)} |`);
   out.push(`| node RSS before / max during / after the overload | ${num(ov.rssMiB.before)} / ${num(ov.rssMiB.max)} / ${num(ov.rssMiB.after)} MiB |`);
   const buf = o?.generator.sendBufferMaxBytes;

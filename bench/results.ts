@@ -96,6 +96,8 @@ export interface MainThreadFigures {
   cpuPct: number;
   /** Times a second it was switched out while it could still run (`nonvoluntary_ctxt_switches`). */
   preemptedPerS: number;
+  /** CPU % of one core of the process's busiest other thread over the window: a node's inference thread, serving one thread-run model. */
+  busiestOtherPct?: number;
 }
 
 /** One priority of an open loop with a priority mix. */

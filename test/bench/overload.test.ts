@@ -139,6 +139,17 @@ describe('renderOverload', () => {
     expect(row(renderOverload(results(100, null, null)).join('\n'))).toMatch(/\| n\/a \|$/);
   });
 
+  it('prints the node\'s busiest other thread at 100% of the closed loop and under overload, with its CPU per result; n/a without the figure', () => {
+    const r = results(100, phase({ throughput: 10, highP99: 10 }), phase({ throughput: 95, highP99: 20, overloadedP99: 30 }));
+    const row = (md: string) => md.split('\n').find((l) => l.startsWith('| node: its busiest thread besides the event loop'));
+    expect(row(renderOverload(r).join('\n'))).toMatch(/\| n\/a; n\/a \|$/);
+    r.openAtPeak = phase({ throughput: 900, highP99: 10 });
+    r.openAtPeak.server.mainThreads = [{ cpuPct: 30, preemptedPerS: 1000, busiestOtherPct: 99 }];
+    r.overload!.server.mainThreads = [{ cpuPct: 50, preemptedPerS: 1400, busiestOtherPct: 93 }];
+    // 0.99 s of CPU a second over 900 results a second is 1.10 ms each; 0.93 s over 95 is 9.79 ms.
+    expect(row(renderOverload(r).join('\n'))).toMatch(/\| 99%, 1\.10 ms; 93%, 9\.79 ms \|$/);
+  });
+
   it('prints how late the generator sent under overload and against each floor, n/a for a phase not measured or without the figure', () => {
     const r = results(100, phase({ throughput: 10, highP99: 10 }), phase({ throughput: 95, highP99: 20, overloadedP99: 30 }));
     const row = (md: string) => md.split('\n').find((l) => l.startsWith('| generator: requests sent later than scheduled'));

@@ -2,6 +2,7 @@
  * The bench's /proc probes of a server's main thread: what one sample reads,
  * and the per-second figures two samples make.
  */
+import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import { gcBetween, mainThreads, parseGcTotals } from '../../bench/loadPhase.js';
 import { mainThreadSample } from '../../bench/processes.js';
@@ -19,19 +20,43 @@ describe('mainThreadSample', () => {
     expect(b.preempted).toBeGreaterThanOrEqual(a.preempted);
   });
 
+  it('reads this process\'s other threads: a worker thread that computes shows its CPU there, not in the main thread\'s', async () => {
+    // It computes for 300 ms when told, says so, then waits (alive, so its thread is still there to read).
+    const src = "const { parentPort } = require('node:worker_threads'); parentPort.once('message', () => { const until = Date.now() + 300; while (Date.now() < until); parentPort.postMessage('done'); });";
+    const worker = new Worker(src, { eval: true });
+    await new Promise((r) => worker.once('online', r));
+    const a = mainThreadSample(process.pid)!;
+    worker.postMessage('go');
+    await new Promise((r) => worker.once('message', r));
+    const b = mainThreadSample(process.pid)!;
+    await worker.terminate();
+    const grew = [...b.others].map(([tid, cpu]) => cpu - (a.others.get(tid) ?? cpu));
+    // 300 ms of work on the worker's thread is at least a few 10 ms ticks; the main thread only waited.
+    expect(Math.max(...grew)).toBeGreaterThanOrEqual(0.1);
+    expect(b.cpuSeconds - a.cpuSeconds).toBeLessThan(0.1);
+  });
+
   it('is undefined for a process that is not there', () => {
     expect(mainThreadSample(2 ** 22 + 1)).toBeUndefined(); // above Linux's largest pid
   });
 });
 
 describe('mainThreads', () => {
-  const s = (cpuSeconds: number, preempted: number) => ({ cpuSeconds, preempted });
+  const s = (cpuSeconds: number, preempted: number, others: [number, number][] = []) => ({ cpuSeconds, preempted, others: new Map(others) });
 
   it('gives each server\'s CPU % of a core and preemptions a second over the window, in pid order', () => {
     expect(mainThreads([s(1, 100), s(5, 0)], [s(1.8, 2_900), s(5.5, 1_000)], 2)).toEqual([
       { cpuPct: 40, preemptedPerS: 1_400 },
       { cpuPct: 25, preemptedPerS: 500 },
     ]);
+  });
+
+  it('gives the CPU % of the busiest other thread, counting only threads alive at both ends of the window', () => {
+    const from = s(1, 0, [[11, 5], [12, 0.2], [13, 9]]);
+    // 11 ran 0.9 s, 12 ran 1.6 s; 13 ended and 14 started inside the window, so neither has a figure for all of it.
+    const to = s(2, 0, [[11, 5.9], [12, 1.8], [14, 3]]);
+    expect(mainThreads([from], [to], 2)).toEqual([{ cpuPct: 50, preemptedPerS: 0, busiestOtherPct: 80 }]);
+    expect(mainThreads([s(1, 0)], [s(2, 0)], 2), 'a process of one thread').toEqual([{ cpuPct: 50, preemptedPerS: 0 }]);
   });
 
   it('is null when a sample is missing or the window is empty, never a figure made of half the data', () => {
