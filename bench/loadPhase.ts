@@ -261,10 +261,10 @@ export async function runPhase(o: PhaseOptions): Promise<PhaseResult> {
 export function mainThreads(from: readonly (MainThreadSample | undefined)[], to: readonly (MainThreadSample | undefined)[], seconds: number): MainThreadFigures[] | null {
   if (!(seconds > 0) || from.length === 0 || to.length !== from.length) return null;
   const out: MainThreadFigures[] = [];
+  const pct = (cpu: number) => Math.round((cpu / seconds) * 1000) / 10;
   for (const [i, a] of from.entries()) {
     const b = to[i];
     if (a === undefined || b === undefined) return null;
-    const pct = (cpu: number) => Math.round((cpu / seconds) * 1000) / 10;
     // Threads alive at both ends only: one that started or ended inside the window has no figure for all of it.
     let busiest: number | undefined;
     for (const [tid, cpu] of b.others) {

@@ -249,7 +249,7 @@ function mainThreadOf(p: PhaseResult | null | undefined): string {
  */
 function inferenceOf(p: PhaseResult | null | undefined): string {
   const pct = p?.server.mainThreads?.[0]?.busiestOtherPct;
-  if (pct === undefined || p === null || p === undefined) return 'n/a';
+  if (p == null || pct === undefined) return 'n/a';
   return `${num(pct)}%, ${p.throughput > 0 ? `${num((pct * 10) / p.throughput, 2)} ms` : 'n/a'}`;
 }
 
