@@ -78,9 +78,15 @@ export function cgroupCpuLimit(files: CgroupFiles = systemCgroups()): number | u
   return limit;
 }
 
-/** Cores this process can use: `os.availableParallelism()`, capped by the cgroup CPU quota. */
+/** This process's own figure, read once: start-up asks for it per model spec, for the collector and for its log line. */
+let systemCores: number | undefined;
+
+/** Cores this process can use: `os.availableParallelism()`, capped by the cgroup CPU quota (the system's files read once). */
 export function usableCores(files?: CgroupFiles): number {
+  if (files === undefined && systemCores !== undefined) return systemCores;
   const affinity = availableParallelism();
   const quota = cgroupCpuLimit(files);
-  return quota === undefined ? affinity : Math.min(affinity, quota);
+  const cores = quota === undefined ? affinity : Math.min(affinity, quota);
+  if (files === undefined) systemCores = cores;
+  return cores;
 }
