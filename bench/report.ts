@@ -32,6 +32,9 @@ export function writeReport(results: BenchResults, dir: string): WrittenReport {
 
 // ---------------------------------------------------------------- formatting
 
+/** How open-loop latency is timed (bench/loadgen.ts, SEND_AHEAD_MS): said once for both sections that print it. */
+const LATENCY_FROM = 'counted from the scheduled send time (no coordinated omission), or from the actual send for a request the generator sent up to 1 ms ahead of it (the granularity of its timer)';
+
 export function num(n: number | null | undefined, digits = 0): string {
   if (n === null || n === undefined || !Number.isFinite(n)) return 'n/a';
   return n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
@@ -130,7 +133,7 @@ export function renderSummary(r: BenchResults, charts: readonly string[] = []): 
   if (swept.length > 0) {
     out.push('## Open loop: latency against offered load');
     out.push('');
-    out.push('Requests sent on a fixed schedule whatever the replies; latency counted from the scheduled send time (no coordinated omission), or from the actual send for a request the generator sent up to 1 ms ahead of it (the granularity of its timer). ' +
+    out.push(`Requests sent on a fixed schedule whatever the replies; ${LATENCY_FROM}. ` +
       'Rates are shares of actorserve\'s closed-loop throughput above.');
     out.push('');
     out.push('| model | offered /s | % of capacity | actorserve done /s | p50 ms | p99 ms | p99.9 ms | errors | plain done /s | p50 ms | p99 ms | p99.9 ms | errors |');
@@ -295,7 +298,7 @@ export function renderOverload(ov: OverloadResults): string[] {
     `Open loops with priorities ${mixText} (a fixed interleaving: exact over the run): ${num(ov.unloadedPct)}% of that ` +
     `(${u === null ? 'n/a' : `${num(u.offeredRate)} req/s, ${num(u.durationS, 1)} s`}) as the unloaded reference, then ${ov.factor}× that ` +
     `(${o === null ? 'n/a' : `${num(o.offeredRate)} req/s, ${num(o.durationS, 1)} s measured after ${num(o.warmupS, 2)} s of warm-up, for the node and the generator to reach their steady state and the model queue to fill`}). ` +
-    'Latency from the scheduled send time (no coordinated omission), or from the actual send when that was up to 1 ms earlier; goodput = results completed inside the measured window per second.');
+    `Latency: ${LATENCY_FROM}; goodput = results completed inside the measured window per second.`);
   out.push('');
   out.push('| target | value | bound |');
   out.push('|---|---:|---|');
