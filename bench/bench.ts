@@ -215,6 +215,7 @@ async function run(o: BenchOptions, argv: readonly string[]): Promise<BenchResul
         generators: o.generators,
         warmupS: o.warmupS,
         overloadWarmupS: o.overloadWarmupS,
+        rerunAbove: o.overloadRerunAbove,
         durationS: o.durationS,
         sweepDurationS: o.sweepDurationS,
         drainMs: (s) => drainMs(o, s),

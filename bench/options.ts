@@ -67,6 +67,11 @@ Options (defaults; --quick defaults in brackets):
   --overload-warmup S   seconds of the overload before its measured window, and
                         of the refusal floors' loops (3) [0.5]; at least until
                         the model queue would have filled
+  --overload-rerun-above R
+                        run the overload once more, at F × the closed loop
+                        after it, when that closed loop ran over R × the rate's
+                        basis (the node was offered well under F × its peak);
+                        0 always does (1.1)
   --node-args "A B"     extra flags for every actorserve node the bench starts,
                         e.g. "--inference-nice 0 --max-batch 8" (none)
   --no-plain            skip the plain HTTP server
@@ -98,6 +103,8 @@ export interface BenchOptions {
   overloadMix: PriorityMix;
   /** Seconds of the overload (and of the refusal floors' loops) before their measured windows. */
   overloadWarmupS: number;
+  /** The overload runs again when the closed loop after it ran over this many times its basis. */
+  overloadRerunAbove: number;
   plain: boolean;
   out: string | undefined;
   quick: boolean;
@@ -121,6 +128,15 @@ export interface BenchOptions {
  */
 export const DEFAULT_OVERLOAD_WARMUP_S = 3;
 
+/**
+ * The overload runs once more, at factor × the closed loop after it, when
+ * that closed loop ran over this many times the basis its rate was set from:
+ * the node had been offered well under factor × its peak. Over 208 runs of
+ * the phase (stops 17–22) the closed loop after ran over 1.1× the one before
+ * in 43, by up to 1.48×, and under 0.9× in 20.
+ */
+export const DEFAULT_RERUN_ABOVE = 1.1;
+
 export const DEFAULT_CONCURRENCY: Record<string, number> = { iris: 256, 'text-orientation': 32 };
 const FALLBACK_CONCURRENCY = 32;
 
@@ -130,6 +146,12 @@ export const defaultConcurrency = (model: string): number => DEFAULT_CONCURRENCY
 function positive(flag: string, s: string): number {
   const n = Number(s);
   if (s.trim() === '' || !Number.isFinite(n) || n <= 0) throw new RangeError(`--${flag} must be a positive number, got ${JSON.stringify(s)}`);
+  return n;
+}
+
+function nonNegative(flag: string, s: string): number {
+  const n = Number(s);
+  if (s.trim() === '' || !Number.isFinite(n) || n < 0) throw new RangeError(`--${flag} must be a number of at least 0, got ${JSON.stringify(s)}`);
   return n;
 }
 
@@ -167,6 +189,7 @@ export function parseOptions(argv: string[]): BenchOptions {
       'overload-factor': { type: 'string' },
       'overload-mix': { type: 'string' },
       'overload-warmup': { type: 'string' },
+      'overload-rerun-above': { type: 'string' },
       'node-args': { type: 'string' },
       'no-plain': { type: 'boolean', default: false },
       out: { type: 'string' },
@@ -202,6 +225,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     overloadFactor: values['overload-factor'] === undefined ? 3 : positive('overload-factor', values['overload-factor']),
     overloadMix: parsePriorityMix(values['overload-mix'] ?? '0.1,0.6,0.3'),
     overloadWarmupS: values['overload-warmup'] === undefined ? (quick ? 0.5 : DEFAULT_OVERLOAD_WARMUP_S) : positive('overload-warmup', values['overload-warmup']),
+    overloadRerunAbove: values['overload-rerun-above'] === undefined ? DEFAULT_RERUN_ABOVE : nonNegative('overload-rerun-above', values['overload-rerun-above']),
     plain: !values['no-plain'],
     out: values.out,
     quick,

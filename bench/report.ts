@@ -257,6 +257,14 @@ function inferenceOf(p: PhaseResult | null | undefined): string {
 }
 
 /** The overload's offered rate ÷ peak, ⚠ when under 90% of the factor asked for (the peak was measured higher after it). */
+/** How the overload's rate was set again when the node ran faster after a first try: empty when it was not. */
+function rerunText(ov: OverloadResults): string {
+  const first = ov.firstTry;
+  if (first === undefined) return '';
+  return `; the closed loop after a first try at ${ov.factor}× that ran ${num(first.closedLoopAfter)} req/s, over ${first.rerunAbove}× it, ` +
+    `so the overload and the closed loop after it were run again at ${ov.factor}× ${num(ov.offeredBasis ?? first.closedLoopAfter)} req/s (the first try is in the figures below)`;
+}
+
 function asRun(ov: OverloadResults): string {
   const offered = ov.overload?.offeredRate;
   if (offered == null || !(ov.peak > 0)) return 'n/a';
@@ -294,7 +302,7 @@ export function renderOverload(ov: OverloadResults): string[] {
   const basis = ov.offeredBasis ?? ov.peak;
   out.push(`One fresh node serving ${ov.model}. Peak ${num(ov.peak)} req/s = the ${ov.peakSource ?? 'n/a'}: the highest of its closed-loop throughput just before the overload, ` +
     `${closed}${after}, and what an open loop at 100% of the first completed, ${ov.openAtPeak === null ? 'n/a' : `${num(ov.openAtPeak.throughput)} /s`}; ` +
-    `offered loads are shares of the higher of the two before it, ${num(basis)} req/s.${earlier} ` +
+    `offered loads are shares of the higher of the two before it, ${num(ov.firstTry?.offeredBasis ?? basis)} req/s${rerunText(ov)}.${earlier} ` +
     `Open loops with priorities ${mixText} (a fixed interleaving: exact over the run): ${num(ov.unloadedPct)}% of that ` +
     `(${u === null ? 'n/a' : `${num(u.offeredRate)} req/s, ${num(u.durationS, 1)} s`}) as the unloaded reference, then ${ov.factor}× that ` +
     `(${o === null ? 'n/a' : `${num(o.offeredRate)} req/s, ${num(o.durationS, 1)} s measured after ${num(o.warmupS, 2)} s of warm-up, for the node and the generator to reach their steady state and the model queue to fill`}). ` +
@@ -314,6 +322,12 @@ export function renderOverload(ov: OverloadResults): string[] {
   out.push('| figure | value |');
   out.push('|---|---:|');
   out.push(`| offered ÷ peak: the overload as run (under ${ov.factor}× when the node ran faster after it than before, where the rate was set) | ${asRun(ov)} |`);
+  const first = ov.firstTry;
+  if (first !== undefined) {
+    const fo = first.overload;
+    out.push(`| the first try, at ${ov.factor}× ${num(first.offeredBasis)} req/s: goodput ÷ peak, p99 time to \`overloaded\`, the closed loop after it | ` +
+      `${pct(ov.peak > 0 ? fo.throughput / ov.peak : null, 1)}, ${fo.overloaded !== undefined && fo.overloaded.count > 0 ? `${num(fo.overloaded.latencyMs.p99, 2)} ms` : 'n/a'}, ${num(first.closedLoopAfter)} req/s |`);
+  }
   const lat = refusals !== undefined && refusals.count > 0
     ? `p50 ${num(refusals.latencyMs.p50, 2)}, p99 ${num(refusals.latencyMs.p99, 2)}, max ${num(refusals.latencyMs.max, 2)} ms; ${num(refusals.count)} answers`
     : 'none';

@@ -204,9 +204,9 @@ export interface OverloadResults {
   earlierClosedLoop?: number | null;
   /** Open loop at 100% of the closed-loop throughput, on the overload node. */
   openAtPeak: PhaseResult | null;
-  /** What the offered loads are shares of: max(closed loop before, open loop at 100%), req/s (absent in runs before it: `peak`). */
+  /** What the offered loads are shares of: max(closed loop before, open loop at 100%), or the closed loop after a first try (`firstTry`), req/s (absent in runs before it: `peak`). */
   offeredBasis?: number;
-  /** The peak goodput is judged against: max(offeredBasis, closed loop after), req/s, and which it is. */
+  /** The peak goodput is judged against: max(offeredBasis, the closed loops after), req/s, and which it is. */
   peak: number;
   peakSource: 'closed loop' | 'open loop at 100%' | 'closed loop after' | null;
   /** Open loop at `unloadedPct`% of peak, the same mix: the reference latencies. */
@@ -214,6 +214,13 @@ export interface OverloadResults {
   unloaded: PhaseResult | null;
   /** Open loop at factor × peak. */
   overload: PhaseResult | null;
+  /**
+   * When the closed loop after the overload ran over `rerunAbove` × the basis
+   * its rate was set from, the overload and that closed loop were run again at
+   * factor × it (`offeredBasis` is then that closed loop): the first try, kept
+   * for the report. Absent when the first basis held, and in runs before it.
+   */
+  firstTry?: { rerunAbove: number; offeredBasis: number; overload: PhaseResult; closedLoopAfter: number };
   /**
    * The same open loop against bench/refuser.ts, a WebSocket server that
    * refuses every request at once: the floor the generator and these cores

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { LatencySummary } from '../../bench/histogram.js';
-import { overloadTargets } from '../../bench/overload.js';
+import { overloadTargets, rerunBasis } from '../../bench/overload.js';
 import { renderOverload, runUp } from '../../bench/report.js';
 import type { OverloadResults, PhaseResult, PriorityPhase } from '../../bench/results.js';
 
@@ -64,6 +64,16 @@ describe('overloadTargets', () => {
   });
 });
 
+describe('rerunBasis', () => {
+  it('runs the overload again from the closed loop after it only when that ran over `above` × the basis the rate was set from', () => {
+    expect(rerunBasis(100, 111, 1.1)).toBe(111);
+    expect(rerunBasis(100, 110, 1.1)).toBeNull();
+    expect(rerunBasis(100, 95, 1.1)).toBeNull();
+    expect(rerunBasis(100, null, 1.1)).toBeNull();
+    expect(rerunBasis(100, 95, 0)).toBe(95);
+  });
+});
+
 describe('renderOverload', () => {
   const targetRows = (md: string) => md.split('\n').filter((l) => /^\| (goodput ÷ peak|p99 time to an `overloaded` answer|high-priority p99 under overload ÷ unloaded) \|/.test(l));
 
@@ -98,6 +108,23 @@ describe('renderOverload', () => {
     const md = renderOverload(r).join('\n');
     expect(md).toContain('Peak 120 req/s = the closed loop after: the highest of its closed-loop throughput just before the overload, 100 req/s, the same just after it, 120 req/s,');
     expect(md).toContain('offered loads are shares of the higher of the two before it, 100 req/s. (The run\'s closed-loop phase of text-orientation, another node minutes earlier: 150 req/s.)');
+  });
+
+  it('says when the overload was run again from the closed loop after a first try, and prints the first try', () => {
+    const r = results(130, phase({ throughput: 10, highP99: 10 }), phase({ throughput: 117, highP99: 20, overloadedP99: 2, offered: 390 }));
+    r.closedLoop = { throughput: 100, source: 'measured here' };
+    r.firstTry = { rerunAbove: 1.1, offeredBasis: 100, overload: phase({ throughput: 96, highP99: 20, overloadedP99: 6.5, offered: 300 }), closedLoopAfter: 130 };
+    r.offeredBasis = 130;
+    r.closedLoopAfter = 125;
+    r.peakSource = 'closed loop after';
+    const md = renderOverload(r).join('\n');
+    expect(md).toContain('offered loads are shares of the higher of the two before it, 100 req/s; the closed loop after a first try at 3× that ran 130 req/s, ' +
+      'over 1.1× it, so the overload and the closed loop after it were run again at 3× 130 req/s');
+    expect(md).toMatch(/^\| the first try, at 3× 100 req\/s: goodput ÷ peak, p99 time to `overloaded`, the closed loop after it \| 73\.8%, 6\.50 ms, 130 req\/s \|$/m);
+    expect(md).toMatch(/^\| offered ÷ peak: the overload as run .*\| 3\.00× \|$/m);
+    expect(md).toMatch(/^\| goodput ÷ peak \| 90\.0% \(117 \/s of 130\)/m);
+    delete r.firstTry;
+    expect(renderOverload(r).join('\n')).not.toMatch(/first try/);
   });
 
   it('counts refusals without retryAfterMs and lists the server\'s reasons', () => {
