@@ -310,7 +310,9 @@ export function renderOverload(ov: OverloadResults): string[] {
   out.push('');
   out.push('| target | value | bound |');
   out.push('|---|---:|---|');
-  out.push(`| goodput ÷ peak | ${pct(t.goodputVsPeak.value, 1)} (${o === null ? 'n/a' : num(o.throughput)} /s of ${num(ov.peak)})${flag(o)} | at least ${pct(t.goodputVsPeak.min)}${verdict(t.goodputVsPeak.met)} |`);
+  // Over 100%: the node completed more under overload than in any loop around it, so the machine's speed changed in between.
+  const overPeak = (t.goodputVsPeak.value ?? 0) > 1 ? ' ⚠ more than any closed loop around it: this machine\'s speed changed' : '';
+  out.push(`| goodput ÷ peak | ${pct(t.goodputVsPeak.value, 1)} (${o === null ? 'n/a' : num(o.throughput)} /s of ${num(ov.peak)})${flag(o)}${overPeak} | at least ${pct(t.goodputVsPeak.min)}${verdict(t.goodputVsPeak.met)} |`);
   const refusals = o?.overloaded;
   out.push(`| p99 time to an \`overloaded\` answer | ${t.overloadedP99Ms.value === null ? 'n/a' : `${num(t.overloadedP99Ms.value, 2)} ms`} (${num(refusals?.count ?? null)} answers) | under ${t.overloadedP99Ms.max} ms${verdict(t.overloadedP99Ms.met)} |`);
   const hiO = o?.byPriority?.high;

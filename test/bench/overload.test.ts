@@ -127,6 +127,13 @@ describe('renderOverload', () => {
     expect(renderOverload(r).join('\n')).not.toMatch(/first try/);
   });
 
+  it('marks a goodput over 100% of peak: the node ran faster under overload than in every loop around it', () => {
+    const row = (throughput: number) => renderOverload(results(100, phase({ throughput: 10, highP99: 10 }), phase({ throughput, highP99: 20, overloadedP99: 2 })))
+      .find((l) => l.startsWith('| goodput ÷ peak |'));
+    expect(row(135)).toMatch(/^\| goodput ÷ peak \| 135\.0% \(135 \/s of 100\) ⚠ more than any closed loop around it: this machine's speed changed \| at least 90%: met ✅ \|$/);
+    expect(row(100)).not.toContain('⚠');
+  });
+
   it('counts refusals without retryAfterMs and lists the server\'s reasons', () => {
     const md = renderOverload(results(100, phase({ throughput: 10, highP99: 10 }), phase({ throughput: 95, highP99: 20, overloadedP99: 2 }))).join('\n');
     expect(md).toMatch(/^\| `overloaded` answers without `retryAfterMs` \| 2 of 900 \(given: 5–40 ms, mean 20\) \|$/m);
