@@ -16,14 +16,14 @@
  * the speed of a shared VM drifts by tens of percent within minutes (a closed
  * loop measured at a fast moment judged an overload run at a slow one).
  * Offered loads are shares of the two measured before the overload; when the
- * closed loop after it runs over `--overload-rerun-above` (1.1) × that, the node was offered
- * well under factor × its peak, and the overload and the closed loop after it
- * run once more, at factor × that closed loop. The overload's warm-up
- * (`--overload-warmup`, 3 s) lasts until the node and the generator have
- * warmed up and the model queue would have filled, so the measured window
- * sees the steady state of an overloaded node, not the run-up to it; the
- * report shows the run-up second by second. Afterwards a few requests on a
- * fresh connection check that the node still serves.
+ * closed loop after it runs over `--overload-rerun-above` (1.1) × that, the
+ * node was offered well under factor × its peak, and the overload and the
+ * closed loop after it run once more, at factor × that closed loop. The
+ * overload's warm-up (`--overload-warmup`, 3 s) lasts until the node and the
+ * generator have warmed up and the model queue would have filled, so the
+ * measured window sees the steady state of an overloaded node, not the
+ * run-up to it; the report shows the run-up second by second. Afterwards a
+ * few requests on a fresh connection check that the node still serves.
  */
 import { Client } from '../src/client/Client.js';
 import { ActorserveError } from '../src/errors.js';

@@ -256,7 +256,6 @@ function inferenceOf(p: PhaseResult | null | undefined): string {
   return `${num(pct)}%, ${p.throughput > 0 ? `${num((pct * 10) / p.throughput, 2)} ms` : 'n/a'}`;
 }
 
-/** The overload's offered rate ÷ peak, ⚠ when under 90% of the factor asked for (the peak was measured higher after it). */
 /** How the overload's rate was set again when the node ran faster after a first try: empty when it was not. */
 function rerunText(ov: OverloadResults): string {
   const first = ov.firstTry;
@@ -265,6 +264,7 @@ function rerunText(ov: OverloadResults): string {
     `so the overload and the closed loop after it were run again at ${ov.factor}× ${num(ov.offeredBasis ?? first.closedLoopAfter)} req/s (the first try is in the figures below)`;
 }
 
+/** The overload's offered rate ÷ peak, ⚠ when under 90% of the factor asked for (the peak was measured higher after it). */
 function asRun(ov: OverloadResults): string {
   const offered = ov.overload?.offeredRate;
   if (offered == null || !(ov.peak > 0)) return 'n/a';
