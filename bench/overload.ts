@@ -201,14 +201,14 @@ export async function runOverload(o: OverloadOptions): Promise<OverloadResults> 
       note(o, `overload ${model}: open loop 100%`, e);
     }
     const openTp = result.openAtPeak?.throughput ?? 0;
-    const peak = Math.max(before, openTp);
-    result.offeredBasis = peak;
-    result.peak = peak;
+    const basis = Math.max(before, openTp);
+    result.offeredBasis = basis;
+    result.peak = basis;
     result.peakSource = openTp > before ? 'open loop at 100%' : 'closed loop';
 
     // The unloaded reference, long enough for a p99 of high priority that is not just its max.
     try {
-      const rate = Math.max(1, (peak * UNLOADED_PCT) / 100);
+      const rate = Math.max(1, (basis * UNLOADED_PCT) / 100);
       const highRate = rate * o.mix.high;
       const durationS = highRate > 0
         ? Math.min(UNLOADED_MAX_STRETCH * o.sweepDurationS, Math.max(o.sweepDurationS, UNLOADED_HIGH_SAMPLES / highRate))
@@ -224,16 +224,16 @@ export async function runOverload(o: OverloadOptions): Promise<OverloadResults> 
 
     // The overload, measured once the node and the generator are warm and the queue would be full at the excess rate.
     let rssMax = 0;
-    const overloadAt = async (basis: number): Promise<PhaseResult | null> => {
-      const rate = basis * o.factor;
-      const fillS = o.maxQueue / Math.max(1, rate - basis);
+    const overloadAt = async (from: number): Promise<PhaseResult | null> => {
+      const rate = from * o.factor;
+      const fillS = o.maxQueue / Math.max(1, rate - from);
       const warmupS = round(Math.max(o.overloadWarmupS, Math.min(MAX_FILL_WARMUP_S, 1.5 * fillS)), 2);
       const rssTimer = setInterval(() => (rssMax = Math.max(rssMax, rssBytes(node.proc.pid) ?? 0)), RSS_SAMPLE_MS);
       try {
-        o.log(`overload: open loop at ${Math.round(rate)} req/s (${o.factor}× peak ${Math.round(basis)}), ${warmupS}+${o.sweepDurationS} s ...`);
+        o.log(`overload: open loop at ${Math.round(rate)} req/s (${o.factor}× peak ${Math.round(from)}), ${warmupS}+${o.sweepDurationS} s ...`);
         return await phase({
           label: `overload ${model}: open loop ${o.factor}× peak`, mode: { kind: 'open', rate, mix: o.mix }, offeredPctOfCapacity: round(o.factor * 100, 1),
-          warmupS, durationS: o.sweepDurationS, drainTimeoutMs: backlogDrainMs(basis, o.sweepDurationS),
+          warmupS, durationS: o.sweepDurationS, drainTimeoutMs: backlogDrainMs(from, o.sweepDurationS),
         });
       } catch (e) {
         note(o, `overload ${model}: open loop ${o.factor}× peak`, e);
@@ -253,20 +253,20 @@ export async function runOverload(o: OverloadOptions): Promise<OverloadResults> 
       }
     };
     result.rssMiB.before = mib(rssBytes(node.proc.pid));
-    result.overload = await overloadAt(peak);
+    result.overload = await overloadAt(basis);
     result.closedLoopAfter = await closedAfter();
-    const again = rerunBasis(peak, result.closedLoopAfter, o.rerunAbove);
+    const again = rerunBasis(basis, result.closedLoopAfter, o.rerunAbove);
     if (again !== null && result.overload !== null) {
       // The node ran faster after the overload than where its rate was set: it was offered less than factor × peak.
-      o.log(`overload: the closed loop after ran ${Math.round(again)} req/s, over ${o.rerunAbove}× the ${Math.round(peak)} the rate was set from: the overload again at ${o.factor}× ${Math.round(again)} ...`);
-      result.firstTry = { rerunAbove: o.rerunAbove, offeredBasis: peak, overload: result.overload, closedLoopAfter: again };
+      o.log(`overload: the closed loop after ran ${Math.round(again)} req/s, over ${o.rerunAbove}× the ${Math.round(basis)} the rate was set from: the overload again at ${o.factor}× ${Math.round(again)} ...`);
+      result.firstTry = { rerunAbove: o.rerunAbove, offeredBasis: basis, overload: result.overload, closedLoopAfter: again };
       result.offeredBasis = again;
       result.overload = await overloadAt(again);
       result.closedLoopAfter = await closedAfter();
     }
     result.rssMiB.max = rssMax > 0 ? mib(rssMax) : null;
     const fastest = Math.max(result.closedLoopAfter ?? 0, result.firstTry?.closedLoopAfter ?? 0);
-    if (fastest > peak) {
+    if (fastest > basis) {
       result.peak = fastest;
       result.peakSource = 'closed loop after';
     }

@@ -261,7 +261,7 @@ function rerunText(ov: OverloadResults): string {
   const first = ov.firstTry;
   if (first === undefined) return '';
   return `; the closed loop after a first try at ${ov.factor}× that ran ${num(first.closedLoopAfter)} req/s, over ${first.rerunAbove}× it, ` +
-    `so the overload and the closed loop after it were run again at ${ov.factor}× ${num(ov.offeredBasis ?? first.closedLoopAfter)} req/s (the first try is in the figures below)`;
+    `so the overload and the closed loop after it were run again at ${ov.factor}× ${num(first.closedLoopAfter)} req/s (the first try is in the figures below)`;
 }
 
 /** The overload's offered rate ÷ peak, ⚠ when under 90% of the factor asked for (the peak was measured higher after it). */
@@ -271,6 +271,9 @@ function asRun(ov: OverloadResults): string {
   const f = offered / ov.peak;
   return `${num(f, 2)}×${f < 0.9 * ov.factor ? ' ⚠' : ''}`;
 }
+
+/** A figure in ms to two places, or n/a. */
+const msOf = (v: number | null): string => (v === null ? 'n/a' : `${num(v, 2)} ms`);
 
 /** How late the phase's generators sent against their schedule: `0.00 / 1.43 ms`, or n/a (closed loop, or an older result). */
 function sendLateOf(p: PhaseResult | null | undefined): string {
@@ -314,7 +317,7 @@ export function renderOverload(ov: OverloadResults): string[] {
   const overPeak = (t.goodputVsPeak.value ?? 0) > 1 ? ' ⚠ more than any closed loop around it: this machine\'s speed changed' : '';
   out.push(`| goodput ÷ peak | ${pct(t.goodputVsPeak.value, 1)} (${o === null ? 'n/a' : num(o.throughput)} /s of ${num(ov.peak)})${flag(o)}${overPeak} | at least ${pct(t.goodputVsPeak.min)}${verdict(t.goodputVsPeak.met)} |`);
   const refusals = o?.overloaded;
-  out.push(`| p99 time to an \`overloaded\` answer | ${t.overloadedP99Ms.value === null ? 'n/a' : `${num(t.overloadedP99Ms.value, 2)} ms`} (${num(refusals?.count ?? null)} answers) | under ${t.overloadedP99Ms.max} ms${verdict(t.overloadedP99Ms.met)} |`);
+  out.push(`| p99 time to an \`overloaded\` answer | ${msOf(t.overloadedP99Ms.value)} (${num(refusals?.count ?? null)} answers) | under ${t.overloadedP99Ms.max} ms${verdict(t.overloadedP99Ms.met)} |`);
   const hiO = o?.byPriority?.high;
   const hiU = u?.byPriority?.high;
   const hiDetail = hiO === undefined || hiU === undefined ? 'n/a' : `${num(hiO.latencyMs.p99, 2)} ms ÷ ${num(hiU.latencyMs.p99, 2)} ms`;
@@ -327,8 +330,9 @@ export function renderOverload(ov: OverloadResults): string[] {
   const first = ov.firstTry;
   if (first !== undefined) {
     const fo = first.overload;
+    const foP99 = fo.overloaded !== undefined && fo.overloaded.count > 0 ? fo.overloaded.latencyMs.p99 : null;
     out.push(`| the first try, at ${ov.factor}× ${num(first.offeredBasis)} req/s: goodput ÷ peak, p99 time to \`overloaded\`, the closed loop after it | ` +
-      `${pct(ov.peak > 0 ? fo.throughput / ov.peak : null, 1)}, ${fo.overloaded !== undefined && fo.overloaded.count > 0 ? `${num(fo.overloaded.latencyMs.p99, 2)} ms` : 'n/a'}, ${num(first.closedLoopAfter)} req/s |`);
+      `${pct(ov.peak > 0 ? fo.throughput / ov.peak : null, 1)}, ${msOf(foP99)}, ${num(first.closedLoopAfter)} req/s |`);
   }
   const lat = refusals !== undefined && refusals.count > 0
     ? `p50 ${num(refusals.latencyMs.p50, 2)}, p99 ${num(refusals.latencyMs.p99, 2)}, max ${num(refusals.latencyMs.max, 2)} ms; ${num(refusals.count)} answers`
