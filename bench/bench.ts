@@ -30,7 +30,7 @@ import { runOverload } from './overload.js';
 import type { ModelInput } from './payload.js';
 import { freePorts } from './processes.js';
 import { writeReport } from './report.js';
-import { RESULTS_SCHEMA, type BenchError, type BenchResults, type ModelResults, type PhaseResult } from './results.js';
+import { RESULTS_SCHEMA, type BenchError, type BenchResults, type ModelResults, type OverloadResults, type PhaseResult } from './results.js';
 import { setExtraNodeArgs, startActorserveNode, startPlainServer, type RunningServer } from './servers.js';
 
 const t0 = performance.now();
@@ -199,30 +199,40 @@ async function run(o: BenchOptions, argv: readonly string[]): Promise<BenchResul
       errors,
     });
   }
-  // 5. Overload: a fresh node, one model, a multiple of its peak.
+  // 5. Overload: a fresh node, one model, a multiple of its peak; --overload-runs times, a fresh node each.
   if (o.overload !== null) {
     const model = o.overload;
-    results.overload = await attempt(errors, `overload ${model}`, async () => {
-      const [spec] = resolveModels([model]);
-      return runOverload({
-        input: inputs.get(model) ?? modelInput(model),
-        maxQueue: spec!.batching.maxQueue,
-        factor: o.overloadFactor,
-        mix: o.overloadMix,
-        earlierClosedThroughput: results.models.find((mr) => mr.model === model)?.actorserve.closed?.throughput ?? null,
-        concurrency: o.concurrency[model] ?? defaultConcurrency(model),
-        connections: o.connections,
-        generators: o.generators,
-        warmupS: o.warmupS,
-        overloadWarmupS: o.overloadWarmupS,
-        rerunAbove: o.overloadRerunAbove,
-        durationS: o.durationS,
-        sweepDurationS: o.sweepDurationS,
-        drainMs: (s) => drainMs(o, s),
-        log,
-        errors,
-      });
-    });
+    const runs: (OverloadResults | null)[] = [];
+    for (let i = 1; i <= o.overloadRuns; i++) {
+      const of = o.overloadRuns > 1 ? ` (run ${i} of ${o.overloadRuns})` : '';
+      if (of !== '') log(`overload${of}`);
+      // This run's errors, named with its number when there are several.
+      const runErrors: BenchError[] = [];
+      runs.push(await attempt(runErrors, `overload ${model}`, async () => {
+        const [spec] = resolveModels([model]);
+        return runOverload({
+          input: inputs.get(model) ?? modelInput(model),
+          maxQueue: spec!.batching.maxQueue,
+          factor: o.overloadFactor,
+          mix: o.overloadMix,
+          earlierClosedThroughput: results.models.find((mr) => mr.model === model)?.actorserve.closed?.throughput ?? null,
+          concurrency: o.concurrency[model] ?? defaultConcurrency(model),
+          connections: o.connections,
+          generators: o.generators,
+          warmupS: o.warmupS,
+          overloadWarmupS: o.overloadWarmupS,
+          rerunAbove: o.overloadRerunAbove,
+          durationS: o.durationS,
+          sweepDurationS: o.sweepDurationS,
+          drainMs: (s) => drainMs(o, s),
+          log,
+          errors: runErrors,
+        });
+      }));
+      errors.push(...runErrors.map((e) => ({ ...e, phase: e.phase.replace(`overload ${model}`, `overload ${model}${of}`) })));
+    }
+    results.overload = runs[0] ?? null;
+    if (runs.length > 1) results.overloadRepeats = runs.slice(1);
   }
   results.machine.loadAverageAtEnd = loadavg().map((x) => round(x, 2));
   results.finishedAt = new Date().toISOString();

@@ -72,6 +72,10 @@ Options (defaults; --quick defaults in brackets):
                         after it, when that closed loop ran over R × the rate's
                         basis (the node was offered well under F × its peak);
                         0 always does (1.1)
+  --overload-runs N     run the whole overload phase N times, each on a fresh
+                        node, one after another; the report adds a table of
+                        every run's targets with their medians and how many
+                        runs met each, and gives the first run in full (1)
   --node-args "A B"     extra flags for every actorserve node the bench starts,
                         e.g. "--inference-nice 0 --max-batch 8" (none)
   --no-plain            skip the plain HTTP server
@@ -105,6 +109,8 @@ export interface BenchOptions {
   overloadWarmupS: number;
   /** The overload runs again when the closed loop after it ran over this many times its basis. */
   overloadRerunAbove: number;
+  /** Times the whole overload phase runs, each on a fresh node. */
+  overloadRuns: number;
   plain: boolean;
   out: string | undefined;
   quick: boolean;
@@ -136,6 +142,9 @@ export const DEFAULT_OVERLOAD_WARMUP_S = 3;
  * in 43, by up to 1.48×, and under 0.9× in 20.
  */
 export const DEFAULT_RERUN_ABOVE = 1.1;
+
+/** Runs of the overload phase at most (`--overload-runs`): about a minute each. */
+const MAX_OVERLOAD_RUNS = 100;
 
 export const DEFAULT_CONCURRENCY: Record<string, number> = { iris: 256, 'text-orientation': 32 };
 const FALLBACK_CONCURRENCY = 32;
@@ -190,6 +199,7 @@ export function parseOptions(argv: string[]): BenchOptions {
       'overload-mix': { type: 'string' },
       'overload-warmup': { type: 'string' },
       'overload-rerun-above': { type: 'string' },
+      'overload-runs': { type: 'string' },
       'node-args': { type: 'string' },
       'no-plain': { type: 'boolean', default: false },
       out: { type: 'string' },
@@ -226,6 +236,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     overloadMix: parsePriorityMix(values['overload-mix'] ?? '0.1,0.6,0.3'),
     overloadWarmupS: values['overload-warmup'] === undefined ? (quick ? 0.5 : DEFAULT_OVERLOAD_WARMUP_S) : positive('overload-warmup', values['overload-warmup']),
     overloadRerunAbove: values['overload-rerun-above'] === undefined ? DEFAULT_RERUN_ABOVE : nonNegative('overload-rerun-above', values['overload-rerun-above']),
+    overloadRuns: values['overload-runs'] === undefined ? 1 : positiveInt('overload-runs', values['overload-runs'], MAX_OVERLOAD_RUNS),
     plain: !values['no-plain'],
     out: values.out,
     quick,

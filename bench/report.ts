@@ -198,7 +198,9 @@ export function renderSummary(r: BenchResults, charts: readonly string[] = []): 
   }
 
   const ov = r.overload ?? null;
-  if (ov !== null) out.push(...renderOverload(ov));
+  const runs = [ov, ...(r.overloadRepeats ?? [])];
+  if (runs.length > 1) out.push(...renderOverloadSeries(runs));
+  if (ov !== null) out.push(...renderOverload(ov, runs.length > 1 ? `run 1 of ${runs.length}, in full` : undefined));
 
   if (charts.length > 0) {
     out.push('## Charts');
@@ -264,13 +266,26 @@ function rerunText(ov: OverloadResults): string {
     `so the overload and the closed loop after it were run again at ${ov.factor}× ${num(first.closedLoopAfter)} req/s (the first try is in the figures below)`;
 }
 
-/** The overload's offered rate ÷ peak, ⚠ when under 90% of the factor asked for (the peak was measured higher after it). */
-function asRun(ov: OverloadResults): string {
+/** The overload's offered rate ÷ peak, or null when either is missing. */
+function offeredVsPeak(ov: OverloadResults): number | null {
   const offered = ov.overload?.offeredRate;
-  if (offered == null || !(ov.peak > 0)) return 'n/a';
-  const f = offered / ov.peak;
-  return `${num(f, 2)}×${f < 0.9 * ov.factor ? ' ⚠' : ''}`;
+  return offered == null || !(ov.peak > 0) ? null : offered / ov.peak;
 }
+
+/** Offered under 90% of the factor asked for: the peak was measured higher after the overload than where its rate was set. */
+const underOffered = (ov: OverloadResults): boolean => {
+  const f = offeredVsPeak(ov);
+  return f !== null && f < 0.9 * ov.factor;
+};
+
+/** The overload's offered rate ÷ peak, ⚠ when under-offered. */
+function asRun(ov: OverloadResults): string {
+  const f = offeredVsPeak(ov);
+  return f === null ? 'n/a' : `${num(f, 2)}×${underOffered(ov) ? ' ⚠' : ''}`;
+}
+
+/** Goodput over 100% of peak: the node completed more under overload than in any loop around it, so the machine's speed changed in between. */
+const overPeak = (ov: OverloadResults): boolean => (ov.targets.goodputVsPeak.value ?? 0) > 1;
 
 /** A figure in ms to two places, or n/a. */
 const msOf = (v: number | null): string => (v === null ? 'n/a' : `${num(v, 2)} ms`);
@@ -290,14 +305,14 @@ function gcOf(p: PhaseResult | null): string {
   return `${part('scavenges', gc['minor'])}; ${part('full', gc['major'])}`;
 }
 
-/** The "## Overload" section: the three targets, then the detail. */
-export function renderOverload(ov: OverloadResults): string[] {
+/** The "## Overload" section: the three targets, then the detail; `which` names the run when there are several. */
+export function renderOverload(ov: OverloadResults, which?: string): string[] {
   const out: string[] = [];
   const o = ov.overload;
   const u = ov.unloaded;
   const t = ov.targets;
   const mixText = PRIORITIES.map((p) => `${p} ${num(ov.mix[p] * 100)}%`).join(', ');
-  out.push(`## Overload (${ov.model}, ${ov.factor}× peak)`);
+  out.push(`## Overload (${ov.model}, ${ov.factor}× peak)${which === undefined ? '' : `: ${which}`}`);
   out.push('');
   const closed = ov.closedLoop === null ? 'not measured' : `${num(ov.closedLoop.throughput)} req/s${ov.closedLoop.source === 'earlier phase' ? ' (earlier phase)' : ''}`;
   const after = ov.closedLoopAfter === undefined ? '' : `, the same just after it, ${ov.closedLoopAfter === null ? 'n/a' : `${num(ov.closedLoopAfter)} req/s`}`;
@@ -313,9 +328,8 @@ export function renderOverload(ov: OverloadResults): string[] {
   out.push('');
   out.push('| target | value | bound |');
   out.push('|---|---:|---|');
-  // Over 100%: the node completed more under overload than in any loop around it, so the machine's speed changed in between.
-  const overPeak = (t.goodputVsPeak.value ?? 0) > 1 ? ' ⚠ more than any closed loop around it: this machine\'s speed changed' : '';
-  out.push(`| goodput ÷ peak | ${pct(t.goodputVsPeak.value, 1)} (${o === null ? 'n/a' : num(o.throughput)} /s of ${num(ov.peak)})${flag(o)}${overPeak} | at least ${pct(t.goodputVsPeak.min)}${verdict(t.goodputVsPeak.met)} |`);
+  const sped = overPeak(ov) ? ' ⚠ more than any closed loop around it: this machine\'s speed changed' : '';
+  out.push(`| goodput ÷ peak | ${pct(t.goodputVsPeak.value, 1)} (${o === null ? 'n/a' : num(o.throughput)} /s of ${num(ov.peak)})${flag(o)}${sped} | at least ${pct(t.goodputVsPeak.min)}${verdict(t.goodputVsPeak.met)} |`);
   const refusals = o?.overloaded;
   out.push(`| p99 time to an \`overloaded\` answer | ${msOf(t.overloadedP99Ms.value)} (${num(refusals?.count ?? null)} answers) | under ${t.overloadedP99Ms.max} ms${verdict(t.overloadedP99Ms.met)} |`);
   const hiO = o?.byPriority?.high;
@@ -385,6 +399,79 @@ export function renderOverload(ov: OverloadResults): string[] {
   out.push('ok % = results ÷ requests scheduled inside the window; done /s counts results completed inside the window, whenever sent. ' +
     'Server ms is the node\'s own `timings.totalMs` (its receipt of the request to the result): latency less server time is time spent ' +
     'before the node took the request in (the client\'s send buffer, TCP, the node not reading).');
+  out.push('');
+  return out;
+}
+
+/** The middle value (the mean of the two middle ones for an even count), or null for none. */
+export function median(xs: readonly number[]): number | null {
+  if (xs.length === 0) return null;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** A floor's p99 time to `overloaded`, or null when it was not measured. */
+const floorP99 = (p: PhaseResult | null | undefined): number | null => {
+  const f = p?.overloaded;
+  return f === undefined || f.count === 0 ? null : f.latencyMs.p99;
+};
+
+type Target = OverloadResults['targets'][keyof OverloadResults['targets']];
+const mark = (t: Target): string => (t.met === null ? '' : t.met ? ' ✅' : ' ❌');
+
+/**
+ * The "## Overload …: N runs" section (`--overload-runs`): one row per run
+ * (each the whole phase on a fresh node), then each target's median, range
+ * and how many runs met it, over the runs that completed. A run marked ⚠
+ * (offered well under the factor as run, or goodput over 100%) counts like
+ * the others, and the section says how many there were.
+ */
+export function renderOverloadSeries(runs: readonly (OverloadResults | null)[]): string[] {
+  const done = runs.filter((r): r is OverloadResults => r !== null);
+  const first = done[0];
+  const out: string[] = [];
+  out.push(`## Overload${first === undefined ? '' : ` (${first.model}, ${first.factor}× peak)`}: ${runs.length} runs`);
+  out.push('');
+  out.push('Each run is the whole overload phase on a fresh node, one after another (`--overload-runs`); run 1 is given in full below. ' +
+    'Floors: the same open loop against a server that refuses at once, idle and beside a busy thread. ' +
+    '⚠: offered under 90% of the factor as run (the node ran faster after the overload than where its rate was set), ' +
+    'or goodput over 100% of peak (this machine\'s speed changed during the run).');
+  out.push('');
+  out.push('| run | peak req/s | offered ÷ peak | goodput ÷ peak | p99 time to `overloaded` | floors p99, idle / busy | high-priority p99 ÷ unloaded | targets met |');
+  out.push('|---:|---:|---:|---:|---:|---:|---:|---:|');
+  runs.forEach((ov, i) => {
+    if (ov === null) return void out.push(`| ${i + 1} | failed (see Errors) | | | | | | |`);
+    const t = ov.targets;
+    const met = [t.goodputVsPeak, t.overloadedP99Ms, t.highP99VsUnloaded].filter((x) => x.met === true).length;
+    out.push(`| ${i + 1} | ${num(ov.peak)} | ${asRun(ov)} | ${pct(t.goodputVsPeak.value, 1)}${overPeak(ov) ? ' ⚠' : ''}${mark(t.goodputVsPeak)} | ` +
+      `${msOf(t.overloadedP99Ms.value)}${mark(t.overloadedP99Ms)} | ${msOf(floorP99(ov.refusalFloor))} / ${msOf(floorP99(ov.refusalFloorBusy))} | ` +
+      `${ratio(t.highP99VsUnloaded.value)}${mark(t.highP99VsUnloaded)} | ${met} of 3 |`);
+  });
+  out.push('');
+  const values = (f: (ov: OverloadResults) => number | null): number[] => done.map(f).filter((x): x is number => x !== null);
+  const row = (what: string, f: (ov: OverloadResults) => number | null, show: (x: number | null) => string, met?: (ov: OverloadResults) => boolean | null) => {
+    const xs = values(f);
+    const range = xs.length === 0 ? 'n/a' : `${show(Math.min(...xs))} – ${show(Math.max(...xs))}`;
+    const count = met === undefined ? '' : `${done.filter((ov) => met(ov) === true).length} of ${done.length}`;
+    out.push(`| ${what} | ${show(median(xs))} | ${range} | ${count} |`);
+  };
+  out.push(`| over the ${done.length} run${done.length === 1 ? '' : 's'} that completed | median | range | met |`);
+  out.push('|---|---:|---:|---:|');
+  const bound = first?.targets;
+  row(`goodput ÷ peak (at least ${pct(bound?.goodputVsPeak.min)})`, (ov) => ov.targets.goodputVsPeak.value, (x) => pct(x, 1), (ov) => ov.targets.goodputVsPeak.met);
+  row(`p99 time to an \`overloaded\` answer (under ${bound?.overloadedP99Ms.max ?? 'n/a'} ms)`, (ov) => ov.targets.overloadedP99Ms.value, msOf, (ov) => ov.targets.overloadedP99Ms.met);
+  row(`high-priority p99 under overload ÷ unloaded (under ${bound?.highP99VsUnloaded.max ?? 'n/a'}×)`, (ov) => ov.targets.highP99VsUnloaded.value, ratio, (ov) => ov.targets.highP99VsUnloaded.met);
+  const allThree = done.filter((ov) => ov.targets.goodputVsPeak.met === true && ov.targets.overloadedP99Ms.met === true && ov.targets.highP99VsUnloaded.met === true).length;
+  out.push(`| all three | | | ${allThree} of ${done.length} |`);
+  row('refusal floor p99, idle', (ov) => floorP99(ov.refusalFloor), msOf);
+  row('refusal floor p99, beside a busy thread', (ov) => floorP99(ov.refusalFloorBusy), msOf);
+  row('peak, req/s', (ov) => ov.peak, (x) => num(x));
+  row('offered ÷ peak, as run', offeredVsPeak, (x) => (x === null ? 'n/a' : `${num(x, 2)}×`));
+  out.push('');
+  const marked = done.filter((ov) => underOffered(ov) || overPeak(ov)).length;
+  const failed = runs.length - done.length;
+  out.push(`Runs marked ⚠: ${marked} of ${done.length}, counted above like the others.${failed > 0 ? ` Runs that failed: ${failed} (see Errors), left out.` : ''}`);
   out.push('');
   return out;
 }

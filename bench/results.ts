@@ -275,6 +275,12 @@ export interface BenchResults {
   cluster: ClusterResults | null;
   /** Null when skipped (`--overload none`) or when the run predates the phase. */
   overload: OverloadResults | null;
+  /**
+   * Runs 2 to N of the overload phase with `--overload-runs N` (each on a
+   * fresh node; null for one that failed, its error in `errors`); `overload`
+   * is run 1. Absent with one run, and in runs before the option.
+   */
+  overloadRepeats?: (OverloadResults | null)[];
   /** Every process the bench started (all stopped before it wrote this file). */
   processes: { role: string; pid: number }[];
   errors: BenchError[];

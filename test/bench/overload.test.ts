@@ -6,8 +6,8 @@
 import { describe, expect, it } from 'vitest';
 import type { LatencySummary } from '../../bench/histogram.js';
 import { overloadTargets, rerunBasis } from '../../bench/overload.js';
-import { renderOverload, runUp } from '../../bench/report.js';
-import type { OverloadResults, PhaseResult, PriorityPhase } from '../../bench/results.js';
+import { median, renderOverload, renderOverloadSeries, renderSummary, runUp } from '../../bench/report.js';
+import type { BenchResults, OverloadResults, PhaseResult, PriorityPhase } from '../../bench/results.js';
 
 const lat = (p99: number, count = 100): LatencySummary => ({ count, p50: p99 / 2, p90: p99 * 0.9, p99, p999: p99, max: p99, mean: p99 / 2 });
 
@@ -218,5 +218,86 @@ describe('renderOverload', () => {
     expect(runUp(o, 0), 'no peak, no shares').toBe('n/a');
     o.timeline = { ...o.timeline, ok: [50] };
     expect(runUp(o, 100), 'a second with no results shows 0%').toBe('50%, 0%, 0%, 0%, 0%');
+  });
+});
+
+describe('median', () => {
+  it('is the middle value of an odd count, the mean of the middle two of an even one, null for none; the input is left as it was', () => {
+    const xs = [9, 1, 5];
+    expect(median(xs)).toBe(5);
+    expect(xs).toEqual([9, 1, 5]);
+    expect(median([4, 1, 3, 2])).toBe(2.5);
+    expect(median([7])).toBe(7);
+    expect(median([])).toBeNull();
+  });
+});
+
+describe('renderOverloadSeries', () => {
+  // Peak 100 unless given, unloaded high p99 10 ms: goodput = throughput %, high ratio = highP99 ÷ 10.
+  const unloaded = phase({ throughput: 10, highP99: 10 });
+  const run = (throughput: number, overloadedP99: number, highP99: number, floors?: [number, number], peak = 100): OverloadResults => {
+    const r = results(peak, unloaded, phase({ throughput, highP99, overloadedP99 }));
+    if (floors !== undefined) {
+      r.refusalFloor = phase({ throughput: 0, highP99: 1, overloadedP99: floors[0] });
+      r.refusalFloorBusy = phase({ throughput: 0, highP99: 1, overloadedP99: floors[1] });
+    }
+    return r;
+  };
+  const runRows = (md: string) => md.split('\n').filter((l) => /^\| \d+ \|/.test(l));
+  const statRow = (md: string, what: string) => md.split('\n').find((l) => l.startsWith(`| ${what}`));
+
+  it('prints one row per run with each target\'s value, its verdict and how many of the three it met', () => {
+    const md = renderOverloadSeries([run(95, 4, 20, [1, 2]), run(80, 7, 35)]).join('\n');
+    expect(md).toMatch(/^## Overload \(text-orientation, 3× peak\): 2 runs$/m);
+    const rows = runRows(md);
+    expect(rows).toHaveLength(2);
+    expect(rows[0]).toBe('| 1 | 100 | 3.00× | 95.0% ✅ | 4.00 ms ✅ | 1.00 ms / 2.00 ms | 2× ✅ | 3 of 3 |');
+    expect(rows[1]).toBe('| 2 | 100 | 3.00× | 80.0% ❌ | 7.00 ms ❌ | n/a / n/a | 3.5× ❌ | 0 of 3 |');
+  });
+
+  it('gives each target\'s median, range and count of runs that met it, and the runs that met all three', () => {
+    const md = renderOverloadSeries([run(95, 4, 20, [1, 2]), run(80, 7, 35, [3, 6]), run(91, 6, 25, [2, 4]), run(92, 3, 29, [1, 3])]).join('\n');
+    expect(md).toMatch(/^\| over the 4 runs that completed \| median \| range \| met \|$/m);
+    expect(statRow(md, 'goodput ÷ peak')).toBe('| goodput ÷ peak (at least 90%) | 91.5% | 80.0% – 95.0% | 3 of 4 |');
+    expect(statRow(md, 'p99 time to an `overloaded` answer')).toBe('| p99 time to an `overloaded` answer (under 5 ms) | 5.00 ms | 3.00 ms – 7.00 ms | 2 of 4 |');
+    expect(statRow(md, 'high-priority p99')).toBe('| high-priority p99 under overload ÷ unloaded (under 3×) | 2.7× | 2× – 3.5× | 3 of 4 |');
+    expect(statRow(md, 'all three')).toBe('| all three | | | 2 of 4 |');
+    expect(statRow(md, 'refusal floor p99, idle')).toBe('| refusal floor p99, idle | 1.50 ms | 1.00 ms – 3.00 ms |  |');
+    expect(statRow(md, 'refusal floor p99, beside')).toBe('| refusal floor p99, beside a busy thread | 3.50 ms | 2.00 ms – 6.00 ms |  |');
+    expect(md).toContain('Runs marked ⚠: 0 of 4, counted above like the others.');
+  });
+
+  it('lists a failed run, leaves it out of the medians and counts, and says so', () => {
+    const md = renderOverloadSeries([run(95, 4, 20), null, run(85, 6, 20)]).join('\n');
+    expect(md).toMatch(/^## Overload \(text-orientation, 3× peak\): 3 runs$/m);
+    expect(runRows(md)[1]).toBe('| 2 | failed (see Errors) | | | | | | |');
+    expect(statRow(md, 'goodput ÷ peak')).toBe('| goodput ÷ peak (at least 90%) | 90.0% | 85.0% – 95.0% | 1 of 2 |');
+    expect(md).toContain('Runs that failed: 1 (see Errors), left out.');
+  });
+
+  it('marks a run offered well under the factor or with goodput over 100%, and counts the marked runs', () => {
+    const underOffered = run(95, 4, 20, undefined, 125); // 300 req/s offered against a peak of 125: 2.40× as run
+    const md = renderOverloadSeries([underOffered, run(135, 4, 20), run(95, 4, 20)]).join('\n');
+    const rows = runRows(md);
+    expect(rows[0]).toMatch(/^\| 1 \| 125 \| 2\.40× ⚠ \| 76\.0% ❌ \|/);
+    expect(rows[1]).toMatch(/^\| 2 \| 100 \| 3\.00× \| 135\.0% ⚠ ✅ \|/);
+    expect(rows[2]).not.toContain('⚠');
+    expect(md).toContain('Runs marked ⚠: 2 of 3, counted above like the others.');
+  });
+
+  it('comes before run 1 in full in summary.md when the bench ran the phase more than once, and not with one run', () => {
+    const bench = (overloadRepeats?: (OverloadResults | null)[]): BenchResults => ({
+      schema: 'actorserve-bench/1', startedAt: '', finishedAt: '', commandLine: 'x', options: {},
+      machine: { node: 'v20', platform: 'linux', arch: 'x64', cpuModel: 'cpu', cpus: 2, totalMemGiB: 1, loadAverageAtStart: [], loadAverageAtEnd: [], onnxruntime: '1' },
+      models: [], cluster: null, overload: run(95, 4, 20), ...(overloadRepeats === undefined ? {} : { overloadRepeats }), processes: [], errors: [],
+    });
+    const several = renderSummary(bench([run(80, 7, 35)]));
+    const series = several.indexOf('## Overload (text-orientation, 3× peak): 2 runs');
+    const full = several.indexOf('## Overload (text-orientation, 3× peak): run 1 of 2, in full');
+    expect(series).toBeGreaterThan(-1);
+    expect(full).toBeGreaterThan(series);
+    const one = renderSummary(bench());
+    expect(one).toMatch(/^## Overload \(text-orientation, 3× peak\)$/m);
+    expect(one).not.toMatch(/runs$|in full/m);
   });
 });

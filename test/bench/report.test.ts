@@ -14,11 +14,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rerunBasis } from '../../bench/overload.js';
 import { renderCharts, renderSummary } from '../../bench/report.js';
 import { Child } from '../../cluster/child.js';
-import type { BenchResults, PhaseResult } from '../../bench/results.js';
+import type { BenchResults, OverloadResults, PhaseResult } from '../../bench/results.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const BENCH = join(ROOT, 'dist', 'bench', 'bench.js');
-const RUN_LIMIT_MS = 150_000;
+const RUN_LIMIT_MS = 240_000;
 
 interface Run {
   code: number | string | null;
@@ -68,7 +68,7 @@ describe('npm run bench', () => {
   it('documents every flag under --help and refuses a bad value with exit code 2', () => {
     const help = spawnSync(process.execPath, [BENCH, '--help'], { encoding: 'utf8', timeout: 20_000 });
     expect(help.status).toBe(0);
-    for (const flag of ['--duration', '--quick', '--models', '--concurrency', '--sweep', '--cluster', '--out', '--generators', '--overload', '--overload-factor', '--overload-mix', '--overload-warmup', '--overload-rerun-above']) {
+    for (const flag of ['--duration', '--quick', '--models', '--concurrency', '--sweep', '--cluster', '--out', '--generators', '--overload', '--overload-factor', '--overload-mix', '--overload-warmup', '--overload-rerun-above', '--overload-runs']) {
       expect(help.stdout).toContain(flag);
     }
     const bad = spawnSync(process.execPath, [BENCH, '--duration', 'soon'], { encoding: 'utf8', timeout: 20_000 });
@@ -83,6 +83,9 @@ describe('npm run bench', () => {
     const badRerun = spawnSync(process.execPath, [BENCH, '--overload-rerun-above=-1'], { encoding: 'utf8', timeout: 20_000 });
     expect(badRerun.status).toBe(2);
     expect(badRerun.stderr).toMatch(/--overload-rerun-above must be a number of at least 0/);
+    const badRuns = spawnSync(process.execPath, [BENCH, '--overload-runs', '0'], { encoding: 'utf8', timeout: 20_000 });
+    expect(badRuns.status).toBe(2);
+    expect(badRuns.stderr).toMatch(/--overload-runs must be a positive number/);
   });
 
   describe('a --quick run on iris', () => {
@@ -94,7 +97,8 @@ describe('npm run bench', () => {
       expect(existsSync(BENCH), `${BENCH} is missing: npm run build`).toBe(true);
       dir = mkdtempSync(join(tmpdir(), 'actorserve-bench-'));
       // --overload-rerun-above 0: the overload always runs a second time, so the run goes through both tries.
-      run = await runBench(['--quick', '--duration', '1', '--models', 'iris', '--overload-rerun-above', '0', '--out', dir]);
+      // --overload-runs 2: the whole phase twice, on two fresh nodes.
+      run = await runBench(['--quick', '--duration', '1', '--models', 'iris', '--overload-rerun-above', '0', '--overload-runs', '2', '--out', dir]);
       expect(existsSync(join(dir, 'results.json')), `no results.json; bench said:\n${run.stderr}`).toBe(true);
       results = JSON.parse(readFileSync(join(dir, 'results.json'), 'utf8')) as BenchResults;
     }, RUN_LIMIT_MS + 15_000);
@@ -179,7 +183,7 @@ describe('npm run bench', () => {
       expect(ov.model).toBe('text-orientation');
       expect(ov.factor).toBe(3);
       expect(ov.mix).toEqual({ high: 0.1, normal: 0.6, low: 0.3 });
-      const failed = (what: string) => results.errors.some((e) => e.phase.startsWith(`overload text-orientation${what}`));
+      const failed = (what: string) => results.errors.some((e) => e.phase.startsWith(`overload text-orientation (run 1 of 2)${what}`));
       const why = JSON.stringify(results.errors);
       // A figure is either measured or its failure is in results.errors.
       if (failed(': node start') || (failed('') && ov.closedLoop === null)) return;
@@ -240,6 +244,20 @@ describe('npm run bench', () => {
       if (ov.after !== null) expect(ov.after.sent).toBe(9);
     });
 
+    it('runs the whole overload phase a second time on a fresh node, kept beside the first', () => {
+      expect(results.overloadRepeats).toHaveLength(1);
+      const [second] = results.overloadRepeats!;
+      const why = JSON.stringify(results.errors);
+      if (results.errors.some((e) => e.phase.startsWith('overload text-orientation (run 2 of 2)'))) return;
+      expect(second, why).not.toBeNull();
+      expect(second!.model).toBe('text-orientation');
+      expect(positive(second!.peak), why).toBe(true);
+      const pids = (ov: OverloadResults | null | undefined) => ov?.overload?.server.pids ?? [];
+      expect(pids(second)).toHaveLength(1);
+      expect(pids(results.overload), 'a fresh node for each run').not.toEqual(pids(second));
+      expect(second!.refusalFloor?.overloaded?.count, why).toBeGreaterThan(0);
+    });
+
     it('stops every process it started', () => {
       expect(results.processes.length).toBeGreaterThanOrEqual(10);
       const alive = results.processes.filter(({ pid }) => {
@@ -273,8 +291,14 @@ describe('npm run bench', () => {
       expect(md).toMatch(/CPU per request, one node alone/);
       expect(md).toMatch(/SIGKILL of n3 → marked down/);
       expect(md).toMatch(/spawn of n4 → its first result/);
-      expect(md).toMatch(/^## Overload \(text-orientation, 3× peak\)$/m);
-      const overload = md.slice(md.indexOf('## Overload'));
+      // Both runs side by side, each target's median and count met, then run 1 in full.
+      const series = md.indexOf('## Overload (text-orientation, 3× peak): 2 runs');
+      expect(series).toBeGreaterThan(-1);
+      expect(md.indexOf('## Overload (text-orientation, 3× peak): run 1 of 2, in full')).toBeGreaterThan(series);
+      expect(md).toMatch(/^\| 1 \| [0-9,]+ \| [0-9.]+×( ⚠)? \|/m);
+      expect(md).toMatch(/^\| 2 \| ([0-9,]+ \| [0-9.]+×( ⚠)? \||failed \(see Errors\))/m);
+      expect(md).toMatch(/^\| goodput ÷ peak \(at least 90%\) \| .* \| [0-2] of [1-2] \|$/m);
+      const overload = md.slice(md.indexOf('## Overload (text-orientation, 3× peak): run 1 of 2, in full'));
       expect(overload).toMatch(/^\| target \| value \| bound \|$/m);
       expect(overload).toMatch(/^\| goodput ÷ peak \| .* \| at least 90%(: met ✅|: missed ❌| \(not measured\)) \|$/m);
       expect(overload).toMatch(/^\| p99 time to an `overloaded` answer \| .* \| under 5 ms(: met ✅|: missed ❌| \(not measured\)) \|$/m);
