@@ -255,7 +255,13 @@ function mainThreadOf(p: PhaseResult | null | undefined): string {
 function inferenceOf(p: PhaseResult | null | undefined): string {
   const pct = p?.server.mainThreads?.[0]?.busiestOtherPct;
   if (p == null || pct === undefined) return 'n/a';
-  return `${num(pct)}%, ${p.throughput > 0 ? `${num((pct * 10) / p.throughput, 2)} ms` : 'n/a'}`;
+  return `${num(pct)}%, ${msPerResultOf(p)}`;
+}
+
+/** CPU ms of the node's busiest thread besides the event loop per result over a phase: `1.75 ms`, or n/a. */
+function msPerResultOf(p: PhaseResult | null | undefined): string {
+  const pct = p?.server.mainThreads?.[0]?.busiestOtherPct;
+  return p == null || pct === undefined || !(p.throughput > 0) ? 'n/a' : `${num((pct * 10) / p.throughput, 2)} ms`;
 }
 
 /** How the overload's rate was set again when the node ran faster after a first try: empty when it was not. */
@@ -436,17 +442,22 @@ export function renderOverloadSeries(runs: readonly (OverloadResults | null)[]):
   out.push('Each run is the whole overload phase on a fresh node, one after another (`--overload-runs`); run 1 is given in full below. ' +
     'Floors: the same open loop against a server that refuses at once, idle and beside a busy thread. ' +
     '⚠: offered under 90% of the factor as run (the node ran faster after the overload than where its rate was set), ' +
-    'or goodput over 100% of peak (this machine\'s speed changed during the run).');
+    'or goodput over 100% of peak (this machine\'s speed changed during the run). ' +
+    'Closed loops: the node\'s closed-loop throughput before the overload, after a first try (when it ran again) and after the overload, req/s; ' +
+    'peak is the highest of them and the open loop at 100%. ' +
+    'Inference: CPU of the node\'s inference thread per result, in the open loop at 100% of the closed loop and under overload ' +
+    '(smaller batches under overload cost more per row; so does a slower spell of the machine).');
   out.push('');
-  out.push('| run | peak req/s | offered ÷ peak | goodput ÷ peak | p99 time to `overloaded` | floors p99, idle / busy | high-priority p99 ÷ unloaded | targets met |');
-  out.push('|---:|---:|---:|---:|---:|---:|---:|---:|');
+  out.push('| run | peak req/s | closed loops | offered ÷ peak | goodput ÷ peak | p99 time to `overloaded` | floors p99, idle / busy | high-priority p99 ÷ unloaded | targets met | inference, 100% → overload |');
+  out.push('|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   runs.forEach((ov, i) => {
-    if (ov === null) return void out.push(`| ${i + 1} | failed (see Errors) | | | | | | |`);
+    if (ov === null) return void out.push(`| ${i + 1} | failed (see Errors) | | | | | | | | |`);
     const t = ov.targets;
     const met = [t.goodputVsPeak, t.overloadedP99Ms, t.highP99VsUnloaded].filter((x) => x.met === true).length;
-    out.push(`| ${i + 1} | ${num(ov.peak)} | ${asRun(ov)} | ${pct(t.goodputVsPeak.value, 1)}${overPeak(ov) ? ' ⚠' : ''}${mark(t.goodputVsPeak)} | ` +
+    const loops = [ov.closedLoop?.throughput, ov.firstTry?.closedLoopAfter, ov.closedLoopAfter].filter((x) => x !== undefined).map((x) => num(x)).join(' → ');
+    out.push(`| ${i + 1} | ${num(ov.peak)} | ${loops} | ${asRun(ov)} | ${pct(t.goodputVsPeak.value, 1)}${overPeak(ov) ? ' ⚠' : ''}${mark(t.goodputVsPeak)} | ` +
       `${msOf(t.overloadedP99Ms.value)}${mark(t.overloadedP99Ms)} | ${msOf(floorP99(ov.refusalFloor))} / ${msOf(floorP99(ov.refusalFloorBusy))} | ` +
-      `${ratio(t.highP99VsUnloaded.value)}${mark(t.highP99VsUnloaded)} | ${met} of 3 |`);
+      `${ratio(t.highP99VsUnloaded.value)}${mark(t.highP99VsUnloaded)} | ${met} of 3 | ${msPerResultOf(ov.openAtPeak)} → ${msPerResultOf(ov.overload)} |`);
   });
   out.push('');
   const values = (f: (ov: OverloadResults) => number | null): number[] => done.map(f).filter((x): x is number => x !== null);

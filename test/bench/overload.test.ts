@@ -251,8 +251,8 @@ describe('renderOverloadSeries', () => {
     expect(md).toMatch(/^## Overload \(text-orientation, 3× peak\): 2 runs$/m);
     const rows = runRows(md);
     expect(rows).toHaveLength(2);
-    expect(rows[0]).toBe('| 1 | 100 | 3.00× | 95.0% ✅ | 4.00 ms ✅ | 1.00 ms / 2.00 ms | 2× ✅ | 3 of 3 |');
-    expect(rows[1]).toBe('| 2 | 100 | 3.00× | 80.0% ❌ | 7.00 ms ❌ | n/a / n/a | 3.5× ❌ | 0 of 3 |');
+    expect(rows[0]).toBe('| 1 | 100 | 100 → 90 | 3.00× | 95.0% ✅ | 4.00 ms ✅ | 1.00 ms / 2.00 ms | 2× ✅ | 3 of 3 | n/a → n/a |');
+    expect(rows[1]).toBe('| 2 | 100 | 100 → 90 | 3.00× | 80.0% ❌ | 7.00 ms ❌ | n/a / n/a | 3.5× ❌ | 0 of 3 | n/a → n/a |');
   });
 
   it('gives each target\'s median, range and count of runs that met it, and the runs that met all three', () => {
@@ -267,10 +267,26 @@ describe('renderOverloadSeries', () => {
     expect(md).toContain('Runs marked ⚠: 0 of 4, counted above like the others.');
   });
 
+  it('prints the closed loops before and after the overload, and after a first try between them when it ran again', () => {
+    const r = run(80, 4, 20);
+    r.closedLoopAfter = 640;
+    r.firstTry = { rerunAbove: 1.1, offeredBasis: 100, overload: phase({ throughput: 70, highP99: 20, overloadedP99: 6 }), closedLoopAfter: 862 };
+    expect(runRows(renderOverloadSeries([r, run(95, 4, 20)]).join('\n'))[0]).toMatch(/^\| 1 \| 100 \| 100 → 862 → 640 \| /);
+  });
+
+  it('prints the inference thread\'s CPU per result at 100% of the closed loop and under overload', () => {
+    const r = run(80, 4, 20);
+    r.openAtPeak = phase({ throughput: 900, highP99: 10 });
+    r.openAtPeak.server.mainThreads = [{ cpuPct: 30, preemptedPerS: 1000, busiestOtherPct: 99 }];
+    r.overload!.server.mainThreads = [{ cpuPct: 50, preemptedPerS: 1400, busiestOtherPct: 96 }];
+    // 0.99 s of CPU a second over 900 results is 1.10 ms each; 0.96 s over 80 is 12.00 ms.
+    expect(runRows(renderOverloadSeries([r, run(95, 4, 20)]).join('\n'))[0]).toMatch(/\| 1\.10 ms → 12\.00 ms \|$/);
+  });
+
   it('lists a failed run, leaves it out of the medians and counts, and says so', () => {
     const md = renderOverloadSeries([run(95, 4, 20), null, run(85, 6, 20)]).join('\n');
     expect(md).toMatch(/^## Overload \(text-orientation, 3× peak\): 3 runs$/m);
-    expect(runRows(md)[1]).toBe('| 2 | failed (see Errors) | | | | | | |');
+    expect(runRows(md)[1]).toBe('| 2 | failed (see Errors) | | | | | | | | |');
     expect(statRow(md, 'goodput ÷ peak')).toBe('| goodput ÷ peak (at least 90%) | 90.0% | 85.0% – 95.0% | 1 of 2 |');
     expect(md).toContain('Runs that failed: 1 (see Errors), left out.');
   });
@@ -279,8 +295,8 @@ describe('renderOverloadSeries', () => {
     const underOffered = run(95, 4, 20, undefined, 125); // 300 req/s offered against a peak of 125: 2.40× as run
     const md = renderOverloadSeries([underOffered, run(135, 4, 20), run(95, 4, 20)]).join('\n');
     const rows = runRows(md);
-    expect(rows[0]).toMatch(/^\| 1 \| 125 \| 2\.40× ⚠ \| 76\.0% ❌ \|/);
-    expect(rows[1]).toMatch(/^\| 2 \| 100 \| 3\.00× \| 135\.0% ⚠ ✅ \|/);
+    expect(rows[0]).toMatch(/^\| 1 \| 125 \| 125 → 113 \| 2\.40× ⚠ \| 76\.0% ❌ \|/);
+    expect(rows[1]).toMatch(/^\| 2 \| 100 \| 100 → 90 \| 3\.00× \| 135\.0% ⚠ ✅ \|/);
     expect(rows[2]).not.toContain('⚠');
     expect(md).toContain('Runs marked ⚠: 2 of 3, counted above like the others.');
   });

@@ -295,8 +295,8 @@ describe('npm run bench', () => {
       const series = md.indexOf('## Overload (text-orientation, 3× peak): 2 runs');
       expect(series).toBeGreaterThan(-1);
       expect(md.indexOf('## Overload (text-orientation, 3× peak): run 1 of 2, in full')).toBeGreaterThan(series);
-      expect(md).toMatch(/^\| 1 \| [0-9,]+ \| [0-9.]+×( ⚠)? \|/m);
-      expect(md).toMatch(/^\| 2 \| ([0-9,]+ \| [0-9.]+×( ⚠)? \||failed \(see Errors\))/m);
+      expect(md).toMatch(/^\| 1 \| [0-9,]+ \| [0-9,]+( → [0-9,]+)+ \| [0-9.]+×( ⚠)? \|/m);
+      expect(md).toMatch(/^\| 2 \| ([0-9,]+ \| [0-9,]+( → [0-9,]+)+ \| [0-9.]+×( ⚠)? \||failed \(see Errors\))/m);
       expect(md).toMatch(/^\| goodput ÷ peak \(at least 90%\) \| .* \| [0-2] of [1-2] \|$/m);
       const overload = md.slice(md.indexOf('## Overload (text-orientation, 3× peak): run 1 of 2, in full'));
       expect(overload).toMatch(/^\| target \| value \| bound \|$/m);
