@@ -4,6 +4,7 @@ import { ActorserveError, type ErrorCode } from '../../src/errors.js';
 import {
   drainMsPerRow,
   fillTo,
+  halfBatchesLingerMs,
   higherPriorityShare,
   initialBatcherState,
   isUrgent,
@@ -991,6 +992,27 @@ describe('load shedding', () => {
     transition(s, { t: 'enqueue', req: item('n8', 'normal') }, 10_100);
     expect(fillTo(s)).toBe(4);
     expect(ran(transition(s, { t: 'batchDone', worker: 'w', batchId: 1, inferMs: 1 }, 10_100))).toEqual(['n2+n3+n4+n5']);
+  });
+
+  it('fills whole batches again halfBatchesLingerMs after high-priority rows stop arriving at a steady rate, not before', () => {
+    for (const perS of [300, 20]) {
+      const s = fresh({ maxBatch: 8, maxQueue: 64, preferredBatch: 4 });
+      // 10 s of high-priority rows at `perS` a second (each cancelled at once, so the queue never fills): a steady rate.
+      const gap = 1000 / perS;
+      let t = 0;
+      for (let i = 0; t <= 10_000; i++, t = i * gap) {
+        transition(s, { t: 'enqueue', req: item(`h${i}`, 'high') }, t);
+        transition(s, { t: 'cancel', key: `h${i}` }, t);
+      }
+      const last = t - gap;
+      const linger = halfBatchesLingerMs(perS / 1000);
+      expect(linger, `${perS}/s`).toBeGreaterThan(0);
+      transition(s, { t: 'enqueue', req: item('n1', 'normal') }, last + linger - 50);
+      expect(fillTo(s), `${perS}/s, 50 ms before`).toBe(2);
+      transition(s, { t: 'enqueue', req: item('n2', 'normal') }, last + linger + 50);
+      expect(fillTo(s), `${perS}/s, 50 ms after`).toBe(4);
+    }
+    expect(halfBatchesLingerMs(0.004), 'below the threshold batches are whole at once').toBe(0);
   });
 
   it('refuses low priority once the queue is past its soft limit, while normal still gets in', () => {
