@@ -25,8 +25,6 @@
  * run-up to it; the report shows the run-up second by second. Afterwards a
  * few requests on a fresh connection check that the node still serves.
  */
-import { setTimeout as sleep } from 'node:timers/promises';
-import { halfBatchesLingerMs } from '../src/actors/BatcherLogic.js';
 import { Client } from '../src/client/Client.js';
 import { ActorserveError } from '../src/errors.js';
 import { DEFAULT_INFERENCE_NICE } from '../src/models/registry.js';
@@ -246,15 +244,7 @@ export async function runOverload(o: OverloadOptions): Promise<OverloadResults> 
       }
     };
     // Peak, part 3: the closed loop again, right after: goodput is judged against the fastest the node ran around it.
-    // It starts once the batcher fills whole batches again: while the overload's high-priority rows still count as
-    // arriving, batches fill to half (BatcherLogic's fillTo), and a closed loop without high work ran 2.8–3.0 rows
-    // a batch against 4.0 before the overload.
-    const closedAfter = async (rate: number): Promise<number | null> => {
-      const lingerMs = Math.round(halfBatchesLingerMs((o.mix.high * rate) / 1000) - 1000 * o.warmupS);
-      if (lingerMs > 0) {
-        o.log(`overload: ${lingerMs} ms for the batcher to fill whole batches again ...`);
-        await sleep(lingerMs);
-      }
+    const closedAfter = async (): Promise<number | null> => {
       try {
         return await closedLoop('after');
       } catch (e) {
@@ -264,7 +254,7 @@ export async function runOverload(o: OverloadOptions): Promise<OverloadResults> 
     };
     result.rssMiB.before = mib(rssBytes(node.proc.pid));
     result.overload = await overloadAt(basis);
-    result.closedLoopAfter = await closedAfter(o.factor * basis);
+    result.closedLoopAfter = await closedAfter();
     const again = rerunBasis(basis, result.closedLoopAfter, o.rerunAbove);
     if (again !== null && result.overload !== null) {
       // The node ran faster after the overload than where its rate was set: it was offered less than factor × peak.
@@ -272,7 +262,7 @@ export async function runOverload(o: OverloadOptions): Promise<OverloadResults> 
       result.firstTry = { rerunAbove: o.rerunAbove, offeredBasis: basis, overload: result.overload, closedLoopAfter: again };
       result.offeredBasis = again;
       result.overload = await overloadAt(again);
-      result.closedLoopAfter = await closedAfter(o.factor * again);
+      result.closedLoopAfter = await closedAfter();
     }
     result.rssMiB.max = rssMax > 0 ? mib(rssMax) : null;
     const fastest = Math.max(result.closedLoopAfter ?? 0, result.firstTry?.closedLoopAfter ?? 0);

@@ -131,6 +131,8 @@ export interface BatcherState<R extends QueueItem> {
   /** Rows admitted per ms in each lane (high, normal, low), decayed over ARRIVAL_WINDOW_MS, as of `arrivalsAt`. */
   readonly arrivals: number[];
   arrivalsAt: number;
+  /** When high-priority work stops counting as arriving unless more is admitted (fillTo): -Infinity before any. */
+  highQuietAt: number;
   /** No queued request expires (deadline, or shedding of low priority) before this; it may be earlier than the first: exact after a `tick`. */
   deadlineFloor: number;
 }
@@ -185,6 +187,7 @@ export function initialBatcherState<R extends QueueItem>(
     deadlineFloor: Infinity,
     arrivals: LANES.map(() => 0),
     arrivalsAt: 0,
+    highQuietAt: -Infinity,
   };
 }
 
@@ -306,8 +309,22 @@ const preferredRows = <R extends QueueItem>(s: BatcherState<R>): number => s.set
 export const HIGH_ARRIVING_ROWS_PER_MS = 0.005;
 
 /**
+ * High-priority work has stopped arriving once this many of its mean gaps
+ * (at its averaged rate) pass without one: 17 ms after 300 requests of one
+ * row a second, 1 s after 5. The average alone takes ln(rate / threshold)
+ * windows to fall under the threshold (~4.1 s after 300 a second), and
+ * batches stayed half full all that time (a closed loop right after 3×
+ * overload with 10% high ran 2.8–3.0 rows a batch against 4.0). A gap of 5
+ * means comes by chance once in ~150 gaps of a Poisson stream, and then costs
+ * one batch filled whole.
+ */
+export const HIGH_QUIET_GAPS = 5;
+
+/**
  * Rows a batch is filled to when work is waiting: preferredBatch, or half of
- * it while high-priority work keeps arriving. High work waits for the batch
+ * it while high-priority work keeps arriving (its averaged rate at least
+ * HIGH_ARRIVING_ROWS_PER_MS, the last request admitted less than
+ * HIGH_QUIET_GAPS of its mean gaps before `now`). High work waits for the batch
  * its worker is running, which nothing can cut short, so that batch is kept
  * short while it matters. Measured on text-orientation (preferredBatch 4)
  * under 3× overload with 10% high, three A/B pairs of the bench's overload
@@ -319,17 +336,10 @@ export const HIGH_ARRIVING_ROWS_PER_MS = 0.005;
  * (The rate decays only as requests are admitted: with nothing arriving the
  * batch size does not matter.)
  */
-export const fillTo = <R extends QueueItem>(s: BatcherState<R>): number =>
-  s.arrivals[HIGH_LANE]! >= HIGH_ARRIVING_ROWS_PER_MS ? Math.ceil(preferredRows(s) / 2) : preferredRows(s);
-
-/**
- * How long after high-priority rows stop arriving at `rowsPerMs` batches fill
- * to preferredBatch again (fillTo): the time their decayed arrival rate takes
- * to fall under HIGH_ARRIVING_ROWS_PER_MS; 0 below it. After 10% high at
- * ~3,000 req/s (0.3 rows/ms), about 4.1 s.
- */
-export const halfBatchesLingerMs = (rowsPerMs: number): number =>
-  rowsPerMs < HIGH_ARRIVING_ROWS_PER_MS ? 0 : ARRIVAL_WINDOW_MS * Math.log(rowsPerMs / HIGH_ARRIVING_ROWS_PER_MS);
+export const fillTo = <R extends QueueItem>(s: BatcherState<R>, now: number): number => {
+  const arriving = s.arrivals[HIGH_LANE]! >= HIGH_ARRIVING_ROWS_PER_MS && now <= s.highQuietAt;
+  return arriving ? Math.ceil(preferredRows(s) / 2) : preferredRows(s);
+};
 
 /** Expected ms until `rowsAhead` more rows and the running batches are done. */
 const expectedWaitMs = <R extends QueueItem>(s: BatcherState<R>, rowsAhead: number): number =>
@@ -417,6 +427,8 @@ function noteArrival<R extends QueueItem>(s: BatcherState<R>, req: R, now: numbe
     s.arrivalsAt = now;
   }
   s.arrivals[laneOf(req.priority)]! += req.rows / ARRIVAL_WINDOW_MS;
+  // HIGH_QUIET_GAPS mean gaps between high requests of this one's size, at the rate just updated.
+  if (req.priority === 'high') s.highQuietAt = now + (HIGH_QUIET_GAPS * req.rows) / s.arrivals[HIGH_LANE]!;
 }
 
 /**
@@ -648,7 +660,7 @@ function stageFull<R extends QueueItem>(s: BatcherState<R>, now: number, fx: Bat
   for (let staged = 1; staged < depth; staged++) {
     for (const [worker, slot] of s.workers) {
       if (slot.state !== 'busy' || slot.batches.length > staged) continue;
-      if (queuedRows(s) < fillTo(s) && s.rowsByLane[HIGH_LANE] === 0) return;
+      if (queuedRows(s) < fillTo(s, now) && s.rowsByLane[HIGH_LANE] === 0) return;
       const batch = takeBatch(s, worker, now, fx, 'full');
       if (!batch) return;
       slot.batches.push(batch);
@@ -701,7 +713,7 @@ function startNext<R extends QueueItem>(batches: Batch<R>[], next: number | unde
  * high priority (`full`), or is high priority (`high`).
  */
 function takeBatch<R extends QueueItem>(s: BatcherState<R>, worker: string, now: number, fx: BatcherEffect<R>[], only: 'any' | 'full' | 'high'): Batch<R> | undefined {
-  const fill = fillTo(s);
+  const fill = fillTo(s, now);
   pick: while (s.queued > 0) {
     const laneIx = s.lanes.findIndex((l) => l.size > 0);
     const head = laneIx < 0 ? undefined : oldestHead(s.lanes[laneIx]!);

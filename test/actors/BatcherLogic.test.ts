@@ -4,7 +4,7 @@ import { ActorserveError, type ErrorCode } from '../../src/errors.js';
 import {
   drainMsPerRow,
   fillTo,
-  halfBatchesLingerMs,
+  HIGH_QUIET_GAPS,
   higherPriorityShare,
   initialBatcherState,
   isUrgent,
@@ -593,7 +593,7 @@ describe('BatcherLogic invariants (model-based, fc.commands)', () => {
     checkInvariant({
       afterTransition(w, step) {
         // What batches fill to now: preferredBatch, or half of it while high work keeps arriving.
-        const fill = fillTo(step.state);
+        const fill = fillTo(step.state, step.now);
         expect([w.settings.preferredBatch ?? w.settings.maxBatch, Math.ceil((w.settings.preferredBatch ?? w.settings.maxBatch) / 2)]).toContain(fill);
         const stagedNow = new Set(runs(step).map((r) => r.batch));
         const depth = w.settings.pipeline ?? 1;
@@ -985,16 +985,16 @@ describe('load shedding', () => {
     // Ten high-priority requests in 100 ms (~0.01 rows/ms), answered `cancelled` before any worker is ready.
     for (let i = 0; i < 10; i++) transition(s, { t: 'enqueue', req: item(`h${i}`, 'high') }, i * 10);
     for (let i = 0; i < 10; i++) transition(s, { t: 'cancel', key: `h${i}` }, 100);
-    expect(fillTo(s)).toBe(2);
+    expect(fillTo(s, 100)).toBe(2);
     for (let i = 0; i < 8; i++) transition(s, { t: 'enqueue', req: item(`n${i}`, 'normal') }, 100);
     expect(ran(transition(s, { t: 'workerReady', worker: 'w' }, 100))).toEqual(['n0+n1']);
     // Ten seconds without high work: the next admission decays its rate below the threshold.
     transition(s, { t: 'enqueue', req: item('n8', 'normal') }, 10_100);
-    expect(fillTo(s)).toBe(4);
+    expect(fillTo(s, 10_100)).toBe(4);
     expect(ran(transition(s, { t: 'batchDone', worker: 'w', batchId: 1, inferMs: 1 }, 10_100))).toEqual(['n2+n3+n4+n5']);
   });
 
-  it('fills whole batches again halfBatchesLingerMs after high-priority rows stop arriving at a steady rate, not before', () => {
+  it('fills whole batches again HIGH_QUIET_GAPS mean gaps after high-priority rows stop arriving at a steady rate, not before', () => {
     for (const perS of [300, 20]) {
       const s = fresh({ maxBatch: 8, maxQueue: 64, preferredBatch: 4 });
       // 10 s of high-priority rows at `perS` a second (each cancelled at once, so the queue never fills): a steady rate.
@@ -1005,14 +1005,26 @@ describe('load shedding', () => {
         transition(s, { t: 'cancel', key: `h${i}` }, t);
       }
       const last = t - gap;
-      const linger = halfBatchesLingerMs(perS / 1000);
-      expect(linger, `${perS}/s`).toBeGreaterThan(0);
-      transition(s, { t: 'enqueue', req: item('n1', 'normal') }, last + linger - 50);
-      expect(fillTo(s), `${perS}/s, 50 ms before`).toBe(2);
-      transition(s, { t: 'enqueue', req: item('n2', 'normal') }, last + linger + 50);
-      expect(fillTo(s), `${perS}/s, 50 ms after`).toBe(4);
+      // 17 ms after 300 a second, 250 ms after 20: the averaged rate alone takes seconds to fall under the threshold.
+      const linger = HIGH_QUIET_GAPS * gap;
+      expect(fillTo(s, last + gap), `${perS}/s, one gap after the last`).toBe(2);
+      transition(s, { t: 'enqueue', req: item('n1', 'normal') }, last + 0.9 * linger);
+      expect(fillTo(s, last + 0.9 * linger), `${perS}/s, before the linger is over`).toBe(2);
+      transition(s, { t: 'enqueue', req: item('n2', 'normal') }, last + 1.1 * linger);
+      expect(fillTo(s, last + 1.1 * linger), `${perS}/s, after it`).toBe(4);
     }
-    expect(halfBatchesLingerMs(0.004), 'below the threshold batches are whole at once').toBe(0);
+  });
+
+  it('keeps batches at half between high-priority requests of many rows arriving steadily, whose gaps are longer than a row\'s', () => {
+    const s = fresh({ maxBatch: 8, maxQueue: 64, preferredBatch: 4 });
+    // Requests of 8 rows every 100 ms for 5 s: 0.08 rows/ms, a request's mean gap 100 ms.
+    for (let i = 0; i <= 50; i++) {
+      transition(s, { t: 'enqueue', req: item(`h${i}`, 'high', { rows: 8 }) }, i * 100);
+      transition(s, { t: 'cancel', key: `h${i}` }, i * 100);
+    }
+    expect(fillTo(s, 5_000 + 99), 'just before the next request is due').toBe(2);
+    expect(fillTo(s, 5_000 + 400), 'four gaps without one').toBe(2);
+    expect(fillTo(s, 5_000 + 600), 'six gaps without one').toBe(4);
   });
 
   it('refuses low priority once the queue is past its soft limit, while normal still gets in', () => {
