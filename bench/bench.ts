@@ -66,15 +66,6 @@ const round = (x: number, d = 3) => Math.round(x * 10 ** d) / 10 ** d;
 const ratioOf = (a: number | null | undefined, b: number | null | undefined): number | null =>
   a === null || a === undefined || b === null || b === undefined || !(b > 0) || !Number.isFinite(a) ? null : round(a / b, 4);
 
-/**
- * Warm-up of each cluster phase, at least (seconds). The first second of open loop against three
- * cluster nodes, clients on every node, can stall and then catch up: with --quick's 0.3 s warm-up
- * its 1 s window completed 1,664–2,394 results a second of 15,000–27,000 offered in 4 of 12 runs,
- * and none at all in one more (a failed test); with 1 s, the stall fell mostly in the warm-up
- * (1 of 6 runs; that window still completed 43% of what was offered).
- */
-const MIN_CLUSTER_WARMUP_S = 1;
-
 async function attempt<T>(errors: BenchError[], phase: string, f: () => Promise<T>): Promise<T | null> {
   try {
     return await f();
@@ -201,7 +192,7 @@ async function run(o: BenchOptions, argv: readonly string[]): Promise<BenchResul
       concurrency,
       connections: o.connections,
       generators: o.generators,
-      warmupS: Math.max(MIN_CLUSTER_WARMUP_S, o.warmupS),
+      warmupS: o.warmupS,
       durationS: o.durationS,
       drainTimeoutMs: drainMs(o, o.durationS),
       log,

@@ -26,6 +26,14 @@ const VIEW_TIMEOUT_MS = 20_000;
 const FIRST_RESULT_TIMEOUT_MS = 30_000;
 const DOWN_TIMEOUT_MS = 15_000;
 const DOWN_POLL_MS = 10;
+/**
+ * Warm-up of each cluster phase, at least (seconds). The first second of open loop against three
+ * cluster nodes, clients on every node, can stall and then catch up: with --quick's 0.3 s warm-up
+ * its 1 s window completed 1,664–2,394 results a second of 15,000–27,000 offered in 4 of 12 runs,
+ * and none at all in one more (a failed test); with 1 s, the stall fell mostly in the warm-up
+ * (1 of 6 runs; that window still completed 43% of what was offered).
+ */
+const MIN_WARMUP_S = 1;
 
 export interface ClusterOptions {
   nodes: number;
@@ -97,7 +105,8 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterResults> {
     kill: null,
     churn: null,
   };
-  const common = { input: o.input, generators: o.generators, warmupS: o.warmupS, drainTimeoutMs: o.drainTimeoutMs };
+  const warmupS = Math.max(MIN_WARMUP_S, o.warmupS);
+  const common = { input: o.input, generators: o.generators, warmupS, drainTimeoutMs: o.drainTimeoutMs };
   /**
    * Fresh processes pay for JIT and first inference runs; both sides of the
    * CPU comparison get the same unrecorded closed-loop run first, so the
@@ -106,7 +115,7 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterResults> {
   const warmUp = (label: string, ns: readonly RunningServer[], connections: number) =>
     runPhase({
       ...common, label: `${label} (warm-up, not recorded)`, system: 'cluster', target: { kind: 'ws', urls: wsOf(ns) },
-      mode: { kind: 'closed', concurrency: o.concurrency }, connections, warmupS: 0, durationS: Math.max(1, 2 * o.warmupS),
+      mode: { kind: 'closed', concurrency: o.concurrency }, connections, warmupS: 0, durationS: Math.max(1, 2 * warmupS),
       serverPids: [], metricsUrls: [],
     });
 
@@ -219,7 +228,7 @@ export async function runCluster(o: ClusterOptions): Promise<ClusterResults> {
     const stopWhen = new Promise<void>((res) => (stopChurn = res));
     const at = (epoch: number) => Math.round((epoch - startAt) / 10) / 100;
     o.log(`cluster: join of ${joinId} and SIGKILL of ${victim.id} under load ...`);
-    const churnMax = o.warmupS + 2 * o.durationS + (FIRST_RESULT_TIMEOUT_MS + DOWN_TIMEOUT_MS) / 1000 + 30;
+    const churnMax = warmupS + 2 * o.durationS + (FIRST_RESULT_TIMEOUT_MS + DOWN_TIMEOUT_MS) / 1000 + 30;
     const phase = runPhase({
       ...common, label: 'cluster: join and kill', system: 'cluster', target: { kind: 'ws', urls: wsOf(entries) },
       mode: { kind: 'closed', concurrency: o.concurrency }, connections: Math.max(o.connections, entries.length), durationS: churnMax,
