@@ -448,7 +448,7 @@ export function renderOverloadSeries(runs: readonly (OverloadResults | null)[]):
     'Closed loops: the node\'s closed-loop throughput before the overload, after a first try (when it ran again) and after the overload, req/s; ' +
     'peak is the highest of them and the open loop at 100%. ' +
     'Inference: CPU of the node\'s inference thread per result, in the open loop at 100% of the closed loop and under overload ' +
-    '(smaller batches under overload cost more per row; so does a slower spell of the machine).');
+    '(under overload it shares a core with more of the event loop and the generator, which costs it per row; so does a slower spell of the machine; whole batches did not cost less).');
   out.push('');
   out.push('| run | peak req/s | closed loops | offered ÷ peak | goodput ÷ peak | p99 time to `overloaded` | floors p99, idle / busy | high-priority p99 ÷ unloaded | targets met | inference, 100% → overload |');
   out.push('|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
