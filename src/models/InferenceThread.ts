@@ -26,6 +26,8 @@ export interface RunOutput {
   inferMs: number;
   /** The batch the thread started next, when one was waiting for it (see FromThread `done`). */
   next?: number;
+  /** The run's input buffers, done with: the caller may fill them again. */
+  spent?: ArrayBuffer[];
 }
 
 export class ThreadDied extends Error {
@@ -197,7 +199,9 @@ export class InferenceThread extends RunnerBase implements ModelRunner {
   }
 
   private onMessage(m: FromThread): void {
-    if (m.t === 'done') this.settle(m.batchId, { outputs: m.outputs, inferMs: m.inferMs, ...(m.next !== undefined ? { next: m.next } : {}) });
-    else if (m.t === 'failed') this.settle(m.batchId, new Error(m.message));
+    if (m.t === 'done') {
+      const { outputs, inferMs, next, spent } = m;
+      this.settle(m.batchId, { outputs, inferMs, ...(next !== undefined ? { next } : {}), ...(spent !== undefined ? { spent } : {}) });
+    } else if (m.t === 'failed') this.settle(m.batchId, new Error(m.message));
   }
 }

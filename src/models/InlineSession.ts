@@ -98,7 +98,7 @@ export class InlineSession extends RunnerBase implements ModelRunner {
       if (this.queue.length > 0) await turn();
       if (this.dead) break;
       const next = this.stopping ? undefined : takeNext(this.queue);
-      this.settle(run.batchId, { outputs: done.outputs, inferMs: done.inferMs, ...(next ? { next: next.batchId } : {}) });
+      this.settle(run.batchId, { outputs: done.outputs, inferMs: done.inferMs, spent: done.spent, ...(next ? { next: next.batchId } : {}) });
       run = next;
     }
     this.pumping = false;

@@ -93,8 +93,8 @@ async function runOne(msg: RunMsg): Promise<{ msg: Done; transfer: ArrayBuffer[]
     if (fault === 'throwNext') throw new Error('injected worker crash (chaos)');
     // A hung native run: block this thread until the watchdog terminates it.
     if (fault === 'hangNext') Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
-    const { outputs, transfer, inferMs } = await runSession(session, msg.inputs);
-    return { msg: { t: 'done', batchId: msg.batchId, outputs, inferMs }, transfer };
+    const { outputs, transfer, spent, inferMs } = await runSession(session, msg.inputs);
+    return { msg: { t: 'done', batchId: msg.batchId, outputs, inferMs, spent }, transfer: [...transfer, ...spent] };
   } catch (e) {
     post({ t: 'failed', batchId: msg.batchId, message: (e as Error).message });
     return undefined;

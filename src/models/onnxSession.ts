@@ -49,6 +49,8 @@ export interface SessionRun {
   outputs: Record<string, ThreadTensor>;
   /** The outputs' buffers, each whole, for a transfer list. */
   transfer: ArrayBuffer[];
+  /** The inputs' buffers, done with (none of them an output's), for their owner to use again. */
+  spent: ArrayBuffer[];
   inferMs: number;
 }
 
@@ -66,7 +68,8 @@ export async function runSession(session: ort.InferenceSession, inputs: Record<s
     outputs[name] = { dtype: tensor.type as ThreadTensor['dtype'], shape: [...tensor.dims], buffer };
     transfer.push(buffer);
   }
-  return { outputs, transfer, inferMs };
+  const spent = [...new Set(Object.values(inputs).map((t) => t.buffer))].filter((b) => !transfer.includes(b));
+  return { outputs, transfer, spent, inferMs };
 }
 
 /** One turn of the event loop: runs handed over meanwhile (and a `stop`) are seen before the next is picked. */

@@ -31,6 +31,7 @@ export type FromThread =
    * `next`: the run this thread starts now, picked before this was posted
    * (absent when none was waiting: the next run is then the first to arrive).
    * It lets the owner know which run is in progress without a message per run.
+   * `spent`: the run's input buffers, moved back for the owner to use again.
    */
-  | { t: 'done'; batchId: number; outputs: Record<string, ThreadTensor>; inferMs: number; next?: number }
+  | { t: 'done'; batchId: number; outputs: Record<string, ThreadTensor>; inferMs: number; next?: number; spent?: ArrayBuffer[] }
   | { t: 'failed'; batchId: number; message: string };

@@ -52,6 +52,25 @@ describe('InferenceThread', () => {
     expect(results.map((r) => r.next)).toEqual([4, 3, undefined, 2]);
   });
 
+  it('hands each run\'s input buffer back with its result, whole, and a run on a buffer handed back reads only what was written into it', async () => {
+    const t = await start();
+    const first = input(2, 0.25);
+    const sent = first['x']!.buffer;
+    const a = await t.run(1, first);
+    expect(sent.byteLength).toBe(0); // moved to the thread, not copied
+    expect(a.spent).toHaveLength(1);
+    const back = a.spent![0]!;
+    expect(back.byteLength).toBe(2 * ROW * 4);
+    expect(new Float32Array(back).every((v) => v === 0.25)).toBe(true);
+    // The same buffer, filled anew, gives what a fresh buffer of the same rows gives.
+    new Float32Array(back).fill(0.75);
+    const again = await t.run(2, { x: { dtype: 'float32', shape: [2, 3, 48, 192], buffer: back } });
+    const fresh = await t.run(3, input(2, 0.75));
+    const probs = (r: typeof a) => [...new Float32Array(Object.values(r.outputs)[0]!.buffer)];
+    expect(probs(again)).toEqual(probs(fresh));
+    expect(probs(again)).not.toEqual(probs(a));
+  });
+
   it('stop lets the run in progress finish, drops the staged ones, and ends the thread without taking the process down', async () => {
     const t = await start();
     const exited = new Promise<void>((resolve) => t.onDeath(() => resolve()));
