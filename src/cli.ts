@@ -105,6 +105,8 @@ Operations:
 
 SIGTERM, SIGINT or \`actorserve leave\` make the node leave gracefully: it turns unready,
 stops taking new work, finishes or passes on what it holds, then exits 0.
+SIGHUP re-reads --auth-tokens FILE: clients whose token is no longer in it are answered
+unauthorized and closed; a file that cannot be read or holds no token changes nothing.
 
 Environment: ACTORSERVE_PORT, ACTORSERVE_NODE_ID, ACTORSERVE_MODELS, ACTORSERVE_SEEDS,
 ACTORSERVE_CLUSTER_SECRET set the same defaults as the flags of those names.
@@ -255,6 +257,18 @@ export async function main(argv: string[]): Promise<number> {
   };
   process.once('SIGINT', () => shutdown('SIGINT'));
   process.once('SIGTERM', () => shutdown('SIGTERM'));
+  // SIGHUP rotates client tokens; it never ends the node, whatever it started with.
+  const tokensFile = values['auth-tokens'];
+  process.on('SIGHUP', () => {
+    if (node === undefined || tokensFile === undefined) return log.warn({ signal: 'SIGHUP', started: node !== undefined }, 'no client tokens file to reload');
+    let tokens: TokenSet;
+    try {
+      tokens = TokenSet.fromFile(tokensFile);
+    } catch (e) {
+      return log.error({ signal: 'SIGHUP', file: tokensFile, err: (e as Error).message }, 'client tokens not reloaded; the ones in use stay');
+    }
+    node.replaceClientTokens(tokens);
+  });
   node = await ActorserveNode.start({
     nodeId,
     models,

@@ -31,7 +31,7 @@ import { spawnRouter } from './Router.js';
 import { spawnSession } from './Session.js';
 import { applyChaos, checkChaos, type ChaosTarget } from '../chaos/Chaos.js';
 import { readBody } from '../transport/http/body.js';
-import { bearer, TokenSet } from '../transport/Auth.js';
+import { bearer, tokenDigest, TokenSet } from '../transport/Auth.js';
 import { decodeUntrusted } from '../transport/codec.js';
 import { checkHello } from '../transport/protocol.js';
 
@@ -135,7 +135,8 @@ export class ActorserveNode {
   private readonly withdrawn = new Set<string>();
   private readonly sessions = new Map<string, Ref<SessionMsg>>();
   /** Every client connection, from its upgrade to its close, with the logger that names it. */
-  private readonly clients = new Map<WebSocket, { log: Logger }>();
+  /** Client connections; `token`: the digest of the token it authenticated with, when client tokens are on. */
+  private readonly clients = new Map<WebSocket, { log: Logger; token?: Buffer }>();
   private clientSweep: NodeJS.Timeout | undefined;
   /** HTTP request bodies being read, with the bytes each holds so far. */
   private readonly bodiesReading = new Map<IncomingMessage, number>();
@@ -185,6 +186,28 @@ export class ActorserveNode {
   }
 
   /** The cluster as this node sees it, itself included. */
+  /**
+   * Replaces the client tokens (the CLI re-reads `--auth-tokens` on SIGHUP). New connections and
+   * HTTP requests are checked against the new set at once; a connection that authenticated with a
+   * token no longer in it is answered `unauthorized` and closed with 1008, its queued work
+   * cancelled as on any close. Returns how many connections it closed.
+   * @throws RangeError when this node runs without client tokens: there is none to replace.
+   */
+  replaceClientTokens(tokens: TokenSet): number {
+    if (!this.auth.clients) throw new RangeError('this node runs without client tokens (start it with --auth-tokens)');
+    this.auth.clients = tokens;
+    let closed = 0;
+    for (const [ws, client] of this.clients) {
+      if (client.token === undefined || tokens.hasDigest(client.token)) continue;
+      client.log.info('client closed: its token was revoked');
+      this.metrics.connectionClosed('token_revoked');
+      closeUnauthorized(ws, 'token revoked');
+      closed++;
+    }
+    this.log.info({ tokens: tokens.size, closed }, 'client tokens replaced');
+    return closed;
+  }
+
   clusterView(): MemberView[] {
     return this.membership?.view() ?? [];
   }
@@ -334,10 +357,11 @@ export class ActorserveNode {
         return !this.auth.clients || token === undefined || this.auth.clients.has(token);
       },
       onClient: (ws, req) => {
-        const client = { log };
+        const client: { log: Logger; token?: Buffer } = { log };
         this.clients.set(ws, client);
         ws.once('close', () => this.clients.delete(ws));
-        const open = () => {
+        const open = (token?: Buffer) => {
+          if (token !== undefined) client.token = token;
           const name = `session-${sessionCount++}`;
           const slog = log.child({ session: name });
           client.log = slog;
@@ -391,8 +415,11 @@ export class ActorserveNode {
           ws.send(welcome);
         };
         ws.on('error', (e) => log.info({ err: e.message }, 'client socket error'));
-        if (!this.auth.clients || bearer(req) !== undefined) return open();
-        awaitHello(ws, this.auth.clients, log, open, () => this.metrics.connectionRefused('unauthorized'));
+        if (!this.auth.clients) return open();
+        // A bearer header was checked at the upgrade; without one, the token comes in a hello frame.
+        const token = bearer(req);
+        if (token !== undefined) return open(tokenDigest(token));
+        awaitHello(ws, () => this.auth.clients, log, open, () => this.metrics.connectionRefused('unauthorized'));
       },
     });
     this.clientSweep = setInterval(() => {
@@ -673,12 +700,18 @@ export class ActorserveNode {
  * A client that could not send a header (a browser) proves its token in its
  * first frame, within 5 s; anything else is answered `unauthorized` and closed.
  */
-function awaitHello(ws: WebSocket, tokens: TokenSet, log: Logger, open: () => void, onRefused: () => void): void {
+/** Answers a client `unauthorized` (why, in the message) and closes it with 1008. */
+function closeUnauthorized(ws: WebSocket, why: string): void {
+  if (ws.readyState === ws.OPEN) ws.send(encode({ t: 'error', id: null, code: 'unauthorized', message: why } satisfies ErrorFrame));
+  ws.close(CloseCode.policyViolation, 'unauthorized');
+}
+
+/** Opens the session once a first frame `{t:"hello", token}` brings a token of the client tokens at that moment. */
+function awaitHello(ws: WebSocket, tokens: () => TokenSet | undefined, log: Logger, open: (token: Buffer) => void, onRefused: () => void): void {
   const refuse = (why: string) => {
     log.info({ reason: why }, 'client refused');
     onRefused();
-    if (ws.readyState === ws.OPEN) ws.send(encode({ t: 'error', id: null, code: 'unauthorized', message: why } satisfies ErrorFrame));
-    ws.close(CloseCode.policyViolation, 'unauthorized');
+    closeUnauthorized(ws, why);
   };
   const timer = setTimeout(() => refuse('no hello with a token within 5 s'), 5_000);
   ws.once('close', () => clearTimeout(timer));
@@ -691,8 +724,9 @@ function awaitHello(ws: WebSocket, tokens: TokenSet, log: Logger, open: () => vo
       return refuse('first frame is not msgpack');
     }
     if (!checkHello.Check(f)) return refuse('the first frame must be {t:"hello", token}');
-    if (!tokens.has(f.token)) return refuse('unknown token');
-    open();
+    const digest = tokenDigest(f.token);
+    if (!tokens()?.hasDigest(digest)) return refuse('unknown token');
+    open(digest);
   });
 }
 

@@ -36,9 +36,10 @@ export type RefusedConnection = 'max_connections' | 'leaving' | 'unauthorized';
 /**
  * Why the node closed a client: it left more results unread than its own
  * watermark, or it held the most when all clients together passed the
- * node's budget for unread results or for frames still arriving.
+ * node's budget for unread results or for frames still arriving, or the
+ * token it authenticated with was revoked.
  */
-export type ClosedConnection = 'slow_reader' | 'node_unread_budget' | 'node_receiving_budget';
+export type ClosedConnection = 'slow_reader' | 'node_unread_budget' | 'node_receiving_budget' | 'token_revoked';
 
 export class Metrics {
   readonly registry = new Registry();
@@ -110,7 +111,7 @@ export class Metrics {
   });
   private readonly closedConnections = new Counter({
     name: 'actorserve_client_connections_closed_total',
-    help: 'Clients the node closed to bound its memory, by reason (slow_reader: --max-buffered-bytes; node_unread_budget: --max-buffered-total-bytes; node_receiving_budget: --max-receiving-bytes).',
+    help: 'Clients the node closed, by reason (to bound its memory: slow_reader, --max-buffered-bytes; node_unread_budget, --max-buffered-total-bytes; node_receiving_budget, --max-receiving-bytes. token_revoked: its token left the client tokens when they were reloaded).',
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });

@@ -8,13 +8,14 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 
-const digest = (token: string) => createHash('sha256').update(token, 'utf8').digest();
+/** What a token is kept as: its SHA-256 digest. */
+export const tokenDigest = (token: string): Buffer => createHash('sha256').update(token, 'utf8').digest();
 
 export class TokenSet {
   private readonly digests: Buffer[];
 
   constructor(tokens: Iterable<string>) {
-    this.digests = [...new Set(tokens)].filter((t) => t.length > 0).map(digest);
+    this.digests = [...new Set(tokens)].filter((t) => t.length > 0).map(tokenDigest);
     if (this.digests.length === 0) throw new RangeError('a token set needs at least one non-empty token');
   }
 
@@ -24,9 +25,17 @@ export class TokenSet {
     return new TokenSet(lines);
   }
 
+  /** Tokens in the set. */
+  get size(): number {
+    return this.digests.length;
+  }
+
   has(token: string | undefined): boolean {
-    if (!token) return false;
-    const d = digest(token);
+    return token ? this.hasDigest(tokenDigest(token)) : false;
+  }
+
+  /** Whether the token whose {@link tokenDigest} this is belongs to the set. */
+  hasDigest(d: Buffer): boolean {
     let found = false;
     // Compare against every digest, so the time does not depend on which one matches.
     for (const x of this.digests) found = timingSafeEqual(d, x) || found;

@@ -4,7 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import WebSocket from 'ws';
@@ -99,6 +99,59 @@ describe('client tokens', () => {
     expect((await fetch(url, { method: 'POST', body, headers: { 'content-type': 'application/json' } })).status).toBe(401);
     const ok = await fetch(url, { method: 'POST', body, headers: { 'content-type': 'application/json', authorization: `Bearer ${SECRETS.clientA}` } });
     expect(ok.status).toBe(200);
+  });
+});
+
+describe('rotating client tokens', () => {
+  it('SIGHUP re-reads --auth-tokens: a revoked token\'s connection is answered unauthorized and closed, the others keep working, and a file without tokens changes nothing', async () => {
+    const ROTATION = { kept: 'tok-kept-3a9d', revoked: 'tok-revoked-c41e', added: 'tok-added-88f0' };
+    const file = join(dir, 'tokens');
+    writeFileSync(file, `# clients\n${ROTATION.kept}\n${ROTATION.revoked}\n`);
+    const n = await spawnNode(['--port', '0', '--node-id', 'rot', '--models', 'iris', '--log-level', 'debug', '--auth-tokens', file], 60_000);
+    started.push(n);
+    const hup = () => process.kill(n.proc.pid!, 'SIGHUP');
+    const logged = (msg: string) => eventually(async () => n.lines.some((l) => (l as { msg?: string }).msg === msg), 5_000);
+    const infer = async (c: ReturnType<typeof open>, id: number) => {
+      c.ws.send(encode({ t: 'infer', id, model: 'iris', inputs: irisInput([5.1, 3.5, 1.4, 0.2]) }));
+      await eventually(async () => c.frames.some((f) => f.t === 'result' && f.id === id), 5_000);
+    };
+    const revoked = open(n.url, { authorization: `Bearer ${ROTATION.revoked}` });
+    const kept = open(n.url);
+    expect(await kept.opened).toBe(true);
+    kept.ws.send(encode({ t: 'hello', token: ROTATION.kept }));
+    expect(await revoked.opened).toBe(true);
+    await infer(revoked, 1);
+    await infer(kept, 1);
+
+    writeFileSync(file, `${ROTATION.kept}\n${ROTATION.added}\n`);
+    hup();
+    expect((await revoked.closed).code).toBe(1008);
+    expect(revoked.frames.at(-1)).toMatchObject({ t: 'error', id: null, code: 'unauthorized' });
+    await infer(kept, 2);
+    expect(await metric(n.port, 'actorserve_client_connections_closed_total', 'reason="token_revoked"')).toBe(1);
+    expect(await open(n.url, { authorization: `Bearer ${ROTATION.revoked}` }).closed).toEqual({ code: -1, status: 401 });
+    const added = open(n.url, { authorization: `Bearer ${ROTATION.added}` });
+    expect(await added.opened).toBe(true);
+    await infer(added, 1);
+    const body = JSON.stringify({ inputs: [{ name: 'input', shape: [1, 4], datatype: 'FP32', data: [5.1, 3.5, 1.4, 0.2] }] });
+    const http = (token: string) => fetch(`http://127.0.0.1:${n.port}/v2/models/iris/infer`, { method: 'POST', body, headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` } });
+    expect((await http(ROTATION.revoked)).status).toBe(401);
+    expect((await http(ROTATION.added)).status).toBe(200);
+
+    // A file with no token in it (a half-written rotation) is not applied: everyone keeps working.
+    writeFileSync(file, '# nothing yet\n');
+    hup();
+    await logged('client tokens not reloaded; the ones in use stay');
+    await infer(added, 2);
+    await infer(kept, 3);
+    expect((await http(ROTATION.kept)).status).toBe(200);
+    expect(n.proc.exitCode).toBe(null);
+
+    added.ws.close();
+    kept.ws.close();
+    expect(await n.stop('SIGTERM')).toBe(0);
+    const text = n.lines.map((l) => JSON.stringify(l)).join('\n');
+    for (const secret of Object.values(ROTATION)) expect(text).not.toContain(secret);
   });
 });
 
