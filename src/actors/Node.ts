@@ -134,9 +134,8 @@ export class ActorserveNode {
   /** Models whose workers all gave up: no longer offered to the cluster. */
   private readonly withdrawn = new Set<string>();
   private readonly sessions = new Map<string, Ref<SessionMsg>>();
-  /** Every client connection, from its upgrade to its close, with the logger that names it. */
-  /** Client connections; `token`: the digest of the token it authenticated with, when client tokens are on. */
-  private readonly clients = new Map<WebSocket, { log: Logger; token?: Buffer }>();
+  /** Every client connection, from its upgrade to its close. */
+  private readonly clients = new Map<WebSocket, ClientConnection>();
   private clientSweep: NodeJS.Timeout | undefined;
   /** HTTP request bodies being read, with the bytes each holds so far. */
   private readonly bodiesReading = new Map<IncomingMessage, number>();
@@ -185,7 +184,6 @@ export class ActorserveNode {
     this.membership?.addSeeds(addrs);
   }
 
-  /** The cluster as this node sees it, itself included. */
   /**
    * Replaces the client tokens (the CLI re-reads `--auth-tokens` on SIGHUP). New connections and
    * HTTP requests are checked against the new set at once; a connection that authenticated with a
@@ -208,6 +206,7 @@ export class ActorserveNode {
     return closed;
   }
 
+  /** The cluster as this node sees it, itself included. */
   clusterView(): MemberView[] {
     return this.membership?.view() ?? [];
   }
@@ -357,7 +356,7 @@ export class ActorserveNode {
         return !this.auth.clients || token === undefined || this.auth.clients.has(token);
       },
       onClient: (ws, req) => {
-        const client: { log: Logger; token?: Buffer } = { log };
+        const client: ClientConnection = { log };
         this.clients.set(ws, client);
         ws.once('close', () => this.clients.delete(ws));
         const open = (token?: Buffer) => {
@@ -696,17 +695,25 @@ export class ActorserveNode {
   }
 }
 
-/**
- * A client that could not send a header (a browser) proves its token in its
- * first frame, within 5 s; anything else is answered `unauthorized` and closed.
- */
+/** What a node keeps about a client connection. */
+interface ClientConnection {
+  /** The logger that names it. */
+  log: Logger;
+  /** When client tokens are on, the digest of the token it authenticated with. */
+  token?: Buffer;
+}
+
 /** Answers a client `unauthorized` (why, in the message) and closes it with 1008. */
 function closeUnauthorized(ws: WebSocket, why: string): void {
   if (ws.readyState === ws.OPEN) ws.send(encode({ t: 'error', id: null, code: 'unauthorized', message: why } satisfies ErrorFrame));
   ws.close(CloseCode.policyViolation, 'unauthorized');
 }
 
-/** Opens the session once a first frame `{t:"hello", token}` brings a token of the client tokens at that moment. */
+/**
+ * A client that could not send a header (a browser) proves its token in its
+ * first frame, within 5 s, against the client tokens of that moment; anything
+ * else is answered `unauthorized` and closed.
+ */
 function awaitHello(ws: WebSocket, tokens: () => TokenSet | undefined, log: Logger, open: (token: Buffer) => void, onRefused: () => void): void {
   const refuse = (why: string) => {
     log.info({ reason: why }, 'client refused');
