@@ -105,8 +105,9 @@ Operations:
 
 SIGTERM, SIGINT or \`actorserve leave\` make the node leave gracefully: it turns unready,
 stops taking new work, finishes or passes on what it holds, then exits 0.
-SIGHUP re-reads --auth-tokens FILE: clients whose token is no longer in it are answered
-unauthorized and closed; a file that cannot be read or holds no token changes nothing.
+With --auth-tokens FILE, SIGHUP re-reads the file: clients whose token is no longer in it
+are answered unauthorized and closed; a file that cannot be read or holds no token changes
+nothing. Without it, SIGHUP ends the node as it ends any process.
 
 Environment: ACTORSERVE_PORT, ACTORSERVE_NODE_ID, ACTORSERVE_MODELS, ACTORSERVE_SEEDS,
 ACTORSERVE_CLUSTER_SECRET set the same defaults as the flags of those names.
@@ -257,10 +258,10 @@ export async function main(argv: string[]): Promise<number> {
   };
   process.once('SIGINT', () => shutdown('SIGINT'));
   process.once('SIGTERM', () => shutdown('SIGTERM'));
-  // SIGHUP rotates client tokens; it never ends the node, whatever it started with.
+  // With a tokens file, SIGHUP re-reads it and never ends the node; without one, SIGHUP keeps its default.
   const tokensFile = values['auth-tokens'];
-  process.on('SIGHUP', () => {
-    if (node === undefined || tokensFile === undefined) return log.warn({ signal: 'SIGHUP', started: node !== undefined }, 'no client tokens file to reload');
+  if (tokensFile !== undefined) process.on('SIGHUP', () => {
+    if (node === undefined) return log.warn({ signal: 'SIGHUP' }, 'client tokens not reloaded: the node is still starting');
     let tokens: TokenSet;
     try {
       tokens = TokenSet.fromFile(tokensFile);
