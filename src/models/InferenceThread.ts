@@ -200,8 +200,9 @@ export class InferenceThread extends RunnerBase implements ModelRunner {
 
   private onMessage(m: FromThread): void {
     if (m.t === 'done') {
-      const { outputs, inferMs, next, spent } = m;
-      this.settle(m.batchId, { outputs, inferMs, ...(next !== undefined ? { next } : {}), ...(spent !== undefined ? { spent } : {}) });
+      // The run's output is the message less its routing: outputs, inferMs, and next and spent when sent.
+      const { t: _t, batchId, ...output } = m;
+      this.settle(batchId, output);
     } else if (m.t === 'failed') this.settle(m.batchId, new Error(m.message));
   }
 }
