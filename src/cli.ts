@@ -5,8 +5,9 @@
 import { parseArgs } from 'node:util';
 import { promises as dns } from 'node:dns';
 import { networkInterfaces } from 'node:os';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { TokenSet } from './transport/Auth.js';
+import { readTlsFiles } from './transport/Tls.js';
 import type { SupervisionSettings } from './actors/Supervision.js';
 import { ActorserveNode } from './actors/Node.js';
 import { createLogger } from './log.js';
@@ -107,7 +108,10 @@ SIGTERM, SIGINT or \`actorserve leave\` make the node leave gracefully: it turns
 stops taking new work, finishes or passes on what it holds, then exits 0.
 With --auth-tokens FILE, SIGHUP re-reads the file: clients whose token is no longer in it
 are answered unauthorized and closed; a file that cannot be read or holds no token changes
-nothing. Without it, SIGHUP ends the node as it ends any process.
+nothing. With --tls-cert, SIGHUP re-reads the certificate, key and --tls-ca: new connections
+get the new certificate, open ones keep theirs, peers are dialled trusting the new CA; a key
+that is not the certificate's, or a file that cannot be read, changes nothing. With neither,
+SIGHUP ends the node as it ends any process.
 
 Environment: ACTORSERVE_PORT, ACTORSERVE_NODE_ID, ACTORSERVE_MODELS, ACTORSERVE_SEEDS,
 ACTORSERVE_CLUSTER_SECRET set the same defaults as the flags of those names.
@@ -243,9 +247,8 @@ export async function main(argv: string[]): Promise<number> {
   const envTokens = process.env['ACTORSERVE_AUTH_TOKENS']?.split(',').map((t) => t.trim()).filter(Boolean);
   const authTokens = values['auth-tokens'] ? TokenSet.fromFile(values['auth-tokens']) : envTokens?.length ? new TokenSet(envTokens) : undefined;
   if (Boolean(values['tls-cert']) !== Boolean(values['tls-key'])) throw new RangeError('--tls-cert and --tls-key go together');
-  const tls = values['tls-cert'] && values['tls-key']
-    ? { cert: readFileSync(values['tls-cert']), key: readFileSync(values['tls-key']), ...(values['tls-ca'] ? { ca: readFileSync(values['tls-ca']) } : {}) }
-    : undefined;
+  const tlsFiles = values['tls-cert'] && values['tls-key'] ? { cert: values['tls-cert'], key: values['tls-key'], ca: values['tls-ca'] } : undefined;
+  const tls = tlsFiles ? readTlsFiles(tlsFiles).tls : undefined;
   const maxFrameBytes = intOpt('max-frame-bytes', values['max-frame-bytes']);
   // Signal handlers go in before the node starts: a SIGTERM while models load, or in the instant between
   // the node's `listening` line and the return of start(), would otherwise take the default action and kill
@@ -258,17 +261,26 @@ export async function main(argv: string[]): Promise<number> {
   };
   process.once('SIGINT', () => shutdown('SIGINT'));
   process.once('SIGTERM', () => shutdown('SIGTERM'));
-  // With a tokens file, SIGHUP re-reads it and never ends the node; without one, SIGHUP keeps its default.
+  // With a tokens file or a certificate, SIGHUP re-reads them and never ends the node; with neither,
+  // SIGHUP keeps its default. Each is replaced only whole and valid; what fails to load stays as it was.
   const tokensFile = values['auth-tokens'];
-  if (tokensFile !== undefined) process.on('SIGHUP', () => {
-    if (node === undefined) return log.warn({ signal: 'SIGHUP' }, 'client tokens not reloaded: the node is still starting');
-    let tokens: TokenSet;
-    try {
-      tokens = TokenSet.fromFile(tokensFile);
-    } catch (e) {
-      return log.error({ signal: 'SIGHUP', file: tokensFile, err: (e as Error).message }, 'client tokens not reloaded; the ones in use stay');
+  if (tokensFile !== undefined || tlsFiles !== undefined) process.on('SIGHUP', () => {
+    if (node === undefined) return log.warn({ signal: 'SIGHUP' }, 'nothing reloaded: the node is still starting');
+    const running = node;
+    if (tokensFile !== undefined) {
+      try {
+        running.replaceClientTokens(TokenSet.fromFile(tokensFile));
+      } catch (e) {
+        log.error({ signal: 'SIGHUP', file: tokensFile, err: (e as Error).message }, 'client tokens not reloaded; the ones in use stay');
+      }
     }
-    node.replaceClientTokens(tokens);
+    if (tlsFiles !== undefined) {
+      try {
+        running.replaceCertificate(readTlsFiles(tlsFiles).tls);
+      } catch (e) {
+        log.error({ signal: 'SIGHUP', files: tlsFiles, err: (e as Error).message }, 'TLS certificate not reloaded; the one in use stays');
+      }
+    }
   });
   node = await ActorserveNode.start({
     nodeId,

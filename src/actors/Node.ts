@@ -32,6 +32,7 @@ import { spawnSession } from './Session.js';
 import { applyChaos, checkChaos, type ChaosTarget } from '../chaos/Chaos.js';
 import { readBody } from '../transport/http/body.js';
 import { bearer, tokenDigest, TokenSet } from '../transport/Auth.js';
+import { checkCertificate, type CertificateInfo, type TlsMaterial } from '../transport/Tls.js';
 import { decodeUntrusted } from '../transport/codec.js';
 import { checkHello } from '../transport/protocol.js';
 
@@ -65,8 +66,8 @@ export interface NodeOptions {
   authTokens?: TokenSet;
   /** Admin token for /v1/admin/* (and chaos); without it, admin calls are taken from loopback only. */
   adminToken?: TokenSet;
-  /** Serve wss:// and https:// with this PEM certificate and key. */
-  tls?: { cert: string | Buffer; key: string | Buffer; ca?: string | Buffer };
+  /** Serve wss:// and https:// with this PEM certificate and key, and dial peers over wss:// trusting `ca`. */
+  tls?: TlsMaterial;
   /** Results a client may leave unread in its socket before it is closed. Default 8 MiB. */
   maxBufferedBytes?: number;
   /**
@@ -125,6 +126,10 @@ export class ActorserveNode {
   private auth: { clients: TokenSet | undefined; admin: TokenSet | undefined } = { clients: undefined, admin: undefined };
   private budget = { used: 0, max: 0 };
   private arena: TensorArena | undefined;
+  /** The certificate this node serves (TLS only). */
+  private certificate: CertificateInfo | undefined;
+  /** What peer links dial with; read at every dial, so a CA replaced on SIGHUP reaches the next one. */
+  private peerTls: { ca?: string | Buffer } | undefined;
   /** Bytes of request tensors queued or running on this node. */
   get queuedBytes(): number {
     return this.budget.used;
@@ -154,6 +159,7 @@ export class ActorserveNode {
       clientConnections: () => this.clients.size,
       clientUnreadBytes: () => sum(this.clients.keys(), unreadBytes),
       clientReceivingBytes: () => sum(this.receivingHolders(), this.receivingHeld),
+      certificate: () => this.certificate,
     });
   }
 
@@ -204,6 +210,23 @@ export class ActorserveNode {
     }
     this.log.info({ tokens: tokens.size, closed }, 'client tokens replaced');
     return closed;
+  }
+
+  /**
+   * Serves a renewed certificate and key (the CLI re-reads `--tls-cert` and `--tls-key` on SIGHUP) to
+   * every connection from now on; connections already open keep theirs. A `ca` replaces the one peer
+   * links verify peers with, from their next dial. Returns what the log says of the new certificate.
+   * @throws RangeError when this node serves without TLS; Error when the key is not the certificate's
+   * or either does not parse, and then nothing is replaced.
+   */
+  replaceCertificate(tls: TlsMaterial): CertificateInfo {
+    if (!this.server || this.certificate === undefined) throw new RangeError('this node serves without TLS (start it with --tls-cert and --tls-key)');
+    const info = checkCertificate(tls);
+    this.server.setCertificate(tls);
+    this.certificate = info;
+    if (tls.ca !== undefined && this.peerTls) this.peerTls.ca = tls.ca;
+    this.log.info({ certificate: info, ca: tls.ca !== undefined }, 'TLS certificate replaced');
+    return info;
   }
 
   /** The cluster as this node sees it, itself included. */
@@ -257,6 +280,10 @@ export class ActorserveNode {
     },
   ): Promise<void> {
     const { log, system } = this;
+    if (opts.tls) {
+      this.certificate = checkCertificate(opts.tls);
+      this.peerTls = opts.tls.ca !== undefined ? { ca: opts.tls.ca } : {};
+    }
     const modelsSup = spawnStateless(system, () => undefined, 'models');
     const budget = { used: 0, max: positive('maxQueuedBytes', opts.maxQueuedBytes ?? 512 * 1024 * 1024) };
     this.budget = budget;
@@ -444,7 +471,7 @@ export class ActorserveNode {
       ...(opts.phi ? { phi: opts.phi } : {}),
       log,
       metrics: this.metrics,
-      ...(opts.tls ? { tls: opts.tls.ca ? { ca: opts.tls.ca } : {} } : {}),
+      ...(this.peerTls ? { tls: this.peerTls } : {}),
       localLoad: () => Object.fromEntries(this.localLoad),
       onView: (members, me) => dispatch(router, { t: 'view', members, self: me }),
       onNodeLost: (nodeId) => dispatch(router, { t: 'nodeLost', nodeId }),
@@ -471,7 +498,7 @@ export class ActorserveNode {
     if (c.seeds.length > 0) await this.waitForPeers(opts.joinTimeoutMs ?? 3_000);
     this.membership.setSelfState('up');
     this.ready = true;
-    log.info({ port: this.port, addr: self.addr, models: self.models, incarnation: this.incarnation, seeds: c.seeds }, 'listening');
+    log.info({ port: this.port, addr: self.addr, models: self.models, incarnation: this.incarnation, seeds: c.seeds, ...(this.certificate ? { certificate: this.certificate } : {}) }, 'listening');
   }
 
   /** What the receiving budget bounds: client connections (frames still arriving) and HTTP requests mid-body. */

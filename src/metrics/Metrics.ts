@@ -6,6 +6,7 @@
 import { performance } from 'node:perf_hooks';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { CertificateInfo } from '../transport/Tls.js';
 
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 const BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
@@ -29,6 +30,8 @@ export interface MetricSources {
   /** Bytes the tensor arena has allocated, and of them lent to requests now. */
   arenaBytes?(): number;
   arenaLentBytes?(): number;
+  /** The certificate the node serves, when it serves TLS. */
+  certificate?(): CertificateInfo | undefined;
 }
 
 /** Why a client connection was refused at the upgrade. */
@@ -161,6 +164,20 @@ export class Metrics {
       if (sources.arenaBytes && sources.arenaLentBytes) {
         scalar('actorserve_tensor_arena_bytes', 'Bytes the tensor arena holds for queued request tensors (allocated as needed, kept; at most --tensor-arena-bytes).', sources.arenaBytes);
         scalar('actorserve_tensor_arena_lent_bytes', 'Bytes of the tensor arena holding the tensors of requests queued or running now.', sources.arenaLentBytes);
+      }
+      if (sources.certificate) {
+        const certificate = sources.certificate;
+        new Gauge({
+          name: 'actorserve_tls_certificate_expiry_seconds',
+          help: 'When the certificate this node serves expires, Unix time in seconds, by its SHA-256 fingerprint (changes when SIGHUP brings a renewed one).',
+          labelNames: ['fingerprint'] as const,
+          registers: [this.registry],
+          collect() {
+            this.reset();
+            const c = certificate();
+            if (c) this.set({ fingerprint: c.fingerprint256 }, c.expiresAt);
+          },
+        });
       }
       new Gauge({
         name: 'actorserve_cluster_members',

@@ -31,7 +31,7 @@ export interface PeerLinkOptions {
   expectNodeId?: string;
   maxPayload: number;
   log: Logger;
-  /** Dial wss:// (the cluster runs TLS); `ca` verifies the peers' certificates. */
+  /** Dial wss:// (the cluster runs TLS); `ca` verifies the peers' certificates, read at every (re)connect. */
   tls?: { ca?: string | Buffer };
   /** Told the size of every frame sent (metrics). */
   onSent?: (bytes: number) => void;

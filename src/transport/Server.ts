@@ -9,6 +9,7 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { CloseCode } from '../errors.js';
 import type { RefusedConnection } from '../metrics/Metrics.js';
+import type { TlsMaterial } from './Tls.js';
 
 /** Sockets of any kind (peers, probes, HTTP callers, upgrades in progress) the port holds beyond its client cap. */
 export const SOCKET_HEADROOM = 1024;
@@ -40,7 +41,7 @@ export interface ServerOptions {
   /** Decides a client upgrade before a socket exists: 401 when it returns false. */
   authorizeClient?: (req: IncomingMessage) => boolean;
   /** PEM certificate and key: serve https and wss instead of http and ws. */
-  tls?: { cert: string | Buffer; key: string | Buffer };
+  tls?: TlsMaterial;
   /** Further WebSocket endpoints by path (the dashboard feed). */
   upgrades?: Record<string, (ws: WebSocket, req: IncomingMessage) => void>;
   /** Further HTTP routes; returns false when it does not handle the request. */
@@ -60,6 +61,11 @@ const FULL_RESPONSE =
 export interface RunningServer {
   readonly port: number;
   readonly http: HttpServer;
+  /**
+   * Serves this certificate and key to connections from now on; those already open keep theirs.
+   * @throws RangeError on a server started without TLS; Error when the pair does not make a TLS context.
+   */
+  setCertificate(tls: TlsMaterial): void;
   close(): Promise<void>;
 }
 
@@ -94,7 +100,8 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     if (o.routes?.(req, res, path ?? '/')) return;
     json(res, 404, { error: `no route for ${req.method} ${path}` });
   };
-  const http: HttpServer = o.tls ? (createTlsServer({ cert: o.tls.cert, key: o.tls.key }, handler) as unknown as HttpServer) : createServer(handler);
+  const https = o.tls ? createTlsServer({ cert: o.tls.cert, key: o.tls.key }, handler) : undefined;
+  const http: HttpServer = https ? (https as unknown as HttpServer) : createServer(handler);
   http.headersTimeout = 10_000;
   http.requestTimeout = 30_000;
   if (o.maxClients !== undefined) http.maxConnections = o.maxClients + SOCKET_HEADROOM;
@@ -137,6 +144,10 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
   return {
     port,
     http,
+    setCertificate: (tls) => {
+      if (!https) throw new RangeError('this server was started without TLS');
+      https.setSecureContext({ cert: tls.cert, key: tls.key });
+    },
     close: async () => {
       for (const ws of wss.clients) ws.close(CloseCode.goingAway, 'node is shutting down');
       for (const ws of peers.clients) ws.terminate();

@@ -4,7 +4,10 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import { get as httpsGet } from 'node:https';
+import { connect as tlsConnect } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import WebSocket from 'ws';
@@ -172,12 +175,43 @@ describe('the admin token', () => {
   });
 });
 
+/** A fresh self-signed certificate for 127.0.0.1 and its key, as files in the test's directory. */
+function selfSigned(name: string): { cert: string; key: string } {
+  const key = join(dir, `${name}-key.pem`);
+  const cert = join(dir, `${name}-cert.pem`);
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1',
+    '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+  return { cert, key };
+}
+
+const fingerprint = (certFile: string) => new X509Certificate(readFileSync(certFile)).fingerprint256;
+
+/** The SHA-256 fingerprint of the certificate a TLS handshake with the port is served now. */
+function servedFingerprint(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () => {
+      resolve(s.getPeerCertificate().fingerprint256);
+      s.end();
+    });
+    s.on('error', reject);
+  });
+}
+
+/** GET over https, trusting only `ca`. */
+function getTrusting(ca: Buffer, port: number, path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    httpsGet({ host: '127.0.0.1', port, path, ca }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => resolve(body));
+    }).on('error', reject);
+  });
+}
+
 describe('TLS', () => {
   it('serves wss:// to clients and links peers over wss:// when given a certificate', async () => {
-    const key = join(dir, 'key.pem');
-    const cert = join(dir, 'cert.pem');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1',
-      '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+    const { cert, key } = selfSigned('tls');
     const [p1, p2] = await freePorts(2);
     const tlsArgs = ['--tls-cert', cert, '--tls-key', key, '--tls-ca', cert];
     const env = { ACTORSERVE_CLUSTER_SECRET: SECRETS.cluster };
@@ -201,5 +235,79 @@ describe('TLS', () => {
         { env: { ...process.env, NODE_EXTRA_CA_CERTS: cert }, encoding: 'utf8' });
       return out.trim() === '2';
     }, 10_000, 200);
+  });
+});
+
+describe('rotating the TLS certificate', () => {
+  it('SIGHUP serves a renewed certificate to new connections, keeps open ones, dials peers trusting the new CA, and refuses a key that is not the certificate\'s', async () => {
+    const [a, b, c] = [selfSigned('rot-a'), selfSigned('rot-b'), selfSigned('rot-c')];
+    // The node reads these three paths at start and on every SIGHUP; the test installs a certificate by copying it there.
+    const live = { cert: join(dir, 'live-cert.pem'), key: join(dir, 'live-key.pem'), ca: join(dir, 'live-ca.pem') };
+    const install = (cert: string, key: string) => {
+      copyFileSync(cert, live.cert);
+      copyFileSync(key, live.key);
+      copyFileSync(cert, live.ca);
+    };
+    install(a.cert, a.key);
+    const [p1, p2] = await freePorts(2);
+    const tlsArgs = ['--tls-cert', live.cert, '--tls-key', live.key, '--tls-ca', live.ca];
+    const env = { ACTORSERVE_CLUSTER_SECRET: SECRETS.cluster };
+    // r1 dials r2 before r2 exists and keeps retrying: the dial that succeeds must verify r2's certificate (b) with the CA r1 read on SIGHUP.
+    const n1 = await spawnNode(['--port', String(p1), '--node-id', 'r1', '--models', 'iris', '--seeds', `127.0.0.1:${p2}`, ...tlsArgs], 60_000, env);
+    started.push(n1);
+    const logged = (msg: string) => eventually(async () => n1.lines.some((l) => (l as { msg?: string }).msg === msg), 5_000);
+    const infer = async (conn: ReturnType<typeof open>, id: number) => {
+      conn.ws.send(encode({ t: 'infer', id, model: 'iris', inputs: irisInput([5.1, 3.5, 1.4, 0.2]) }));
+      await eventually(async () => conn.frames.some((f) => f.t === 'result' && f.id === id), 5_000);
+    };
+    const url = `wss://127.0.0.1:${p1}/v1/stream`;
+    const expiryFingerprints = async (ca: Buffer) =>
+      [...(await getTrusting(ca, p1, '/metrics')).matchAll(/^actorserve_tls_certificate_expiry_seconds\{[^}]*fingerprint="([^"]+)"[^}]*\} (\d+)$/gm)].map((m) => m[1]);
+
+    expect(await servedFingerprint(p1)).toBe(fingerprint(a.cert));
+    const listening = n1.lines.find((l) => (l as { msg?: string }).msg === 'listening') as { certificate?: { fingerprint256: string } };
+    expect(listening.certificate?.fingerprint256).toBe(fingerprint(a.cert));
+    expect(await expiryFingerprints(readFileSync(a.cert))).toEqual([fingerprint(a.cert)]);
+    const before = open(url, {}, { ca: readFileSync(a.cert) });
+    expect(await before.opened).toBe(true);
+    await infer(before, 1);
+
+    install(b.cert, b.key);
+    process.kill(n1.proc.pid!, 'SIGHUP');
+    await logged('TLS certificate replaced');
+    expect(await servedFingerprint(p1)).toBe(fingerprint(b.cert));
+    await infer(before, 2);
+    const after = open(url, {}, { ca: readFileSync(b.cert) });
+    expect(await after.opened).toBe(true);
+    await infer(after, 1);
+    expect(await open(url, {}, { ca: readFileSync(a.cert) }).opened).toBe(false);
+    expect(await expiryFingerprints(readFileSync(b.cert))).toEqual([fingerprint(b.cert)]);
+
+    const n2 = await spawnNode(['--port', String(p2), '--node-id', 'r2', '--models', 'iris', ...tlsArgs], 60_000, env);
+    started.push(n2);
+    await eventually(async () => {
+      const view = JSON.parse(await getTrusting(readFileSync(b.cert), p1, '/v1/cluster')) as { members: { nodeId: string; linked: boolean }[] };
+      return view.members.some((m) => m.nodeId === 'r2' && m.linked);
+    }, 15_000, 200);
+
+    // A key that is not the certificate's (a renewal copied half) is not applied: the node serves b on.
+    install(c.cert, b.key);
+    process.kill(n1.proc.pid!, 'SIGHUP');
+    await logged('TLS certificate not reloaded; the one in use stays');
+    expect(await servedFingerprint(p1)).toBe(fingerprint(b.cert));
+    await infer(before, 3);
+    await infer(after, 2);
+    expect(n1.proc.exitCode).toBe(null);
+
+    before.ws.close();
+    after.ws.close();
+    expect(await n2.stop('SIGTERM')).toBe(0);
+    expect(await n1.stop('SIGTERM')).toBe(0);
+    const text = n1.lines.map((l) => JSON.stringify(l)).join('\n');
+    for (const k of [a.key, b.key, c.key]) {
+      const body = readFileSync(k, 'utf8').split('\n').filter((l) => l && !l.startsWith('-----'));
+      for (const line of body) expect(text).not.toContain(line);
+    }
+    expect(text).not.toContain('PRIVATE KEY');
   });
 });
