@@ -87,6 +87,9 @@ Limits and security:
                       largest first (default 268435456)
   --max-connections N client WebSocket connections held at most; past it an upgrade gets
                       HTTP 503 with Retry-After (default 10000)
+  --client-ping-ms N  ping every client this often; one that answers neither the ping nor
+                      with a frame by the next is closed and its queued work cancelled
+                      (default 20000; 0 turns it off)
   --auth-tokens FILE  client tokens, one per line; clients send Authorization: Bearer TOKEN
                       or a first frame {t:"hello", token}. Env: ACTORSERVE_AUTH_TOKENS=a,b
   --admin-token T     token for /v1/admin/* and chaos (env ACTORSERVE_ADMIN_TOKEN); without
@@ -160,6 +163,7 @@ export async function main(argv: string[]): Promise<number> {
       'max-buffered-bytes': { type: 'string' },
       'max-buffered-total-bytes': { type: 'string' },
       'max-connections': { type: 'string' },
+      'client-ping-ms': { type: 'string' },
       'max-receiving-bytes': { type: 'string' },
       'auth-tokens': { type: 'string' },
       'admin-token': { type: 'string' },
@@ -243,6 +247,7 @@ export async function main(argv: string[]): Promise<number> {
   const maxBufferedBytes = intOpt('max-buffered-bytes', values['max-buffered-bytes']);
   const maxBufferedTotalBytes = intOpt('max-buffered-total-bytes', values['max-buffered-total-bytes']);
   const maxConnections = intOpt('max-connections', values['max-connections']);
+  const clientPingMs = intOpt('client-ping-ms', values['client-ping-ms']);
   const maxReceivingBytes = intOpt('max-receiving-bytes', values['max-receiving-bytes']);
   const envTokens = process.env['ACTORSERVE_AUTH_TOKENS']?.split(',').map((t) => t.trim()).filter(Boolean);
   const authTokens = values['auth-tokens'] ? TokenSet.fromFile(values['auth-tokens']) : envTokens?.length ? new TokenSet(envTokens) : undefined;
@@ -299,6 +304,7 @@ export async function main(argv: string[]): Promise<number> {
     ...(maxBufferedBytes !== undefined ? { maxBufferedBytes } : {}),
     ...(maxBufferedTotalBytes !== undefined ? { maxBufferedTotalBytes } : {}),
     ...(maxConnections !== undefined ? { maxConnections } : {}),
+    ...(clientPingMs !== undefined ? { clientPingMs } : {}),
     ...(maxReceivingBytes !== undefined ? { maxReceivingBytes } : {}),
     ...(authTokens ? { authTokens } : {}),
     ...(adminToken ? { adminToken: new TokenSet([adminToken]) } : {}),

@@ -86,6 +86,13 @@ export interface NodeOptions {
   maxReceivingBytes?: number;
   /** Client WebSocket connections this node holds at most; past it an upgrade gets 503 with Retry-After. Default 10 000. */
   maxConnections?: number;
+  /**
+   * Every this many ms the node pings each client; a client that has answered neither that ping
+   * nor sent a frame by the next is taken for gone (a laptop shut, a phone off the network, a NAT
+   * that forgot it) and closed, its queued work cancelled, so it stops holding a connection slot
+   * and inference time. 0 turns it off. Default 20 000.
+   */
+  clientPingMs?: number;
   /** Requests one connection may have unanswered. Default 1024. */
   maxInFlight?: number;
   /** Largest client frame; bigger closes the connection with 1009. Default 8 MiB. */
@@ -142,6 +149,7 @@ export class ActorserveNode {
   /** Every client connection, from its upgrade to its close. */
   private readonly clients = new Map<WebSocket, ClientConnection>();
   private clientSweep: NodeJS.Timeout | undefined;
+  private clientPing: NodeJS.Timeout | undefined;
   /** HTTP request bodies being read, with the bytes each holds so far. */
   private readonly bodiesReading = new Map<IncomingMessage, number>();
   /** Resolved when the node has stopped, whatever stopped it. */
@@ -229,6 +237,25 @@ export class ActorserveNode {
     return info;
   }
 
+  /**
+   * Closes the clients that gave no sign of life (a pong or a frame) since the last ping, and pings
+   * the rest. A client the node itself stopped reading (inbound flow control) is not judged: its
+   * pong may be waiting, unread, behind its own frames.
+   */
+  private pingClients(): void {
+    for (const [ws, client] of this.clients) {
+      if (ws.readyState !== ws.OPEN || ws.isPaused) continue;
+      if (client.awaitingPong) {
+        client.log.info('client closed: no answer to a ping');
+        this.metrics.connectionClosed('ping_timeout');
+        ws.terminate();
+        continue;
+      }
+      client.awaitingPong = true;
+      ws.ping();
+    }
+  }
+
   /** The cluster as this node sees it, itself included. */
   clusterView(): MemberView[] {
     return this.membership?.view() ?? [];
@@ -257,7 +284,9 @@ export class ActorserveNode {
     const maxBufferedTotalBytes = positive('maxBufferedTotalBytes', opts.maxBufferedTotalBytes ?? 256 * 1024 * 1024);
     const maxConnections = positive('maxConnections', opts.maxConnections ?? 10_000);
     const maxReceivingBytes = positive('maxReceivingBytes', opts.maxReceivingBytes ?? 256 * 1024 * 1024);
-    await node.boot(opts, { maxInFlight, maxFrameBytes, supervision, runTimeoutMs, seeds, maxBufferedBytes, maxBufferedTotalBytes, maxConnections, maxReceivingBytes });
+    const clientPingMs = opts.clientPingMs ?? 20_000;
+    if (!Number.isInteger(clientPingMs) || clientPingMs < 0) throw new RangeError(`clientPingMs must be a non-negative integer, got ${clientPingMs}`);
+    await node.boot(opts, { maxInFlight, maxFrameBytes, supervision, runTimeoutMs, seeds, maxBufferedBytes, maxBufferedTotalBytes, maxConnections, maxReceivingBytes, clientPingMs });
     } catch (e) {
       await node.stop();
       throw e;
@@ -277,6 +306,7 @@ export class ActorserveNode {
       maxBufferedTotalBytes: number;
       maxConnections: number;
       maxReceivingBytes: number;
+      clientPingMs: number;
     },
   ): Promise<void> {
     const { log, system } = this;
@@ -383,9 +413,10 @@ export class ActorserveNode {
         return !this.auth.clients || token === undefined || this.auth.clients.has(token);
       },
       onClient: (ws, req) => {
-        const client: ClientConnection = { log };
+        const client: ClientConnection = { log, awaitingPong: false };
         this.clients.set(ws, client);
         ws.once('close', () => this.clients.delete(ws));
+        ws.on('pong', () => void (client.awaitingPong = false));
         const open = (token?: Buffer) => {
           if (token !== undefined) client.token = token;
           const name = `session-${sessionCount++}`;
@@ -426,6 +457,7 @@ export class ActorserveNode {
           };
           ws.on('message', (data: Buffer, isBinary) => {
             if (!isBinary) return ws.close(CloseCode.unsupportedData, 'frames must be binary msgpack');
+            client.awaitingPong = false;
             unhandled++;
             if (!paused && unhandled >= INBOUND_HIGH_WATER) {
               paused = true;
@@ -453,6 +485,10 @@ export class ActorserveNode {
       this.closeLargest(this.receivingHolders(), this.receivingHeld, c.maxReceivingBytes, 'node_receiving_budget', "client closed at the node's budget for frames and bodies still arriving");
     }, SWEEP_MS);
     this.clientSweep.unref();
+    if (c.clientPingMs > 0) {
+      this.clientPing = setInterval(() => this.pingClients(), c.clientPingMs);
+      this.clientPing.unref();
+    }
 
     const self: MemberInfo = {
       nodeId: this.nodeId,
@@ -711,6 +747,7 @@ export class ActorserveNode {
     this.stopped ??= (async () => {
       this.ready = false;
       clearInterval(this.clientSweep);
+      clearInterval(this.clientPing);
       this.membership?.stop();
       await this.server?.close();
       for (const m of this.models.values()) m.supervision.close();
@@ -728,6 +765,8 @@ interface ClientConnection {
   log: Logger;
   /** When client tokens are on, the digest of the token it authenticated with. */
   token?: Buffer;
+  /** Pinged, and nothing heard from it since. */
+  awaitingPong: boolean;
 }
 
 /** Answers a client `unauthorized` (why, in the message) and closes it with 1008. */

@@ -79,6 +79,14 @@ export interface ConnectOptions {
   timeoutMs?: number;
   /** Extra HTTP headers for the upgrade request (e.g. authorization). */
   headers?: Record<string, string>;
+  /**
+   * Ping the node this often; a node that answers neither that ping nor with
+   * a frame by the next is taken for gone (its machine lost, a NAT that
+   * forgot the connection) and the connection is closed, every request in
+   * flight rejected `unavailable`, instead of waiting on a socket that will
+   * never speak again. 0 turns it off. Default 20 000 ms.
+   */
+  pingMs?: number;
 }
 
 interface Pending {
@@ -93,12 +101,12 @@ const CLOSE_WAIT_MS = 2_000;
 /**
  * Connects to a node and waits for its welcome frame.
  *
- * Defaults: `timeoutMs` 10 000. Rejects with `ActorserveError` code
+ * Defaults: `timeoutMs` 10 000, `pingMs` 20 000. Rejects with `ActorserveError` code
  * `unauthorized` when the upgrade is refused with HTTP 401/403, `overloaded`
  * (with `retryAfterMs`) with HTTP 503 and `Retry-After` (the node holds its
  * most connections), `unavailable`
  * for any other failure (refused, timed out, closed or garbled before the
- * welcome). Throws `RangeError` for a bad `timeoutMs`.
+ * welcome). Throws `RangeError` for a bad `timeoutMs` or `pingMs`.
  */
 export function connect(url: string, opts: ConnectOptions = {}): Promise<Client> {
   return Client.connect(url, opts);
@@ -116,13 +124,18 @@ export class Client {
   /** Set once the connection is unusable; new requests reject with it. */
   #closed: ActorserveError | undefined;
   #lastSocketError = '';
+  /** Pinged, and nothing heard from the node since. */
+  #awaitingPong = false;
 
-  private constructor(ws: WebSocket, welcome: WelcomeFrame, url: string) {
+  private constructor(ws: WebSocket, welcome: WelcomeFrame, url: string, pingMs: number) {
     this.#ws = ws;
     this.welcome = welcome;
     this.url = url;
+    const ping = pingMs > 0 ? setInterval(() => this.#ping(pingMs), pingMs) : undefined;
+    ping?.unref();
     this.#closedPromise = new Promise((resolve) => {
       ws.on('close', (code, reason) => {
+        clearInterval(ping);
         this.#onClose(code, reason.toString());
         resolve();
       });
@@ -130,7 +143,11 @@ export class Client {
     ws.on('error', (e) => {
       this.#lastSocketError = e.message;
     });
-    ws.on('message', (data) => this.#onMessage(data));
+    ws.on('pong', () => (this.#awaitingPong = false));
+    ws.on('message', (data) => {
+      this.#awaitingPong = false;
+      this.#onMessage(data);
+    });
   }
 
   /** See {@link connect}. */
@@ -138,6 +155,10 @@ export class Client {
     const timeoutMs = opts.timeoutMs ?? 10_000;
     if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) {
       throw new RangeError(`timeoutMs must be a positive number, got ${timeoutMs}`);
+    }
+    const pingMs = opts.pingMs ?? 20_000;
+    if (!Number.isFinite(pingMs) || pingMs < 0) {
+      throw new RangeError(`pingMs must be a non-negative number, got ${pingMs}`);
     }
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(url, {
@@ -193,7 +214,7 @@ export class Client {
         ws.removeAllListeners('error');
         ws.removeAllListeners('close');
         // Synchronous, so no later message can slip past before the client listens.
-        resolve(new Client(ws, frame, url));
+        resolve(new Client(ws, frame, url, pingMs));
       });
     });
   }
@@ -437,6 +458,18 @@ export class Client {
     this.#closed ??= new ActorserveError('unavailable', `connection closed (${code}: ${reason})`);
     this.#rejectAll(this.#closed.message);
     this.#ws.close(code, reason);
+  }
+
+  /** Closes a connection that gave no sign of life since the last ping, or pings it. */
+  #ping(pingMs: number): void {
+    if (this.#ws.readyState !== WebSocket.OPEN) return;
+    if (this.#awaitingPong) {
+      this.#closed ??= new ActorserveError('unavailable', `${this.url} answered no ping within ${pingMs} ms`);
+      this.#ws.terminate();
+      return;
+    }
+    this.#awaitingPong = true;
+    this.#ws.ping();
   }
 
   #onClose(code: number, reason: string): void {

@@ -40,9 +40,9 @@ export type RefusedConnection = 'max_connections' | 'leaving' | 'unauthorized';
  * Why the node closed a client: it left more results unread than its own
  * watermark, or it held the most when all clients together passed the
  * node's budget for unread results or for frames still arriving, or the
- * token it authenticated with was revoked.
+ * token it authenticated with was revoked, or it answered no ping.
  */
-export type ClosedConnection = 'slow_reader' | 'node_unread_budget' | 'node_receiving_budget' | 'token_revoked';
+export type ClosedConnection = 'slow_reader' | 'node_unread_budget' | 'node_receiving_budget' | 'token_revoked' | 'ping_timeout';
 
 export class Metrics {
   readonly registry = new Registry();
@@ -114,7 +114,7 @@ export class Metrics {
   });
   private readonly closedConnections = new Counter({
     name: 'actorserve_client_connections_closed_total',
-    help: 'Clients the node closed, by reason (to bound its memory: slow_reader, --max-buffered-bytes; node_unread_budget, --max-buffered-total-bytes; node_receiving_budget, --max-receiving-bytes. token_revoked: its token left the client tokens when they were reloaded).',
+    help: 'Clients the node closed, by reason (to bound its memory: slow_reader, --max-buffered-bytes; node_unread_budget, --max-buffered-total-bytes; node_receiving_budget, --max-receiving-bytes. token_revoked: its token left the client tokens when they were reloaded; ping_timeout: it answered no ping within --client-ping-ms).',
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });

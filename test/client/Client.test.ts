@@ -48,8 +48,8 @@ afterEach(async () => {
 });
 
 /** A ws server on 127.0.0.1:0 that opens with `welcome` and hands decoded frames to `onFrame`. */
-async function startFake(onFrame: Handler, welcome: WelcomeFrame = WELCOME): Promise<Fake> {
-  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, path: '/v1/stream' });
+async function startFake(onFrame: Handler, welcome: WelcomeFrame = WELCOME, autoPong = true): Promise<Fake> {
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, path: '/v1/stream', autoPong });
   servers.push(wss);
   await new Promise<void>((resolve) => wss.once('listening', () => resolve()));
   const received: Frame[] = [];
@@ -324,6 +324,32 @@ describe('Client', () => {
     }
     expect(c.inFlight).toBe(0);
     await expect(c.infer('echo', x)).rejects.toMatchObject({ code: 'unavailable' });
+  });
+
+  it('a node that answers no ping is taken for gone: the connection closes and every request in flight rejects unavailable', async () => {
+    const fake = await startFake(() => undefined, WELCOME, false); // never answers, not even a ping
+    const c = await connect(fake.url, { timeoutMs: 2_000, pingMs: 100 });
+    clients.push(c);
+    const x = { x: { data: new Float32Array(4), shape: [1, 4] } };
+    const pending = [c.infer('echo', x), c.infer('echo', x)];
+    for (const r of await Promise.allSettled(pending)) {
+      expect(r.status).toBe('rejected');
+      if (r.status === 'rejected') expect(r.reason).toMatchObject({ code: 'unavailable', message: expect.stringMatching(/answered no ping within 100 ms/) });
+    }
+    expect(c.inFlight).toBe(0);
+    await expect(c.infer('echo', x)).rejects.toMatchObject({ code: 'unavailable' });
+  });
+
+  it('a node that answers pings keeps the connection however long it is quiet, and pingMs 0 sends none', async () => {
+    const x = { x: { data: Float32Array.of(1, 2, 3, 4), shape: [1, 4] } };
+    const answering = await connect((await startFake(echo)).url, { timeoutMs: 2_000, pingMs: 150 });
+    const silent = await startFake(echo, WELCOME, false);
+    const unpinged = await connect(silent.url, { timeoutMs: 2_000, pingMs: 0 });
+    clients.push(answering, unpinged);
+    await new Promise((r) => setTimeout(r, 750)); // five intervals
+    expect(Array.from((await answering.infer('echo', x)).outputs['y']!.data)).toEqual([2, 4, 6, 8]);
+    expect(Array.from((await unpinged.infer('echo', x)).outputs['y']!.data)).toEqual([2, 4, 6, 8]);
+    expect(() => connect(silent.url, { pingMs: -1 })).toThrow(RangeError);
   });
 
   it('client close rejects outstanding requests with unavailable', async () => {

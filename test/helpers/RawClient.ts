@@ -24,8 +24,8 @@ export class RawClient {
     });
   }
 
-  static connect(url: string): Promise<RawClient> {
-    const ws = new WebSocket(url);
+  static connect(url: string, options: WebSocket.ClientOptions = {}): Promise<RawClient> {
+    const ws = new WebSocket(url, options);
     return new Promise((resolve, reject) => {
       ws.once('error', reject);
       ws.once('message', (data: Buffer) => {

@@ -59,9 +59,10 @@ describe('a node at its connection cap', () => {
 
 describe('the node-wide budget for unread results', () => {
   it('closes the client holding the most unread results once all of them together pass it, spares the others (under it again) and a reading client alike', async () => {
-    // Each connection may hold 8 MiB unread (the default); all of them together 256 KiB.
+    // Each connection may hold 8 MiB unread (the default); all of them together 256 KiB. The paused
+    // clients answer no ping, and on a slow machine this runs longer than the default interval: no pings.
     const budget = 256 * 1024;
-    const node = await spawnNode(['--port', '0', '--node-id', 'unread', '--models', 'iris', '--max-buffered-total-bytes', String(budget)]);
+    const node = await spawnNode(['--port', '0', '--node-id', 'unread', '--models', 'iris', '--max-buffered-total-bytes', String(budget), '--client-ping-ms', '0']);
     started.push(node);
     const unread = () => metric(node.port, 'actorserve_client_unread_bytes');
 
@@ -234,5 +235,49 @@ describe('HTTP bodies still arriving', () => {
     expect(ws.ws.readyState).toBe(ws.ws.OPEN);
     expect(await receiving()).toBe(0);
     ws.close();
+  });
+});
+
+describe('clients that answer no ping', () => {
+  it('closes a client that neither answers a ping nor sends a frame by the next one, and keeps every client that does either', async () => {
+    const pingMs = 300;
+    const node = await spawnNode(['--port', '0', '--node-id', 'ping', '--models', 'iris', '--client-ping-ms', String(pingMs)]);
+    started.push(node);
+    const timedOut = () => metric(node.port, 'actorserve_client_connections_closed_total', 'reason="ping_timeout"').then((n) => n || 0);
+    const row = irisInput([5.1, 3.5, 1.4, 0.2]);
+    const gone = await RawClient.connect(node.url);
+    const idle = await RawClient.connect(node.url);
+    // Never answers a ping: only its frames, one every half interval until told to stop, show it is there.
+    const quiet = await RawClient.connect(node.url, { autoPong: false });
+    let quietSends = true;
+    const quietLoop = (async () => {
+      for (let i = 0; quietSends && i < 200; i++) {
+        expect((await quiet.request({ id: `q${i}`, model: 'iris', inputs: row })).t).toBe('result');
+        await sleep(pingMs / 2);
+      }
+    })();
+
+    expect((await gone.request({ id: 'g1', model: 'iris', inputs: row })).t).toBe('result');
+    // A peer that vanished (no FIN, nothing read): its socket stops being read, so the node's pings go unanswered.
+    gone.ws.pause();
+    await eventually(async () => (await timedOut()) === 1, 5_000, 50);
+    await eventually(async () => (await metric(node.port, 'actorserve_client_connections')) === 2, 5_000, 50);
+    gone.ws.resume();
+    expect((await gone.closed).code).toBe(1006);
+    expect(logged(node, 'client closed: no answer to a ping')).toHaveLength(1);
+
+    // The idle client (its library answers pings) and the quiet one live through many more intervals.
+    await sleep(pingMs * 8);
+    expect((await idle.request({ id: 'i1', model: 'iris', inputs: row })).t).toBe('result');
+    expect(await timedOut()).toBe(1);
+
+    // The quiet one stops sending: nothing answers the next ping.
+    quietSends = false;
+    await quietLoop;
+    await eventually(async () => (await timedOut()) === 2, 5_000, 50);
+    expect((await quiet.closed).code).toBe(1006);
+    expect(await metric(node.port, 'actorserve_client_connections')).toBe(1);
+    expect((await idle.request({ id: 'i2', model: 'iris', inputs: row })).t).toBe('result');
+    idle.close();
   });
 });
