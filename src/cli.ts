@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util';
 import { promises as dns } from 'node:dns';
 import { networkInterfaces } from 'node:os';
 import { existsSync } from 'node:fs';
-import { TokenSet } from './transport/Auth.js';
+import { TokenSet, tokensInFile } from './transport/Auth.js';
 import { readTlsFiles } from './transport/Tls.js';
 import type { SupervisionSettings } from './actors/Supervision.js';
 import { ActorserveNode } from './actors/Node.js';
@@ -94,6 +94,8 @@ Limits and security:
                       or a first frame {t:"hello", token}. Env: ACTORSERVE_AUTH_TOKENS=a,b
   --admin-token T     token for /v1/admin/* and chaos (env ACTORSERVE_ADMIN_TOKEN); without
                       it admin calls are accepted from this machine only
+  --admin-token-file FILE  admin tokens, one per line, instead (a token on the command line
+                      is visible to every user of the machine in ps); leave uses the first
   --tls-cert FILE --tls-key FILE
                       serve wss:// and https://; peers are dialled with wss://
   --tls-ca FILE       CA that signed the peers' certificates (default: system CAs)
@@ -109,12 +111,12 @@ Operations:
 
 SIGTERM, SIGINT or \`actorserve leave\` make the node leave gracefully: it turns unready,
 stops taking new work, finishes or passes on what it holds, then exits 0.
-With --auth-tokens FILE, SIGHUP re-reads the file: clients whose token is no longer in it
-are answered unauthorized and closed; a file that cannot be read or holds no token changes
-nothing. With --tls-cert, SIGHUP re-reads the certificate, key and --tls-ca: new connections
-get the new certificate, open ones keep theirs, peers are dialled trusting the new CA; a key
-that is not the certificate's, or a file that cannot be read, changes nothing. With neither,
-SIGHUP ends the node as it ends any process.
+SIGHUP re-reads the files the node was started with. --auth-tokens FILE: clients whose
+token is no longer in it are answered unauthorized and closed. --admin-token-file FILE: admin
+calls are checked against the new tokens. --tls-cert, --tls-key, --tls-ca: new connections get
+the new certificate, open ones keep theirs, peers are dialled trusting the new CA. A file that
+cannot be read, holds no token, or a key that is not the certificate's changes nothing of its
+kind. With none of these, SIGHUP ends the node as it ends any process.
 
 Environment: ACTORSERVE_PORT, ACTORSERVE_NODE_ID, ACTORSERVE_MODELS, ACTORSERVE_SEEDS,
 ACTORSERVE_CLUSTER_SECRET set the same defaults as the flags of those names.
@@ -167,6 +169,7 @@ export async function main(argv: string[]): Promise<number> {
       'max-receiving-bytes': { type: 'string' },
       'auth-tokens': { type: 'string' },
       'admin-token': { type: 'string' },
+      'admin-token-file': { type: 'string' },
       'tls-cert': { type: 'string' },
       'tls-key': { type: 'string' },
       'tls-ca': { type: 'string' },
@@ -183,8 +186,11 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (positionals.length > 1 || !['node', 'leave'].includes(positionals[0]!)) throw new RangeError(`unknown command ${JSON.stringify(positionals.join(' '))}`);
   const port = intOpt('port', values.port ?? process.env['ACTORSERVE_PORT']) ?? 8080;
-  const adminToken = values['admin-token'] ?? process.env['ACTORSERVE_ADMIN_TOKEN'];
-  if (positionals[0] === 'leave') return leave(port, adminToken, Boolean(values['tls-cert']));
+  const adminTokenFile = values['admin-token-file'];
+  if (adminTokenFile !== undefined && values['admin-token'] !== undefined) throw new RangeError('give --admin-token or --admin-token-file, not both');
+  const adminToken = values['admin-token'] ?? (adminTokenFile === undefined ? process.env['ACTORSERVE_ADMIN_TOKEN'] : undefined);
+  const adminTokens = adminTokenFile !== undefined ? TokenSet.fromFile(adminTokenFile) : adminToken ? new TokenSet([adminToken]) : undefined;
+  if (positionals[0] === 'leave') return leave(port, adminTokenFile !== undefined ? tokensInFile(adminTokenFile)[0] : adminToken, Boolean(values['tls-cert']));
 
   const level = values['log-level'] ?? 'info';
   if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(level)) throw new RangeError(`--log-level ${level} is not a level`);
@@ -266,24 +272,26 @@ export async function main(argv: string[]): Promise<number> {
   };
   process.once('SIGINT', () => shutdown('SIGINT'));
   process.once('SIGTERM', () => shutdown('SIGTERM'));
-  // With a tokens file or a certificate, SIGHUP re-reads them and never ends the node; with neither,
+  // With a tokens file or a certificate, SIGHUP re-reads them and never ends the node; with none,
   // SIGHUP keeps its default. Each is replaced only whole and valid; what fails to load stays as it was.
+  const reloads: { files: unknown; apply: (n: ActorserveNode) => void; failed: string }[] = [];
   const tokensFile = values['auth-tokens'];
-  if (tokensFile !== undefined || tlsFiles !== undefined) process.on('SIGHUP', () => {
+  if (tokensFile !== undefined) {
+    reloads.push({ files: tokensFile, apply: (n) => n.replaceClientTokens(TokenSet.fromFile(tokensFile)), failed: 'client tokens not reloaded; the ones in use stay' });
+  }
+  if (adminTokenFile !== undefined) {
+    reloads.push({ files: adminTokenFile, apply: (n) => n.replaceAdminTokens(TokenSet.fromFile(adminTokenFile)), failed: 'admin tokens not reloaded; the ones in use stay' });
+  }
+  if (tlsFiles !== undefined) {
+    reloads.push({ files: tlsFiles, apply: (n) => void n.replaceCertificate(readTlsFiles(tlsFiles).tls), failed: 'TLS certificate not reloaded; the one in use stays' });
+  }
+  if (reloads.length > 0) process.on('SIGHUP', () => {
     if (node === undefined) return log.warn({ signal: 'SIGHUP' }, 'nothing reloaded: the node is still starting');
-    const running = node;
-    if (tokensFile !== undefined) {
+    for (const r of reloads) {
       try {
-        running.replaceClientTokens(TokenSet.fromFile(tokensFile));
+        r.apply(node);
       } catch (e) {
-        log.error({ signal: 'SIGHUP', file: tokensFile, err: (e as Error).message }, 'client tokens not reloaded; the ones in use stay');
-      }
-    }
-    if (tlsFiles !== undefined) {
-      try {
-        running.replaceCertificate(readTlsFiles(tlsFiles).tls);
-      } catch (e) {
-        log.error({ signal: 'SIGHUP', files: tlsFiles, err: (e as Error).message }, 'TLS certificate not reloaded; the one in use stays');
+        log.error({ signal: 'SIGHUP', files: r.files, err: (e as Error).message }, r.failed);
       }
     }
   });
@@ -307,7 +315,7 @@ export async function main(argv: string[]): Promise<number> {
     ...(clientPingMs !== undefined ? { clientPingMs } : {}),
     ...(maxReceivingBytes !== undefined ? { maxReceivingBytes } : {}),
     ...(authTokens ? { authTokens } : {}),
-    ...(adminToken ? { adminToken: new TokenSet([adminToken]) } : {}),
+    ...(adminTokens ? { adminToken: adminTokens } : {}),
     ...(tls ? { tls } : {}),
     ...(values.chaos ? { chaos: true } : {}),
     ...(runTimeoutMs !== undefined ? { runTimeoutMs } : {}),

@@ -221,6 +221,18 @@ export class ActorserveNode {
   }
 
   /**
+   * Replaces the admin tokens (the CLI re-reads `--admin-token-file` on SIGHUP): admin calls are
+   * checked against the new set from the next one.
+   * @throws RangeError when this node runs without an admin token (admin calls are then taken from
+   * this machine only, and a reload does not change that).
+   */
+  replaceAdminTokens(tokens: TokenSet): void {
+    if (!this.auth.admin) throw new RangeError('this node runs without an admin token (start it with --admin-token-file)');
+    this.auth.admin = tokens;
+    this.log.info({ tokens: tokens.size }, 'admin tokens replaced');
+  }
+
+  /**
    * Serves a renewed certificate and key (the CLI re-reads `--tls-cert` and `--tls-key` on SIGHUP) to
    * every connection from now on; connections already open keep theirs. A `ca` replaces the one peer
    * links verify peers with, from their next dial. Returns what the log says of the new certificate.

@@ -21,8 +21,7 @@ export class TokenSet {
 
   /** One token per line; blank lines and `#` comments are skipped. @throws when the file cannot be read or holds no token. */
   static fromFile(path: string): TokenSet {
-    const lines = readFileSync(path, 'utf8').split(/\r?\n/).map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
-    return new TokenSet(lines);
+    return new TokenSet(tokensInFile(path));
   }
 
   /** Tokens in the set. */
@@ -41,6 +40,11 @@ export class TokenSet {
     for (const x of this.digests) found = timingSafeEqual(d, x) || found;
     return found;
   }
+}
+
+/** The tokens of a tokens file, in order: one per line, blank lines and `#` comments skipped. @throws when it cannot be read. */
+export function tokensInFile(path: string): string[] {
+  return readFileSync(path, 'utf8').split(/\r?\n/).map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
 }
 
 /** The token of an `Authorization: Bearer …` header, if any. */
