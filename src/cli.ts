@@ -272,7 +272,7 @@ export async function main(argv: string[]): Promise<number> {
   };
   process.once('SIGINT', () => shutdown('SIGINT'));
   process.once('SIGTERM', () => shutdown('SIGTERM'));
-  // With a tokens file or a certificate, SIGHUP re-reads them and never ends the node; with none,
+  // With a tokens file, an admin tokens file or a certificate, SIGHUP re-reads them and never ends the node; with none,
   // SIGHUP keeps its default. Each is replaced only whole and valid; what fails to load stays as it was.
   const reloads: { files: unknown; apply: (n: ActorserveNode) => void; failed: string }[] = [];
   const tokensFile = values['auth-tokens'];
