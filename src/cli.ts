@@ -258,6 +258,8 @@ export async function main(argv: string[]): Promise<number> {
   const envTokens = process.env['ACTORSERVE_AUTH_TOKENS']?.split(',').map((t) => t.trim()).filter(Boolean);
   const authTokens = values['auth-tokens'] ? TokenSet.fromFile(values['auth-tokens']) : envTokens?.length ? new TokenSet(envTokens) : undefined;
   if (Boolean(values['tls-cert']) !== Boolean(values['tls-key'])) throw new RangeError('--tls-cert and --tls-key go together');
+  // Without a certificate the node serves and dials plain ws://, and a CA would silently verify nothing.
+  if (values['tls-ca'] !== undefined && !values['tls-cert']) throw new RangeError('--tls-ca needs --tls-cert and --tls-key (a node without them serves and dials plain ws://)');
   const tlsFiles = values['tls-cert'] && values['tls-key'] ? { cert: values['tls-cert'], key: values['tls-key'], ca: values['tls-ca'] } : undefined;
   const tls = tlsFiles ? readTlsFiles(tlsFiles).tls : undefined;
   const maxFrameBytes = intOpt('max-frame-bytes', values['max-frame-bytes']);

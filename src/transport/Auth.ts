@@ -21,7 +21,9 @@ export class TokenSet {
 
   /** One token per line; blank lines and `#` comments are skipped. @throws when the file cannot be read or holds no token. */
   static fromFile(path: string): TokenSet {
-    return new TokenSet(tokensInFile(path));
+    const tokens = tokensInFile(path);
+    if (tokens.length === 0) throw new Error(`${path} holds no token (one per line; blank lines and # comments are skipped)`);
+    return new TokenSet(tokens);
   }
 
   /** Tokens in the set. */
