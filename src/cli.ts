@@ -87,6 +87,9 @@ Limits and security:
                       largest first (default 268435456)
   --max-connections N client WebSocket connections held at most; past it an upgrade gets
                       HTTP 503 with Retry-After (default 10000)
+  --max-connections-per-address N  client WebSocket connections one remote address may
+                      hold; past it an upgrade gets HTTP 503 with Retry-After (default: no
+                      cap; leave it off where clients share a proxy's or a NAT's address)
   --client-ping-ms N  ping every client this often; one that answers neither the ping nor
                       with a frame by the next is closed and its queued work cancelled
                       (default 20000; 0 turns it off)
@@ -166,6 +169,7 @@ export async function main(argv: string[]): Promise<number> {
       'max-buffered-total-bytes': { type: 'string' },
       'max-connections': { type: 'string' },
       'client-ping-ms': { type: 'string' },
+      'max-connections-per-address': { type: 'string' },
       'max-receiving-bytes': { type: 'string' },
       'auth-tokens': { type: 'string' },
       'admin-token': { type: 'string' },
@@ -254,6 +258,7 @@ export async function main(argv: string[]): Promise<number> {
   const maxBufferedTotalBytes = intOpt('max-buffered-total-bytes', values['max-buffered-total-bytes']);
   const maxConnections = intOpt('max-connections', values['max-connections']);
   const clientPingMs = intOpt('client-ping-ms', values['client-ping-ms']);
+  const maxConnectionsPerAddress = intOpt('max-connections-per-address', values['max-connections-per-address']);
   const maxReceivingBytes = intOpt('max-receiving-bytes', values['max-receiving-bytes']);
   const envTokens = process.env['ACTORSERVE_AUTH_TOKENS']?.split(',').map((t) => t.trim()).filter(Boolean);
   const authTokens = values['auth-tokens'] ? TokenSet.fromFile(values['auth-tokens']) : envTokens?.length ? new TokenSet(envTokens) : undefined;
@@ -315,6 +320,7 @@ export async function main(argv: string[]): Promise<number> {
     ...(maxBufferedTotalBytes !== undefined ? { maxBufferedTotalBytes } : {}),
     ...(maxConnections !== undefined ? { maxConnections } : {}),
     ...(clientPingMs !== undefined ? { clientPingMs } : {}),
+    ...(maxConnectionsPerAddress !== undefined ? { maxConnectionsPerAddress } : {}),
     ...(maxReceivingBytes !== undefined ? { maxReceivingBytes } : {}),
     ...(authTokens ? { authTokens } : {}),
     ...(adminTokens ? { adminToken: adminTokens } : {}),

@@ -87,6 +87,12 @@ export interface NodeOptions {
   /** Client WebSocket connections this node holds at most; past it an upgrade gets 503 with Retry-After. Default 10 000. */
   maxConnections?: number;
   /**
+   * Client WebSocket connections one remote address may hold at most; past it an upgrade gets 503
+   * with Retry-After, so one host cannot take every slot. Default: no cap (clients behind a proxy
+   * or a NAT share its address).
+   */
+  maxConnectionsPerAddress?: number;
+  /**
    * Every this many ms the node pings each client; a client that has answered neither that ping
    * nor sent a frame by the next is taken for gone (a laptop shut, a phone off the network, a NAT
    * that forgot it) and closed, its queued work cancelled, so it stops holding a connection slot
@@ -415,6 +421,7 @@ export class ActorserveNode {
       isReady: () => this.ready,
       acceptClients: () => !this.leaving,
       maxClients: c.maxConnections,
+      ...(opts.maxConnectionsPerAddress !== undefined ? { maxClientsPerAddress: positive('maxConnectionsPerAddress', opts.maxConnectionsPerAddress) } : {}),
       onRefused: (reason) => this.metrics.connectionRefused(reason),
       routes: (req, res, path) => this.route(req, res, path) || handleOip(req, res, path, this.http) || handleDashboard(req, res, path, this.http),
       upgrades: { '/v1/dashboard/ws': (ws) => dashboardFeed(ws, this.http) },

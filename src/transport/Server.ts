@@ -36,6 +36,12 @@ export interface ServerOptions {
    * at accept. Default: no cap.
    */
   maxClients?: number;
+  /**
+   * Client WebSocket connections one remote address may hold at most; an upgrade past it is
+   * answered 503 with `Retry-After`, so one host cannot take every slot of {@link maxClients}.
+   * Default: no cap (clients behind one proxy or NAT share an address).
+   */
+  maxClientsPerAddress?: number;
   /** Told of every client upgrade refused, with why. */
   onRefused?: (reason: RefusedConnection) => void;
   /** Decides a client upgrade before a socket exists: 401 when it returns false. */
@@ -48,15 +54,16 @@ export interface ServerOptions {
   routes?: (req: IncomingMessage, res: ServerResponse, path: string) => boolean;
 }
 
-const FULL_BODY = JSON.stringify({
-  error: 'overloaded',
-  message: 'this node holds its most client connections; retry later or connect to another node',
-  retryAfterMs: FULL_RETRY_AFTER_S * 1000,
-});
-/** The answer to an upgrade past the client cap: 503, `Retry-After`, and the reason as JSON. */
-const FULL_RESPONSE =
-  `HTTP/1.1 503 Service Unavailable\r\nretry-after: ${FULL_RETRY_AFTER_S}\r\ncontent-type: application/json\r\n` +
-  `connection: close\r\ncontent-length: ${Buffer.byteLength(FULL_BODY)}\r\n\r\n${FULL_BODY}`;
+/** The answer to an upgrade past a connection cap: 503, `Retry-After`, and the reason as JSON. */
+const fullResponse = (message: string) => {
+  const body = JSON.stringify({ error: 'overloaded', message, retryAfterMs: FULL_RETRY_AFTER_S * 1000 });
+  return (
+    `HTTP/1.1 503 Service Unavailable\r\nretry-after: ${FULL_RETRY_AFTER_S}\r\ncontent-type: application/json\r\n` +
+    `connection: close\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
+  );
+};
+const FULL_RESPONSE = fullResponse('this node holds its most client connections; retry later or connect to another node');
+const ADDRESS_FULL_RESPONSE = fullResponse('this address holds its most client connections on this node; close one, retry later or connect to another node');
 
 export interface RunningServer {
   readonly port: number;
@@ -89,6 +96,8 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     perMessageDeflate: false,
     clientTracking: true,
   });
+  /** Client connections open per remote address (only with a per-address cap). */
+  const perAddress = new Map<string, number>();
   const side = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024, perMessageDeflate: false, clientTracking: true });
   const handler: RequestListener = (req, res) => {
     const path = (req.url ?? '/').split('?')[0];
@@ -127,10 +136,24 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     if (o.maxClients !== undefined && wss.clients.size >= o.maxClients) {
       return refuse(socket, 'max_connections', FULL_RESPONSE);
     }
+    const address = req.socket.remoteAddress ?? '';
+    if (o.maxClientsPerAddress !== undefined && (perAddress.get(address) ?? 0) >= o.maxClientsPerAddress) {
+      return refuse(socket, 'max_connections_per_address', ADDRESS_FULL_RESPONSE);
+    }
     if (o.authorizeClient && !o.authorizeClient(req)) {
       return refuse(socket, 'unauthorized', 'HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Bearer\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
     }
-    wss.handleUpgrade(req, socket, head, (ws) => o.onClient(ws, req));
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      if (o.maxClientsPerAddress !== undefined) {
+        perAddress.set(address, (perAddress.get(address) ?? 0) + 1);
+        ws.once('close', () => {
+          const n = perAddress.get(address)! - 1;
+          if (n === 0) perAddress.delete(address);
+          else perAddress.set(address, n);
+        });
+      }
+      o.onClient(ws, req);
+    });
   });
   await new Promise<void>((resolve, reject) => {
     http.once('error', reject);

@@ -57,6 +57,38 @@ describe('a node at its connection cap', () => {
   });
 });
 
+describe('a remote address at its connection cap', () => {
+  it('answers that address\'s further upgrades 503 with Retry-After while another address still gets in, and takes it again once one of its connections leaves', async () => {
+    const node = await spawnNode(['--port', '0', '--node-id', 'peraddr', '--models', 'iris', '--max-connections-per-address', '2']);
+    started.push(node);
+    const refusedHere = () => metric(node.port, 'actorserve_client_connections_refused_total', 'reason="max_connections_per_address"').then((n) => n || 0);
+    // Two loopback addresses: the node listens on 127.0.0.1, and a client may dial it from any 127.x address.
+    const a1 = await RawClient.connect(node.url, { localAddress: '127.0.0.1' });
+    const a2 = await RawClient.connect(node.url, { localAddress: '127.0.0.1' });
+    const refused = await Client.connect(node.url, { timeoutMs: 5_000 }).then(
+      (c) => (void c.close(), undefined),
+      (e: unknown) => e,
+    );
+    expect(refused).toBeInstanceOf(ActorserveError);
+    expect(refused).toMatchObject({ code: 'overloaded', retryAfterMs: 1000 });
+    expect(await refusedHere()).toBe(1);
+
+    const b1 = await RawClient.connect(node.url, { localAddress: '127.0.0.2' });
+    for (const [c, id] of [[a2, 'a2'], [b1, 'b1']] as const) {
+      expect((await c.request({ id, model: 'iris', inputs: irisInput([5.1, 3.5, 1.4, 0.2]) })).t).toBe('result');
+    }
+    expect(await metric(node.port, 'actorserve_client_connections')).toBe(3);
+
+    a1.close();
+    await a1.closed;
+    await eventually(async () => (await metric(node.port, 'actorserve_client_connections')) === 2, 5_000);
+    const a3 = await RawClient.connect(node.url, { localAddress: '127.0.0.1' });
+    expect((await a3.request({ id: 'a3', model: 'iris', inputs: irisInput([6.7, 3.0, 5.2, 2.3]) })).t).toBe('result');
+    expect(await refusedHere()).toBe(1);
+    for (const c of [a2, a3, b1]) c.close();
+  });
+});
+
 describe('the node-wide budget for unread results', () => {
   it('closes the client holding the most unread results once all of them together pass it, spares the others (under it again) and a reading client alike', async () => {
     // Each connection may hold 8 MiB unread (the default); all of them together 256 KiB. The paused
