@@ -48,6 +48,11 @@ export interface ServerOptions {
   authorizeClient?: (req: IncomingMessage) => boolean;
   /** PEM certificate and key: serve https and wss instead of http and ws. */
   tls?: TlsMaterial;
+  /**
+   * A socket that has not sent a whole request head (an HTTP request or a WebSocket upgrade) this
+   * long after it connected, or after its last request, is answered 408 and closed. Default 10 000.
+   */
+  headersTimeoutMs?: number;
   /** Further WebSocket endpoints by path (the dashboard feed). */
   upgrades?: Record<string, (ws: WebSocket, req: IncomingMessage) => void>;
   /** Further HTTP routes; returns false when it does not handle the request. */
@@ -109,9 +114,14 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     if (o.routes?.(req, res, path ?? '/')) return;
     json(res, 404, { error: `no route for ${req.method} ${path}` });
   };
-  const https = o.tls ? createTlsServer({ cert: o.tls.cert, key: o.tls.key }, handler) : undefined;
-  const http: HttpServer = https ? (https as unknown as HttpServer) : createServer(handler);
-  http.headersTimeout = 10_000;
+  const headersTimeout = o.headersTimeoutMs ?? 10_000;
+  // Node checks the timeouts every 30 s by default, so a socket that never sent a byte lived up to 40 s:
+  // a slowloris needed a quarter of the connections to hold the port full. Checking every second (or a
+  // quarter of a shorter timeout) closes such a socket within a second of its timeout.
+  const checking = { connectionsCheckingInterval: Math.max(10, Math.min(1_000, Math.floor(headersTimeout / 4))) };
+  const https = o.tls ? createTlsServer({ cert: o.tls.cert, key: o.tls.key, ...checking }, handler) : undefined;
+  const http: HttpServer = https ? (https as unknown as HttpServer) : createServer(checking, handler);
+  http.headersTimeout = headersTimeout;
   http.requestTimeout = 30_000;
   if (o.maxClients !== undefined) http.maxConnections = o.maxClients + SOCKET_HEADROOM;
   const refuse = (socket: Duplex, reason: RefusedConnection, response: string) => {

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { connect } from 'node:net';
 import { SOCKET_HEADROOM, startServer } from '../../src/transport/Server.js';
 
 describe('startServer', () => {
@@ -14,4 +15,41 @@ describe('startServer', () => {
       await open.close();
     }
   });
+
+  it('answers 408 and closes a socket that sends no whole request head in time, silent or trickling (slowloris), within a second of the timeout', async () => {
+    const headersTimeoutMs = 400;
+    const server = await startServer({ host: '127.0.0.1', port: 0, maxFrameBytes: 1024, onClient: () => undefined, isReady: () => true, headersTimeoutMs });
+    /** Connects, sends `lines` one every 100 ms (none: silent), and resolves with what came back and when it closed. */
+    const hold = (lines: string[]) =>
+      new Promise<{ ms: number; reply: string }>((resolve) => {
+        const t0 = performance.now();
+        let reply = '';
+        const s = connect(server.port, '127.0.0.1');
+        const trickle = setInterval(() => {
+          const line = lines.shift();
+          if (line !== undefined) s.write(line);
+        }, 100);
+        s.on('data', (d) => (reply += d.toString()));
+        s.on('error', () => undefined);
+        s.on('close', () => {
+          clearInterval(trickle);
+          resolve({ ms: performance.now() - t0, reply });
+        });
+      });
+    try {
+      const trickled = Array.from({ length: 40 }, (_, i) => (i === 0 ? 'GET /v1/stream HTTP/1.1\r\n' : `x-pad-${i}: 1\r\n`));
+      const [silent, trickling] = await Promise.all([hold([]), hold(trickled)]);
+      for (const r of [silent, trickling]) {
+        expect(r.reply).toMatch(/^HTTP\/1\.1 408/);
+        expect(r.ms).toBeGreaterThanOrEqual(headersTimeoutMs * 0.9);
+        expect(r.ms).toBeLessThan(headersTimeoutMs + 1_000 + 1_500); // the check's period, then slack for a loaded machine
+      }
+      // A request that arrives whole is answered as ever.
+      const res = await fetch(`http://127.0.0.1:${server.port}/v2/health/live`);
+      expect(res.status).toBe(200);
+    } finally {
+      await server.close();
+    }
+  });
 });
+
