@@ -266,7 +266,7 @@ export async function main(argv: string[]): Promise<number> {
   // Without a certificate the node serves and dials plain ws://, and a CA would silently verify nothing.
   if (values['tls-ca'] !== undefined && !values['tls-cert']) throw new RangeError('--tls-ca needs --tls-cert and --tls-key (a node without them serves and dials plain ws://)');
   const tlsFiles = values['tls-cert'] && values['tls-key'] ? { cert: values['tls-cert'], key: values['tls-key'], ca: values['tls-ca'] } : undefined;
-  const tls = tlsFiles ? readTlsFiles(tlsFiles).tls : undefined;
+  const tls = tlsFiles ? readTlsFiles(tlsFiles) : undefined;
   const maxFrameBytes = intOpt('max-frame-bytes', values['max-frame-bytes']);
   // Signal handlers go in before the node starts: a SIGTERM while models load, or in the instant between
   // the node's `listening` line and the return of start(), would otherwise take the default action and kill
@@ -290,7 +290,7 @@ export async function main(argv: string[]): Promise<number> {
     reloads.push({ files: adminTokenFile, apply: (n) => n.replaceAdminTokens(TokenSet.fromFile(adminTokenFile)), failed: 'admin tokens not reloaded; the ones in use stay' });
   }
   if (tlsFiles !== undefined) {
-    reloads.push({ files: tlsFiles, apply: (n) => void n.replaceCertificate(readTlsFiles(tlsFiles).tls), failed: 'TLS certificate not reloaded; the one in use stays' });
+    reloads.push({ files: tlsFiles, apply: (n) => void n.replaceCertificate(readTlsFiles(tlsFiles)), failed: 'TLS certificate not reloaded; the one in use stays' });
   }
   if (reloads.length > 0) process.on('SIGHUP', () => {
     if (node === undefined) return log.warn({ signal: 'SIGHUP' }, 'nothing reloaded: the node is still starting');

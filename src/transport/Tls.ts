@@ -40,9 +40,10 @@ export function checkCertificate(tls: TlsMaterial): CertificateInfo {
     // The key's own bytes never go into the message: it is a secret.
     throw new Error(`the private key does not parse: ${(e as Error).message}`);
   }
-  if (!matches) throw new Error(`the private key is not the certificate's (${cert.subject.replace(/\n/g, ', ')})`);
+  const subject = cert.subject.replace(/\n/g, ', ');
+  if (!matches) throw new Error(`the private key is not the certificate's (${subject})`);
   return {
-    subject: cert.subject.replace(/\n/g, ', '),
+    subject,
     fingerprint256: cert.fingerprint256,
     validTo: cert.validTo,
     expiresAt: Math.floor(Date.parse(cert.validTo) / 1000),
@@ -50,11 +51,10 @@ export function checkCertificate(tls: TlsMaterial): CertificateInfo {
 }
 
 /**
- * Reads `--tls-cert`, `--tls-key` and `--tls-ca` and checks them; every file is read before any is
- * used, so a rotation half written fails whole.
- * @throws Error when a file cannot be read or {@link checkCertificate} refuses the pair.
+ * Reads `--tls-cert`, `--tls-key` and `--tls-ca`, every file before any is used; the node checks
+ * the set ({@link checkCertificate}) before it serves it, so a rotation half written fails whole.
+ * @throws Error when a file cannot be read.
  */
-export function readTlsFiles(files: { cert: string; key: string; ca?: string | undefined }): { tls: TlsMaterial; info: CertificateInfo } {
-  const tls: TlsMaterial = { cert: readFileSync(files.cert), key: readFileSync(files.key), ...(files.ca ? { ca: readFileSync(files.ca) } : {}) };
-  return { tls, info: checkCertificate(tls) };
+export function readTlsFiles(files: { cert: string; key: string; ca?: string | undefined }): TlsMaterial {
+  return { cert: readFileSync(files.cert), key: readFileSync(files.key), ...(files.ca ? { ca: readFileSync(files.ca) } : {}) };
 }

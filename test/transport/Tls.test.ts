@@ -30,7 +30,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('checkCertificate', () => {
   it('describes a certificate whose key matches: subject, fingerprint and expiry', () => {
-    const { info } = readTlsFiles(a);
+    const info = checkCertificate(readTlsFiles(a));
     const x = new X509Certificate(readFileSync(a.cert));
     expect(info.subject).toBe('CN=alpha');
     expect(info.fingerprint256).toBe(x.fingerprint256);
@@ -40,7 +40,7 @@ describe('checkCertificate', () => {
   });
 
   it('refuses a key that is not the certificate\'s, naming the certificate', () => {
-    expect(() => readTlsFiles({ cert: a.cert, key: b.key })).toThrow(/the private key is not the certificate's \(CN=alpha\)/);
+    expect(() => checkCertificate(readTlsFiles({ cert: a.cert, key: b.key }))).toThrow(/the private key is not the certificate's \(CN=alpha\)/);
   });
 
   it('refuses what does not parse, and never puts the key\'s bytes in the message', () => {
@@ -60,6 +60,6 @@ describe('checkCertificate', () => {
   it('fails the whole set when any file is missing or empty', () => {
     writeFileSync(join(dir, 'empty'), '');
     expect(() => readTlsFiles({ ...a, ca: join(dir, 'no-such-ca.pem') })).toThrow(/ENOENT/);
-    expect(() => readTlsFiles({ cert: join(dir, 'empty'), key: a.key })).toThrow(/the certificate does not parse/);
+    expect(() => checkCertificate(readTlsFiles({ cert: join(dir, 'empty'), key: a.key }))).toThrow(/the certificate does not parse/);
   });
 });
