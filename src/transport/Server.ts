@@ -37,9 +37,9 @@ export interface ServerOptions {
    */
   maxClients?: number;
   /**
-   * Client WebSocket connections one remote address may hold at most; an upgrade past it is
-   * answered 503 with `Retry-After`, so one host cannot take every slot of {@link maxClients}.
-   * Default: no cap (clients behind one proxy or NAT share an address).
+   * Client WebSocket connections one remote address ({@link addressKey}: an IPv6 one by its /64)
+   * may hold at most; an upgrade past it is answered 503 with `Retry-After`, so one host cannot
+   * take every slot of {@link maxClients}. Default: no cap (clients behind one proxy or NAT share an address).
    */
   maxClientsPerAddress?: number;
   /** Told of every client upgrade refused, with why. */
@@ -69,6 +69,24 @@ const fullResponse = (message: string) => {
 };
 const FULL_RESPONSE = fullResponse('this node holds its most client connections; retry later or connect to another node');
 const ADDRESS_FULL_RESPONSE = fullResponse('this address holds its most client connections on this node; close one, retry later or connect to another node');
+
+/**
+ * What the per-address cap counts a client by: its IPv4 address (an IPv4-mapped IPv6 one too), or
+ * the /64 prefix of its IPv6 address, since one IPv6 host is given a whole /64 and could take a
+ * fresh address for every connection.
+ */
+export function addressKey(address: string): string {
+  const bare = address.split('%')[0]!;
+  if (/^::ffff:\d+\.\d+\.\d+\.\d+$/i.test(bare)) return bare.slice(7);
+  if (!bare.includes(':')) return bare;
+  const [head = '', tail] = bare.split('::');
+  const front = head ? head.split(':') : [];
+  const back = tail ? tail.split(':') : [];
+  // A dotted IPv4 tail (64:ff9b::1.2.3.4) takes two groups.
+  const backGroups = back.length + (back.at(-1)?.includes('.') ? 1 : 0);
+  const groups = tail === undefined ? front : [...front, ...Array<string>(Math.max(0, 8 - front.length - backGroups)).fill('0'), ...back];
+  return `${groups.slice(0, 4).map((g) => (Number.parseInt(g, 16) || 0).toString(16)).join(':')}::/64`;
+}
 
 export interface RunningServer {
   readonly port: number;
@@ -146,7 +164,7 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     if (o.maxClients !== undefined && wss.clients.size >= o.maxClients) {
       return refuse(socket, 'max_connections', FULL_RESPONSE);
     }
-    const address = req.socket.remoteAddress ?? '';
+    const address = addressKey(req.socket.remoteAddress ?? '');
     if (o.maxClientsPerAddress !== undefined && (perAddress.get(address) ?? 0) >= o.maxClientsPerAddress) {
       return refuse(socket, 'max_connections_per_address', ADDRESS_FULL_RESPONSE);
     }

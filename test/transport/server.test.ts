@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { connect } from 'node:net';
-import { SOCKET_HEADROOM, startServer } from '../../src/transport/Server.js';
+import { addressKey, SOCKET_HEADROOM, startServer } from '../../src/transport/Server.js';
 
 describe('startServer', () => {
   it('closes sockets of any kind past the client cap plus headroom at accept, and leaves the port uncapped without one', async () => {
@@ -50,6 +50,21 @@ describe('startServer', () => {
     } finally {
       await server.close();
     }
+  });
+
+  it('counts a client for the per-address cap by its IPv4 address, or by the /64 of its IPv6 one', () => {
+    expect(addressKey('203.0.113.7')).toBe('203.0.113.7');
+    expect(addressKey('::ffff:203.0.113.7')).toBe('203.0.113.7');
+    expect(addressKey('::FFFF:203.0.113.7')).toBe('203.0.113.7');
+    // One host's /64: every address in it is one key, however it is written.
+    const host = ['2001:db8:1:2::1', '2001:db8:1:2:ffff:ffff:ffff:fffe', '2001:0db8:0001:0002:0:0:0:9', '2001:db8:1:2::a%eth0'].map(addressKey);
+    expect(new Set(host)).toEqual(new Set(['2001:db8:1:2::/64']));
+    expect(addressKey('2001:db8:1:3::1')).toBe('2001:db8:1:3::/64');
+    expect(addressKey('2001:db8::1')).toBe('2001:db8:0:0::/64');
+    expect(addressKey('::1')).toBe('0:0:0:0::/64');
+    expect(addressKey('64:ff9b::203.0.113.7')).toBe('64:ff9b:0:0::/64');
+    expect(addressKey('fe80::1:2:3:4')).toBe('fe80:0:0:0::/64');
+    expect(addressKey('1:2:3:4:5::')).toBe('1:2:3:4::/64');
   });
 });
 
