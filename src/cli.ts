@@ -193,8 +193,8 @@ export async function main(argv: string[]): Promise<number> {
   const adminTokenFile = values['admin-token-file'];
   if (adminTokenFile !== undefined && values['admin-token'] !== undefined) throw new RangeError('give --admin-token or --admin-token-file, not both');
   const adminToken = values['admin-token'] ?? (adminTokenFile === undefined ? process.env['ACTORSERVE_ADMIN_TOKEN'] : undefined);
-  const adminTokens = adminTokenFile !== undefined ? TokenSet.fromFile(adminTokenFile) : adminToken ? new TokenSet([adminToken]) : undefined;
   if (positionals[0] === 'leave') return leave(port, adminTokenFile !== undefined ? tokensInFile(adminTokenFile)[0] : adminToken, Boolean(values['tls-cert']));
+  const adminTokens = adminTokenFile !== undefined ? TokenSet.fromFile(adminTokenFile) : adminToken ? new TokenSet([adminToken]) : undefined;
 
   const level = values['log-level'] ?? 'info';
   if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(level)) throw new RangeError(`--log-level ${level} is not a level`);

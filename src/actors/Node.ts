@@ -33,6 +33,7 @@ import { applyChaos, checkChaos, type ChaosTarget } from '../chaos/Chaos.js';
 import { readBody } from '../transport/http/body.js';
 import { bearer, tokenDigest, TokenSet } from '../transport/Auth.js';
 import { checkCertificate, type CertificateInfo, type TlsMaterial } from '../transport/Tls.js';
+import { beat, type Liveness } from '../transport/keepalive.js';
 import { decodeUntrusted } from '../transport/codec.js';
 import { checkHello } from '../transport/protocol.js';
 
@@ -262,15 +263,10 @@ export class ActorserveNode {
    */
   private pingClients(): void {
     for (const [ws, client] of this.clients) {
-      if (ws.readyState !== ws.OPEN || ws.isPaused) continue;
-      if (client.awaitingPong) {
-        client.log.info('client closed: no answer to a ping');
-        this.metrics.connectionClosed('ping_timeout');
-        ws.terminate();
-        continue;
-      }
-      client.awaitingPong = true;
-      ws.ping();
+      if (ws.readyState !== ws.OPEN || ws.isPaused || beat(ws, client)) continue;
+      client.log.info('client closed: no answer to a ping');
+      this.metrics.connectionClosed('ping_timeout');
+      ws.terminate();
     }
   }
 
@@ -302,9 +298,10 @@ export class ActorserveNode {
     const maxBufferedTotalBytes = positive('maxBufferedTotalBytes', opts.maxBufferedTotalBytes ?? 256 * 1024 * 1024);
     const maxConnections = positive('maxConnections', opts.maxConnections ?? 10_000);
     const maxReceivingBytes = positive('maxReceivingBytes', opts.maxReceivingBytes ?? 256 * 1024 * 1024);
+    const maxConnectionsPerAddress = opts.maxConnectionsPerAddress === undefined ? undefined : positive('maxConnectionsPerAddress', opts.maxConnectionsPerAddress);
     const clientPingMs = opts.clientPingMs ?? 20_000;
     if (!Number.isInteger(clientPingMs) || clientPingMs < 0) throw new RangeError(`clientPingMs must be a non-negative integer, got ${clientPingMs}`);
-    await node.boot(opts, { maxInFlight, maxFrameBytes, supervision, runTimeoutMs, seeds, maxBufferedBytes, maxBufferedTotalBytes, maxConnections, maxReceivingBytes, clientPingMs });
+    await node.boot(opts, { maxInFlight, maxFrameBytes, supervision, runTimeoutMs, seeds, maxBufferedBytes, maxBufferedTotalBytes, maxConnections, maxConnectionsPerAddress, maxReceivingBytes, clientPingMs });
     } catch (e) {
       await node.stop();
       throw e;
@@ -325,6 +322,7 @@ export class ActorserveNode {
       maxConnections: number;
       maxReceivingBytes: number;
       clientPingMs: number;
+      maxConnectionsPerAddress: number | undefined;
     },
   ): Promise<void> {
     const { log, system } = this;
@@ -421,7 +419,7 @@ export class ActorserveNode {
       isReady: () => this.ready,
       acceptClients: () => !this.leaving,
       maxClients: c.maxConnections,
-      ...(opts.maxConnectionsPerAddress !== undefined ? { maxClientsPerAddress: positive('maxConnectionsPerAddress', opts.maxConnectionsPerAddress) } : {}),
+      ...(c.maxConnectionsPerAddress !== undefined ? { maxClientsPerAddress: c.maxConnectionsPerAddress } : {}),
       onRefused: (reason) => this.metrics.connectionRefused(reason),
       routes: (req, res, path) => this.route(req, res, path) || handleOip(req, res, path, this.http) || handleDashboard(req, res, path, this.http),
       upgrades: { '/v1/dashboard/ws': (ws) => dashboardFeed(ws, this.http) },
@@ -778,14 +776,12 @@ export class ActorserveNode {
   }
 }
 
-/** What a node keeps about a client connection. */
-interface ClientConnection {
+/** What a node keeps about a client connection (and its keepalive). */
+interface ClientConnection extends Liveness {
   /** The logger that names it. */
   log: Logger;
   /** When client tokens are on, the digest of the token it authenticated with. */
   token?: Buffer;
-  /** Pinged, and nothing heard from it since. */
-  awaitingPong: boolean;
 }
 
 /** Answers a client `unauthorized` (why, in the message) and closes it with 1008. */

@@ -12,6 +12,7 @@
 import WebSocket, { type RawData } from 'ws';
 import { ActorserveError, CloseCode, ERROR_CODES, type ErrorCode } from '../errors.js';
 import { decodeUntrusted, encode } from '../transport/codec.js';
+import { beat, type Liveness } from '../transport/keepalive.js';
 import {
   DTYPE_BYTES,
   isDType,
@@ -124,8 +125,8 @@ export class Client {
   /** Set once the connection is unusable; new requests reject with it. */
   #closed: ActorserveError | undefined;
   #lastSocketError = '';
-  /** Pinged, and nothing heard from the node since. */
-  #awaitingPong = false;
+  /** The keepalive's view of the node. */
+  readonly #liveness: Liveness = { awaitingPong: false };
 
   private constructor(ws: WebSocket, welcome: WelcomeFrame, url: string, pingMs: number) {
     this.#ws = ws;
@@ -143,9 +144,9 @@ export class Client {
     ws.on('error', (e) => {
       this.#lastSocketError = e.message;
     });
-    ws.on('pong', () => (this.#awaitingPong = false));
+    ws.on('pong', () => (this.#liveness.awaitingPong = false));
     ws.on('message', (data) => {
-      this.#awaitingPong = false;
+      this.#liveness.awaitingPong = false;
       this.#onMessage(data);
     });
   }
@@ -462,14 +463,9 @@ export class Client {
 
   /** Closes a connection that gave no sign of life since the last ping, or pings it. */
   #ping(pingMs: number): void {
-    if (this.#ws.readyState !== WebSocket.OPEN) return;
-    if (this.#awaitingPong) {
-      this.#closed ??= new ActorserveError('unavailable', `${this.url} answered no ping within ${pingMs} ms`);
-      this.#ws.terminate();
-      return;
-    }
-    this.#awaitingPong = true;
-    this.#ws.ping();
+    if (this.#ws.readyState !== WebSocket.OPEN || beat(this.#ws, this.#liveness)) return;
+    this.#closed ??= new ActorserveError('unavailable', `${this.url} answered no ping within ${pingMs} ms`);
+    this.#ws.terminate();
   }
 
   #onClose(code: number, reason: string): void {
