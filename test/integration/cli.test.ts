@@ -4,11 +4,12 @@
  * used exits 1 naming what is wrong.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BIN } from '../helpers/spawnNode.js';
+import { selfSigned } from '../helpers/tls.js';
 
 let dir: string;
 beforeAll(() => {
@@ -40,12 +41,7 @@ describe('actorserve node, refusing to start', () => {
     expect(empty.status).toBe(1);
     expect(empty.stderr).toContain(`${join(dir, 'empty')} holds no token`);
 
-    const pair = (name: string) => {
-      const [key, cert] = [join(dir, `${name}.key`), join(dir, `${name}.pem`)];
-      execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', `/CN=${name}`], { stdio: 'ignore' });
-      return { key, cert };
-    };
-    const [a, b] = [pair('a'), pair('b')];
+    const [a, b] = [selfSigned(dir, 'a'), selfSigned(dir, 'b')];
     const mismatched = run(['--tls-cert', a.cert, '--tls-key', b.key]);
     expect(mismatched.status).toBe(1);
     expect(mismatched.stderr).toContain("the private key is not the certificate's (CN=a)");

@@ -17,6 +17,7 @@ import { irisInput } from '../helpers/RawClient.js';
 import { eventually, freePorts } from '../helpers/cluster.js';
 import { metric } from '../helpers/metrics.js';
 import { BIN, spawnNode, type NodeProcess } from '../helpers/spawnNode.js';
+import { selfSigned as selfSignedIn } from '../helpers/tls.js';
 
 const SECRETS = { clientA: 'tok-alpha-7f3e', clientB: 'tok-bravo-91c2', admin: 'adm-secret-55d1', cluster: 'clu-secret-0b9a' };
 const started: NodeProcess[] = [];
@@ -209,13 +210,7 @@ describe('the admin token', () => {
 });
 
 /** A fresh self-signed certificate for 127.0.0.1 and its key, as files in the test's directory. */
-function selfSigned(name: string): { cert: string; key: string } {
-  const key = join(dir, `${name}-key.pem`);
-  const cert = join(dir, `${name}-cert.pem`);
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1',
-    '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
-  return { cert, key };
-}
+const selfSigned = (name: string) => selfSignedIn(dir, name, { cn: '127.0.0.1' });
 
 const fingerprint = (certFile: string) => new X509Certificate(readFileSync(certFile)).fingerprint256;
 

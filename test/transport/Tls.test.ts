@@ -4,20 +4,15 @@
  * the key's bytes.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checkCertificate, readTlsFiles } from '../../src/transport/Tls.js';
+import { selfSigned } from '../helpers/tls.js';
 
 let dir: string;
-const pair = (name: string) => {
-  const key = join(dir, `${name}-key.pem`);
-  const cert = join(dir, `${name}-cert.pem`);
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', `/CN=${name}`], { stdio: 'ignore' });
-  return { cert, key };
-};
+const pair = (name: string) => selfSigned(dir, name, { days: 2 });
 let a: { cert: string; key: string };
 let b: { cert: string; key: string };
 
