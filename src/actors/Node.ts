@@ -18,7 +18,7 @@ import { PROTOCOL_VERSION, type ErrorFrame, type InferFrame, type ResultFrame, t
 import { json, startServer, type RunningServer } from '../transport/Server.js';
 import { overBudget, receivingBytes, SWEEP_MS, unreadBytes } from '../transport/byteBudget.js';
 import type { NodeContext } from '../transport/http/context.js';
-import { dashboardFeed, handleDashboard } from '../transport/http/dashboard.js';
+import { dashboardFeed, dashboardSampler, handleDashboard } from '../transport/http/dashboard.js';
 import { handleOip } from '../transport/http/oip.js';
 import { Membership, type MemberView } from './Membership.js';
 import { admit } from './admit.js';
@@ -259,7 +259,7 @@ export class ActorserveNode {
   /**
    * Closes the clients that gave no sign of life (a pong or a frame) since the last ping, and pings
    * the rest. A client the node itself stopped reading (inbound flow control) is not judged: its
-   * pong may be waiting, unread, behind its own frames.
+   * pong may be waiting, unread, behind its own frames. The dashboard's feeds are judged the same way.
    */
   private pingClients(): void {
     for (const [ws, client] of this.clients) {
@@ -268,6 +268,8 @@ export class ActorserveNode {
       this.metrics.connectionClosed('ping_timeout');
       ws.terminate();
     }
+    const feedsGone = dashboardSampler(this.http)?.pingFeeds() ?? 0;
+    if (feedsGone > 0) this.log.info({ feeds: feedsGone }, 'dashboard feeds closed: no answer to a ping');
   }
 
   /** The cluster as this node sees it, itself included. */

@@ -5,6 +5,7 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { connect as tcpConnect, type Socket } from 'node:net';
+import WebSocket from 'ws';
 import { encode } from '../../src/transport/codec.js';
 import { ActorserveError } from '../../src/errors.js';
 import { Client } from '../../src/client/Client.js';
@@ -311,5 +312,32 @@ describe('clients that answer no ping', () => {
     expect(await metric(node.port, 'actorserve_client_connections')).toBe(1);
     expect((await idle.request({ id: 'i2', model: 'iris', inputs: row })).t).toBe('result');
     idle.close();
+  });
+
+  it('closes a dashboard feed that answers no ping, so vanished browsers cannot hold the capped feeds', async () => {
+    const pingMs = 300;
+    const node = await spawnNode(['--port', '0', '--node-id', 'feeds', '--models', 'iris', '--client-ping-ms', String(pingMs)]);
+    started.push(node);
+    const open = (autoPong: boolean) => {
+      const ws = new WebSocket(`ws://127.0.0.1:${node.port}/v1/dashboard/ws`, { autoPong });
+      const closed = new Promise<number>((resolve) => ws.on('close', (code) => resolve(code)));
+      let snapshots = 0;
+      ws.on('message', () => snapshots++);
+      return { ws, closed, snapshots: () => snapshots };
+    };
+    const watching = open(true);
+    const vanished = open(false);
+    await Promise.all([watching, vanished].map((f) => new Promise((resolve, reject) => f.ws.once('open', resolve).once('error', reject))));
+    const within = <T>(p: Promise<T>, ms: number) => Promise.race([p, sleep(ms).then(() => Promise.reject(new Error(`not closed within ${ms} ms`)))]);
+    expect(await within(vanished.closed, 5_000)).toBe(1006);
+    expect(logged(node, 'dashboard feeds closed: no answer to a ping')).toHaveLength(1);
+    // The feed that answers its pings lives through many more intervals and keeps getting snapshots.
+    const before = watching.snapshots();
+    await sleep(pingMs * 8);
+    expect(watching.ws.readyState).toBe(WebSocket.OPEN);
+    expect(watching.snapshots()).toBeGreaterThan(before);
+    expect(logged(node, 'dashboard feeds closed: no answer to a ping')).toHaveLength(1);
+    watching.ws.close();
+    await watching.closed;
   });
 });

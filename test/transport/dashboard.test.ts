@@ -53,8 +53,18 @@ class FakeFeed extends EventEmitter {
   bufferedAmount = 0;
   readonly sent: DashboardSnapshot[] = [];
   closedWith: number | undefined;
+  pings = 0;
+  terminated = false;
   send(text: string) {
     this.sent.push(JSON.parse(text) as DashboardSnapshot);
+  }
+  ping() {
+    this.pings++;
+  }
+  terminate() {
+    this.terminated = true;
+    this.readyState = 3;
+    this.emit('close', 1006);
   }
   close(code: number) {
     this.closedWith = code;
@@ -122,6 +132,25 @@ describe('dashboard sampler', () => {
     slow.emit('message', Buffer.alloc(4096));
     expect(slow.closedWith).toBe(1009);
     expect(sampler.running).toBe(false);
+  });
+
+  it('terminates a feed that answered neither the last ping nor with a message, and pings the others again', () => {
+    const sampler = new DashboardSampler(fakeContext(new Metrics()), { maxFeeds: 3 });
+    const [gone, ponging, talking] = [new FakeFeed(), new FakeFeed(), new FakeFeed()];
+    for (const f of [gone, ponging, talking]) sampler.attach(f as unknown as WebSocket);
+    expect(sampler.pingFeeds()).toBe(0);
+    expect([gone.pings, ponging.pings, talking.pings]).toEqual([1, 1, 1]);
+    ponging.emit('pong');
+    talking.emit('message', Buffer.from('hi'));
+    expect(sampler.pingFeeds()).toBe(1);
+    expect([gone.terminated, ponging.terminated, talking.terminated]).toEqual([true, false, false]);
+    expect([ponging.pings, talking.pings]).toEqual([2, 2]);
+    expect(sampler.feedCount).toBe(2);
+    // Its place under the cap is free again.
+    const next = new FakeFeed();
+    sampler.attach(next as unknown as WebSocket);
+    expect(next.closedWith).toBeUndefined();
+    for (const f of [ponging, talking, next]) f.close(1000);
   });
 
   it('refuses a feed over the cap with 1013', () => {

@@ -3,9 +3,13 @@
  * dashboard feed is connected and pushes the same snapshot text to every
  * feed. It starts with the first feed and stops (its timer cleared) when the
  * last one closes, so an unwatched node pays nothing and a stopped node,
- * whose server terminates every feed, keeps no timer.
+ * whose server terminates every feed, keeps no timer. The node pings the
+ * feeds with its clients (`pingFeeds`): a browser gone without closing (a
+ * laptop shut) would otherwise hold one of the capped feeds, and up to 1 MiB
+ * of unsent snapshots, until TCP gives up.
  */
 import type { WebSocket } from 'ws';
+import { beat, type Liveness } from '../../keepalive.js';
 import type { NodeContext } from '../context.js';
 import { buildSnapshot, readTotals, type Totals } from './snapshot.js';
 
@@ -29,7 +33,7 @@ const MESSAGE_TOO_BIG = 1009;
 const OPEN = 1;
 
 export class DashboardSampler {
-  private readonly feeds = new Set<WebSocket>();
+  private readonly feeds = new Map<WebSocket, Liveness>();
   private timer: NodeJS.Timeout | undefined;
   private prev: Totals | undefined;
   private last: string | undefined;
@@ -70,9 +74,12 @@ export class DashboardSampler {
       ws.close(TRY_AGAIN_LATER, 'too many dashboard feeds');
       return;
     }
-    this.feeds.add(ws);
-    // Read-only: whatever the browser sends is ignored, and anything big ends the feed.
+    const peer: Liveness = { awaitingPong: false };
+    this.feeds.set(ws, peer);
+    ws.on('pong', () => void (peer.awaitingPong = false));
+    // Read-only: whatever the browser sends is ignored (beyond showing it is there), and anything big ends the feed.
     ws.on('message', (data: Buffer | ArrayBuffer | Buffer[]) => {
+      peer.awaitingPong = false;
       const size = Array.isArray(data) ? data.reduce((s, b) => s + b.length, 0) : data.byteLength;
       if (size > this.maxInbound) ws.close(MESSAGE_TOO_BIG, 'the dashboard feed accepts no input');
     });
@@ -80,6 +87,20 @@ export class DashboardSampler {
     ws.on('close', () => this.detach(ws));
     if (this.timer === undefined) this.start();
     else if (this.last !== undefined) ws.send(this.last);
+  }
+
+  /**
+   * Pings every feed; one that answered neither the last ping nor with a message is terminated (its
+   * 'close' detaches it). Returns how many were.
+   */
+  pingFeeds(): number {
+    let gone = 0;
+    for (const [ws, peer] of this.feeds) {
+      if (ws.readyState !== OPEN || beat(ws, peer)) continue;
+      ws.terminate();
+      gone++;
+    }
+    return gone;
   }
 
   private detach(ws: WebSocket): void {
@@ -121,7 +142,7 @@ export class DashboardSampler {
       });
       this.prev = cur;
       this.last = JSON.stringify(snapshot);
-      for (const ws of this.feeds) {
+      for (const ws of this.feeds.keys()) {
         if (ws.readyState === OPEN && ws.bufferedAmount <= this.maxBuffered) ws.send(this.last);
       }
     } catch {
