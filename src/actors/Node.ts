@@ -14,8 +14,8 @@ import { modelInfo, type ModelSpec } from '../models/registry.js';
 import type { ThreadFaults } from '../models/threadProtocol.js';
 import { encode } from '../transport/codec.js';
 import type { MemberInfo, PeerMsg } from '../transport/peerProtocol.js';
-import { PROTOCOL_VERSION, type ErrorFrame, type InferFrame, type ResultFrame, type WelcomeFrame } from '../transport/protocol.js';
-import { json, startServer, type RunningServer } from '../transport/Server.js';
+import { PROTOCOL_VERSION, type ErrorFrame, type ResultFrame, type WelcomeFrame } from '../transport/protocol.js';
+import { addressKey, json, startServer, type RunningServer } from '../transport/Server.js';
 import { overBudget, receivingBytes, SWEEP_MS, unreadBytes } from '../transport/byteBudget.js';
 import type { NodeContext } from '../transport/http/context.js';
 import { dashboardFeed, dashboardSampler, handleDashboard } from '../transport/http/dashboard.js';
@@ -371,7 +371,7 @@ export class ActorserveNode {
       models: opts.models,
       isReady: () => this.ready,
       modelReady: (name) => (this.workersUp.get(name) ?? 0) > 0,
-      submit: (f) => this.submit(f),
+      submit: (f, from) => this.submit(f, from),
       clusterView: () => this.clusterView(),
       queueStats: () => this.queueStats(),
       metrics: this.metrics,
@@ -590,7 +590,7 @@ export class ActorserveNode {
    * Runs one request through the same router, batchers and ledger as the
    * WebSocket path; resolves with its one terminal reply (for the HTTP API).
    */
-  submit: (f: InferFrame) => Promise<ResultFrame | ErrorFrame> = () => Promise.reject(new Error('node is not started'));
+  submit: NodeContext['submit'] = () => Promise.reject(new Error('node is not started'));
 
   private startHttpEntry(gateway: Ref<never>, router: Ref<RouterMsg>, specs: ReadonlyMap<string, ModelSpec>): void {
     const pending = new Map<string, { resolve: (f: ResultFrame | ErrorFrame) => void; model: string; version: string }>();
@@ -606,10 +606,12 @@ export class ActorserveNode {
       p.resolve(f);
     }, 'http');
     this.sessions.set('http', entry);
-    this.submit = (f) => new Promise((resolve) => {
+    // The key's owner part (all but its sequence number, see ownerOf) is the caller's address: each
+    // address gets its own share of a model's queue under pressure, not one for all HTTP callers.
+    this.submit = (f, from = '') => new Promise((resolve) => {
       let req: InferRequest;
       try {
-        req = admit(specs, f, `${this.nodeId}/${this.incarnation}/http/${seq++}`, entry);
+        req = admit(specs, f, `${this.nodeId}/${this.incarnation}/http/${addressKey(from)}/${seq++}`, entry);
       } catch (e) {
         if (!ActorserveError.is(e)) throw e;
         this.metrics.answered(specs.get(f.model)?.name ?? '', specs.get(f.model)?.version ?? '', e.code);

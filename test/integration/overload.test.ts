@@ -1,9 +1,11 @@
 /**
  * Peak traffic against a real node process: 3× its capacity with mixed
- * priorities, and a client that stops reading.
+ * priorities, a client that stops reading, and HTTP callers sharing a full
+ * queue.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import type { ErrorFrame, Priority, ResultFrame } from '../../src/transport/protocol.js';
 import { RawClient } from '../helpers/RawClient.js';
 import { expectEveryResult, IrisLoad } from '../helpers/load.js';
@@ -145,4 +147,53 @@ describe('a client that stops reading', () => {
     expectEveryResult(report, 101);
     good.close();
   });
+});
+
+describe('HTTP callers under pressure', () => {
+  it('hold a share of the model queue per address: one flooding address is refused past its share while another still gets in', async () => {
+    // One row per batch, one batch at a time, no queue-delay bound: only the queue cap (8, soft 6) and the shares decide.
+    const node = await spawnNode(['--port', '0', '--node-id', 'share', '--models', 'iris', '--max-queue', '8', '--max-batch', '1', '--pipeline', '1', '--max-queue-delay-ms', '0', '--run-timeout-ms', '6000', '--chaos', '--admin-token', 'share-admin-token']);
+    started.push(node);
+    const post = (localAddress: string, id: string) => new Promise<{ status: number; error: string | undefined }>((resolve, reject) => {
+      const body = JSON.stringify({ id, inputs: [{ name: 'input', shape: [1, 4], datatype: 'FP32', data: [5.1, 3.5, 1.4, 0.2] }] });
+      const req = httpRequest({
+        host: '127.0.0.1', port: node.port, path: '/v2/models/iris/infer', method: 'POST', localAddress, agent: false,
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+      }, (res) => {
+        let text = '';
+        res.setEncoding('utf8').on('data', (c: string) => (text += c)).on('end', () => resolve({ status: res.statusCode!, error: (JSON.parse(text) as { error?: string }).error }));
+      });
+      req.on('error', reject).end(body);
+    });
+    const gauge = (name: string) => metric(node.port, name, 'model="iris"').then((n) => n || 0);
+    const chaos = await fetch(`http://127.0.0.1:${node.port}/v1/admin/chaos`, { method: 'POST', body: JSON.stringify({ fault: 'hangWorker', model: 'iris' }), headers: { authorization: 'Bearer share-admin-token' } });
+    expect(chaos.status).toBe(200);
+
+    // The worker's next run hangs until the watchdog ends it: everything sent after it waits in the queue.
+    const stuck = post('127.0.0.3', 'stuck');
+    await eventually(async () => (await gauge('actorserve_in_flight')) === 1, 5_000, 20);
+    const b1 = post('127.0.0.2', 'b1');
+    await eventually(async () => (await gauge('actorserve_queue_depth')) === 1, 5_000, 20);
+    const answeredA: { status: number; error: string | undefined }[] = [];
+    const a = Array.from({ length: 12 }, (_, i) => post('127.0.0.1', `a${i}`).then((r) => (answeredA.push(r), r)));
+    // Every one of a's requests is either answered or queued.
+    await eventually(async () => answeredA.length + (await gauge('actorserve_queue_depth')) - 1 === 12, 5_000, 20);
+    // Past the soft limit (6) two addresses hold ⌈8 / 2⌉ = 4 each at most: a got 5 in (the fifth while under the soft limit).
+    expect(await gauge('actorserve_queue_depth')).toBe(6);
+    expect(answeredA).toHaveLength(7);
+    for (const r of answeredA) {
+      expect(r.status).toBe(429);
+      expect(r.error).toMatch(/share of the model queue/);
+    }
+    // b holds one: it is still let in, where one share for every HTTP caller would have refused it.
+    const b2 = post('127.0.0.2', 'b2');
+    await eventually(async () => (await gauge('actorserve_queue_depth')) === 7, 5_000, 20);
+
+    // The watchdog ends the hung run and the queue drains: every queued request is answered 200.
+    const queuedA = (await Promise.all(a)).filter((r) => r.status === 200);
+    expect(queuedA).toHaveLength(5);
+    expect((await b1).status).toBe(200);
+    expect((await b2).status).toBe(200);
+    expect([200, 500]).toContain((await stuck).status);
+  }, 60_000);
 });

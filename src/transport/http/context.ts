@@ -12,8 +12,12 @@ export interface NodeContext {
   isReady(): boolean;
   /** A model is ready here: at least one worker has loaded it. */
   modelReady(name: string): boolean;
-  /** One request through the router, batchers and ledger; resolves with its one terminal reply. */
-  submit(f: InferFrame): Promise<ResultFrame | ErrorFrame>;
+  /**
+   * One request through the router, batchers and ledger; resolves with its one terminal reply. `from`
+   * is the caller's remote address: under pressure each address (an IPv6 one by its /64) holds at
+   * most its share of a model's queue, as one WebSocket connection does.
+   */
+  submit(f: InferFrame, from?: string): Promise<ResultFrame | ErrorFrame>;
   clusterView(): MemberView[];
   queueStats(): Record<string, { queued: number; running: number }>;
   metrics: Metrics;

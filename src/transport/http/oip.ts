@@ -200,7 +200,7 @@ function startInfer(req: IncomingMessage, res: ServerResponse, spec: ModelSpec, 
   if (declared !== undefined && declared > limit) return tooLarge(res, limit);
   readBody(req, limit, ctx.bodiesReading)
     .then(
-      (body) => infer(res, body, spec, version, ctx),
+      (body) => infer(req, res, body, spec, version, ctx),
       (e: unknown) => {
         if (e instanceof BodyTooLarge) return tooLarge(res, limit);
         // Otherwise the client went away mid-body: there is nobody to answer.
@@ -237,7 +237,7 @@ function tooLarge(res: ServerResponse, limit: number): void {
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
-async function infer(res: ServerResponse, body: Buffer, spec: ModelSpec, version: string | undefined, ctx: NodeContext): Promise<void> {
+async function infer(req: IncomingMessage, res: ServerResponse, body: Buffer, spec: ModelSpec, version: string | undefined, ctx: NodeContext): Promise<void> {
   let value: unknown;
   try {
     value = JSON.parse(utf8.decode(body));
@@ -251,7 +251,7 @@ async function infer(res: ServerResponse, body: Buffer, spec: ModelSpec, version
     if (!ActorserveError.is(e)) throw e;
     return fail(res, e);
   }
-  const reply = await ctx.submit(request.frame);
+  const reply = await ctx.submit(request.frame, req.socket.remoteAddress);
   if (reply.t === 'error') return fail(res, reply);
   json(res, 200, inferResponse(reply, request));
 }
