@@ -371,7 +371,7 @@ export class ActorserveNode {
       models: opts.models,
       isReady: () => this.ready,
       modelReady: (name) => (this.workersUp.get(name) ?? 0) > 0,
-      submit: (f, from) => this.submit(f, from),
+      submit: (f, caller) => this.submit(f, caller),
       clusterView: () => this.clusterView(),
       queueStats: () => this.queueStats(),
       metrics: this.metrics,
@@ -608,10 +608,10 @@ export class ActorserveNode {
     this.sessions.set('http', entry);
     // The key's owner part (all but its sequence number, see ownerOf) is the caller's address: each
     // address gets its own share of a model's queue under pressure, not one for all HTTP callers.
-    this.submit = (f, from = '') => new Promise((resolve) => {
+    this.submit = (f, caller = {}) => new Promise((resolve) => {
       let req: InferRequest;
       try {
-        req = admit(specs, f, `${this.nodeId}/${this.incarnation}/http/${addressKey(from)}/${seq++}`, entry);
+        req = admit(specs, f, `${this.nodeId}/${this.incarnation}/http/${addressKey(caller.address ?? '')}/${seq++}`, entry);
       } catch (e) {
         if (!ActorserveError.is(e)) throw e;
         this.metrics.answered(specs.get(f.model)?.name ?? '', specs.get(f.model)?.version ?? '', e.code);
@@ -620,6 +620,10 @@ export class ActorserveNode {
       pending.set(req.key, { resolve, model: req.spec.name, version: req.spec.version });
       this.outstanding++;
       dispatch(router, { t: 'infer', req });
+      // A caller that went away has its request cancelled if still queued (answered `cancelled`, as for
+      // a WebSocket client that closes), so abandoned work does not take inference time under load.
+      const key = req.key;
+      caller.gone?.addEventListener('abort', () => void (pending.has(key) && dispatch(router, { t: 'cancel', model: f.model, key })), { once: true });
     });
   }
 

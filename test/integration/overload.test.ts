@@ -5,7 +5,7 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
-import { request as httpRequest } from 'node:http';
+import { request as httpRequest, type ClientRequest } from 'node:http';
 import type { ErrorFrame, Priority, ResultFrame } from '../../src/transport/protocol.js';
 import { RawClient } from '../helpers/RawClient.js';
 import { expectEveryResult, IrisLoad } from '../helpers/load.js';
@@ -149,29 +149,43 @@ describe('a client that stops reading', () => {
   });
 });
 
+/** Sends one iris row over HTTP from `localAddress`; resolves with the status and the body's error. */
+function postIris(port: number, localAddress: string, id: string, sent?: (req: ClientRequest) => void) {
+  return new Promise<{ status: number; error: string | undefined }>((resolve, reject) => {
+    const body = JSON.stringify({ id, inputs: [{ name: 'input', shape: [1, 4], datatype: 'FP32', data: [5.1, 3.5, 1.4, 0.2] }] });
+    const req = httpRequest({
+      host: '127.0.0.1', port, path: '/v2/models/iris/infer', method: 'POST', localAddress, agent: false,
+      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+    }, (res) => {
+      let text = '';
+      res.setEncoding('utf8').on('data', (c: string) => (text += c)).on('end', () => resolve({ status: res.statusCode!, error: (JSON.parse(text) as { error?: string }).error }));
+    });
+    req.on('error', reject).end(body);
+    sent?.(req);
+  });
+}
+
+/**
+ * A node serving iris one row per batch, one batch at a time, with no queue-delay bound (only the
+ * queue cap, 8, soft limit 6, and the shares decide), whose worker's next run hangs until the
+ * watchdog ends it (6 s): everything sent after it waits in the queue.
+ */
+async function nodeWithHungWorker(id: string) {
+  const token = `${id}-admin-token`;
+  const node = await spawnNode(['--port', '0', '--node-id', id, '--models', 'iris', '--max-queue', '8', '--max-batch', '1', '--pipeline', '1', '--max-queue-delay-ms', '0', '--run-timeout-ms', '6000', '--chaos', '--admin-token', token]);
+  started.push(node);
+  const chaos = await fetch(`http://127.0.0.1:${node.port}/v1/admin/chaos`, { method: 'POST', body: JSON.stringify({ fault: 'hangWorker', model: 'iris' }), headers: { authorization: `Bearer ${token}` } });
+  expect(chaos.status).toBe(200);
+  const gauge = (name: string) => metric(node.port, name, 'model="iris"').then((n) => n || 0);
+  const stuck = postIris(node.port, '127.0.0.3', 'stuck');
+  await eventually(async () => (await gauge('actorserve_in_flight')) === 1, 5_000, 20);
+  return { node, gauge, stuck };
+}
+
 describe('HTTP callers under pressure', () => {
   it('hold a share of the model queue per address: one flooding address is refused past its share while another still gets in', async () => {
-    // One row per batch, one batch at a time, no queue-delay bound: only the queue cap (8, soft 6) and the shares decide.
-    const node = await spawnNode(['--port', '0', '--node-id', 'share', '--models', 'iris', '--max-queue', '8', '--max-batch', '1', '--pipeline', '1', '--max-queue-delay-ms', '0', '--run-timeout-ms', '6000', '--chaos', '--admin-token', 'share-admin-token']);
-    started.push(node);
-    const post = (localAddress: string, id: string) => new Promise<{ status: number; error: string | undefined }>((resolve, reject) => {
-      const body = JSON.stringify({ id, inputs: [{ name: 'input', shape: [1, 4], datatype: 'FP32', data: [5.1, 3.5, 1.4, 0.2] }] });
-      const req = httpRequest({
-        host: '127.0.0.1', port: node.port, path: '/v2/models/iris/infer', method: 'POST', localAddress, agent: false,
-        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
-      }, (res) => {
-        let text = '';
-        res.setEncoding('utf8').on('data', (c: string) => (text += c)).on('end', () => resolve({ status: res.statusCode!, error: (JSON.parse(text) as { error?: string }).error }));
-      });
-      req.on('error', reject).end(body);
-    });
-    const gauge = (name: string) => metric(node.port, name, 'model="iris"').then((n) => n || 0);
-    const chaos = await fetch(`http://127.0.0.1:${node.port}/v1/admin/chaos`, { method: 'POST', body: JSON.stringify({ fault: 'hangWorker', model: 'iris' }), headers: { authorization: 'Bearer share-admin-token' } });
-    expect(chaos.status).toBe(200);
-
-    // The worker's next run hangs until the watchdog ends it: everything sent after it waits in the queue.
-    const stuck = post('127.0.0.3', 'stuck');
-    await eventually(async () => (await gauge('actorserve_in_flight')) === 1, 5_000, 20);
+    const { node, gauge, stuck } = await nodeWithHungWorker('share');
+    const post = (localAddress: string, id: string) => postIris(node.port, localAddress, id);
     const b1 = post('127.0.0.2', 'b1');
     await eventually(async () => (await gauge('actorserve_queue_depth')) === 1, 5_000, 20);
     const answeredA: { status: number; error: string | undefined }[] = [];
@@ -196,4 +210,17 @@ describe('HTTP callers under pressure', () => {
     expect((await b2).status).toBe(200);
     expect([200, 500]).toContain((await stuck).status);
   }, 60_000);
+
+  it('cancels the queued request of a caller that goes away: it leaves the queue at once, answered cancelled', async () => {
+    const { node, gauge, stuck } = await nodeWithHungWorker('gone');
+    void stuck.catch(() => undefined); // the node is stopped with it still hung
+    let sent: ClientRequest | undefined;
+    const gone = postIris(node.port, '127.0.0.1', 'gone', (r) => (sent = r)).catch((e: Error) => e);
+    await eventually(async () => (await gauge('actorserve_queue_depth')) === 1, 5_000, 20);
+    sent!.destroy();
+    expect(await gone).toBeInstanceOf(Error);
+    // Well before the watchdog (6 s) frees the worker, the request is out of the queue.
+    await eventually(async () => (await gauge('actorserve_queue_depth')) === 0, 3_000, 20);
+    expect(await metric(node.port, 'actorserve_requests_total', 'code="cancelled"')).toBe(1);
+  }, 30_000);
 });

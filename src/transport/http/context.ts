@@ -5,6 +5,17 @@ import type { Metrics } from '../../metrics/Metrics.js';
 import type { ModelSpec } from '../../models/registry.js';
 import type { ErrorFrame, InferFrame, ResultFrame } from '../protocol.js';
 
+/** Who sent an HTTP request. */
+export interface HttpCaller {
+  /**
+   * The caller's remote address: under pressure each address (an IPv6 one by its /64) holds at most
+   * its share of a model's queue, as one WebSocket connection does.
+   */
+  address?: string | undefined;
+  /** Aborted when the caller goes away before its answer: a request still queued is cancelled. */
+  gone?: AbortSignal;
+}
+
 export interface NodeContext {
   nodeId: string;
   /** Models this node serves. */
@@ -12,12 +23,8 @@ export interface NodeContext {
   isReady(): boolean;
   /** A model is ready here: at least one worker has loaded it. */
   modelReady(name: string): boolean;
-  /**
-   * One request through the router, batchers and ledger; resolves with its one terminal reply. `from`
-   * is the caller's remote address: under pressure each address (an IPv6 one by its /64) holds at
-   * most its share of a model's queue, as one WebSocket connection does.
-   */
-  submit(f: InferFrame, from?: string): Promise<ResultFrame | ErrorFrame>;
+  /** One request through the router, batchers and ledger; resolves with its one terminal reply. */
+  submit(f: InferFrame, caller?: HttpCaller): Promise<ResultFrame | ErrorFrame>;
   clusterView(): MemberView[];
   queueStats(): Record<string, { queued: number; running: number }>;
   metrics: Metrics;

@@ -251,7 +251,10 @@ async function infer(req: IncomingMessage, res: ServerResponse, body: Buffer, sp
     if (!ActorserveError.is(e)) throw e;
     return fail(res, e);
   }
-  const reply = await ctx.submit(request.frame, req.socket.remoteAddress);
+  const gone = new AbortController();
+  res.once('close', () => void (res.writableFinished || gone.abort()));
+  const reply = await ctx.submit(request.frame, { address: req.socket.remoteAddress, gone: gone.signal });
+  if (gone.signal.aborted) return; // nobody to answer: the request was cancelled, or ran for nobody
   if (reply.t === 'error') return fail(res, reply);
   json(res, 200, inferResponse(reply, request));
 }
