@@ -40,13 +40,30 @@ export interface InferOptions {
   key?: string;
   /**
    * Aborting sends a `cancel` frame and rejects at once with code `cancelled`;
-   * a late result from the server is then dropped.
+   * a late result from the server is then dropped. While waiting to retry, it
+   * rejects `cancelled` at once too.
    */
   signal?: AbortSignal;
+  /**
+   * Try again on `overloaded`, after the server's `retryAfterMs` (never
+   * sooner), spread by a random extra of up to half of it so that refused
+   * clients do not all come back at the same instant. Only `overloaded` is
+   * retried: nothing ran, and the server said when to come back. With
+   * `deadlineMs`, each try carries the time left, and no retry is made that
+   * could not start before the deadline. Off by default.
+   */
+  retry?: RetryOptions;
+}
+
+export interface RetryOptions {
+  /** Most tries in all, the first included. Default 3; an integer >= 1. */
+  attempts?: number;
+  /** Longest wait before one retry; a server asking for longer ends the retries. Default 10 000 ms. */
+  maxDelayMs?: number;
 }
 
 export interface InferResult {
-  /** The id this client gave the request. */
+  /** The id this client gave the request (with retries, the try that was answered). */
   id: number;
   model: string;
   version: string;
@@ -58,7 +75,7 @@ export interface InferResult {
 }
 
 /** One request of {@link Client.stream}. Extra fields are kept and handed back in its outcome. */
-export interface StreamRequest extends Omit<InferOptions, 'signal'> {
+export interface StreamRequest extends Omit<InferOptions, 'signal' | 'retry'> {
   model: string;
   inputs: Record<string, Float32Tensor>;
 }
@@ -98,6 +115,24 @@ interface Pending {
 }
 
 const CLOSE_WAIT_MS = 2_000;
+/** The wait before a retry when an `overloaded` answer named none. */
+const DEFAULT_RETRY_AFTER_MS = 250;
+
+/** Resolves after `ms`; rejects `cancelled` as soon as `signal` aborts. */
+function waitOrAbort(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const aborted = () => {
+      clearTimeout(timer);
+      reject(new ActorserveError('cancelled', 'aborted while waiting to retry'));
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', aborted);
+      resolve();
+    }, ms);
+    if (signal?.aborted === true) return aborted();
+    signal?.addEventListener('abort', aborted, { once: true });
+  });
+}
 
 /**
  * Connects to a node and waits for its welcome frame.
@@ -234,10 +269,40 @@ export class Client {
    * `invalid_request` without sending when an input's shape does not match its
    * data or the frame would exceed the server's `maxFrameBytes`; `cancelled`
    * when `opts.signal` aborts; `unavailable` when the connection is or gets
-   * closed; `internal` when the result frame is malformed.
+   * closed; `internal` when the result frame is malformed. With `opts.retry`,
+   * the last `overloaded` once the retries are spent. Throws `RangeError` for
+   * bad retry options.
    */
   infer(model: string, inputs: Record<string, Float32Tensor>, opts: InferOptions = {}): Promise<InferResult> {
-    return this.#start(model, inputs, opts).promise;
+    if (opts.retry === undefined) return this.#start(model, inputs, opts).promise;
+    const attempts = opts.retry.attempts ?? 3;
+    const maxDelayMs = opts.retry.maxDelayMs ?? 10_000;
+    if (!Number.isInteger(attempts) || attempts < 1) throw new RangeError(`retry.attempts must be an integer >= 1, got ${attempts}`);
+    if (!(maxDelayMs >= 0)) throw new RangeError(`retry.maxDelayMs must be a number >= 0, got ${maxDelayMs}`);
+    return this.#inferRetrying(model, inputs, opts, attempts, maxDelayMs);
+  }
+
+  async #inferRetrying(model: string, inputs: Record<string, Float32Tensor>, opts: InferOptions, attempts: number, maxDelayMs: number): Promise<InferResult> {
+    const started = performance.now();
+    const left = () => (opts.deadlineMs === undefined ? Infinity : opts.deadlineMs - (performance.now() - started));
+    let tryOpts = opts;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#start(model, inputs, tryOpts).promise;
+      } catch (e) {
+        if (!(e instanceof ActorserveError) || e.code !== 'overloaded' || attempt >= attempts) throw e;
+        const asked = e.retryAfterMs ?? DEFAULT_RETRY_AFTER_MS;
+        const wait = asked * (1 + Math.random() / 2);
+        if (asked > maxDelayMs || wait >= left()) throw e;
+        await waitOrAbort(Math.min(wait, maxDelayMs), opts.signal);
+        if (opts.deadlineMs !== undefined) {
+          const deadlineMs = left();
+          // Only a timer that fired late gets here with no time left.
+          if (deadlineMs <= 0) throw new ActorserveError('deadline_exceeded', 'the deadline passed while waiting to retry');
+          tryOpts = { ...opts, deadlineMs };
+        }
+      }
+    }
   }
 
   /**

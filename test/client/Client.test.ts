@@ -178,6 +178,79 @@ describe('Client', () => {
     await expect(p).rejects.toMatchObject({ code: 'overloaded', retryAfterMs: 250, message: 'queue full' });
   });
 
+  it('with retry, an overloaded request is sent again no sooner than retryAfterMs and at most 1.5× it, until it is answered', async () => {
+    const arrivals: number[] = [];
+    const fake = await startFake((frame, reply) => {
+      if (frame['t'] !== 'infer') return;
+      arrivals.push(performance.now());
+      if (arrivals.length < 3) reply({ t: 'error', id: frame['id'], code: 'overloaded', message: 'queue full', retryAfterMs: 200 });
+      else reply(doubled(frame));
+    });
+    const c = await open(fake);
+    const r = await c.infer('echo', { x: { data: new Float32Array([1, 2, 3, 4]), shape: [1, 4] } }, { retry: { attempts: 3 } });
+    expect(Array.from(r.outputs['y']!.data)).toEqual([2, 4, 6, 8]);
+    const ids = infers(fake).map((f) => f['id'] as number);
+    expect(new Set(ids).size).toBe(3); // every try is a request of its own
+    expect(r.id).toBe(ids[2]);
+    for (let i = 1; i < 3; i++) {
+      const gap = arrivals[i]! - arrivals[i - 1]!;
+      expect(gap).toBeGreaterThanOrEqual(199); // timers may fire a hair early
+      expect(gap).toBeLessThan(200 * 1.5 + 250); // plus a loaded machine's delivery
+    }
+    expect(c.inFlight).toBe(0);
+  });
+
+  it('with retry, gives up with the last overloaded once the tries are spent, the server asks for more than maxDelayMs, or the deadline would pass', async () => {
+    const fake = await startFake((frame, reply) => {
+      const after = (frame['inputs'] as Record<string, WireTensor>)['x']!.shape[0] === 2 ? 5_000 : 80;
+      if (frame['t'] === 'infer') reply({ t: 'error', id: frame['id'], code: 'overloaded', message: `try ${infers(fake).length}`, retryAfterMs: after });
+    });
+    const c = await open(fake);
+    const one = { x: { data: new Float32Array(4), shape: [1, 4] } };
+    await expect(c.infer('echo', one, { retry: { attempts: 2 } })).rejects.toMatchObject({ code: 'overloaded', message: 'try 2' });
+    expect(infers(fake)).toHaveLength(2);
+    // 5 s asked, 1 s allowed: no retry.
+    const two = { x: { data: new Float32Array(8), shape: [2, 4] } };
+    await expect(c.infer('echo', two, { retry: { attempts: 5, maxDelayMs: 1_000 } })).rejects.toMatchObject({ code: 'overloaded', retryAfterMs: 5_000 });
+    expect(infers(fake)).toHaveLength(3);
+    // A deadline of 200 ms: the first try carries it; a retry after 80–120 ms carries what is left; a third
+    // starts only if its wait fits in what is left then, and no fourth can.
+    fake.received.length = 0;
+    await expect(c.infer('echo', one, { deadlineMs: 200, retry: { attempts: 10 } })).rejects.toMatchObject({ code: 'overloaded' });
+    const deadlines = infers(fake).map((f) => f['deadlineMs'] as number);
+    expect(deadlines[0]).toBe(200);
+    expect(deadlines.length).toBeGreaterThanOrEqual(2);
+    expect(deadlines.length).toBeLessThanOrEqual(3);
+    for (let i = 1; i < deadlines.length; i++) expect(deadlines[i]!).toBeLessThanOrEqual(deadlines[i - 1]! - 79);
+    expect(() => c.infer('echo', one, { retry: { attempts: 0 } })).toThrow(RangeError);
+    expect(() => c.infer('echo', one, { retry: { maxDelayMs: -1 } })).toThrow(RangeError);
+  });
+
+  it('with retry, aborting while it waits to retry rejects cancelled at once and sends nothing more', async () => {
+    const fake = await startFake((frame, reply) => {
+      if (frame['t'] === 'infer') reply({ t: 'error', id: frame['id'], code: 'overloaded', message: 'queue full', retryAfterMs: 5_000 });
+    });
+    const c = await open(fake);
+    const ac = new AbortController();
+    const p = c.infer('echo', { x: { data: new Float32Array(4), shape: [1, 4] } }, { signal: ac.signal, retry: {} });
+    await waitFor(() => infers(fake).length === 1);
+    await new Promise((r) => setTimeout(r, 20)); // the refusal is in; the client waits
+    const t0 = performance.now();
+    ac.abort();
+    await expect(p).rejects.toMatchObject({ code: 'cancelled', message: 'aborted while waiting to retry' });
+    expect(performance.now() - t0).toBeLessThan(1_000);
+    expect(infers(fake)).toHaveLength(1);
+  });
+
+  it('with retry, an error other than overloaded is not retried', async () => {
+    const fake = await startFake((frame, reply) => {
+      if (frame['t'] === 'infer') reply({ t: 'error', id: frame['id'], code: 'internal', message: 'boom' });
+    });
+    const c = await open(fake);
+    await expect(c.infer('echo', { x: { data: new Float32Array(4), shape: [1, 4] } }, { retry: { attempts: 5 } })).rejects.toMatchObject({ code: 'internal' });
+    expect(infers(fake)).toHaveLength(1);
+  });
+
   it('an input whose shape does not match its data rejects with invalid_request without sending', async () => {
     const fake = await startFake(echo);
     const c = await open(fake);
