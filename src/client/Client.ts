@@ -90,6 +90,8 @@ export interface StreamOptions {
    * server's `limits.maxInFlight`. Must be an integer >= 1.
    */
   window?: number;
+  /** Retry every request of the stream on `overloaded`, as {@link InferOptions.retry}; a retry keeps its window slot. */
+  retry?: RetryOptions;
 }
 
 export interface ConnectOptions {
@@ -117,6 +119,15 @@ interface Pending {
 const CLOSE_WAIT_MS = 2_000;
 /** The wait before a retry when an `overloaded` answer named none. */
 const DEFAULT_RETRY_AFTER_MS = 250;
+
+/** Retry options with their defaults. @throws RangeError for bad ones. */
+function retrySettings(r: RetryOptions): Required<RetryOptions> {
+  const attempts = r.attempts ?? 3;
+  const maxDelayMs = r.maxDelayMs ?? 10_000;
+  if (!Number.isInteger(attempts) || attempts < 1) throw new RangeError(`retry.attempts must be an integer >= 1, got ${attempts}`);
+  if (!(maxDelayMs >= 0)) throw new RangeError(`retry.maxDelayMs must be a number >= 0, got ${maxDelayMs}`);
+  return { attempts, maxDelayMs };
+}
 
 /** Resolves after `ms`; rejects `cancelled` as soon as `signal` aborts. */
 function waitOrAbort(ms: number, signal: AbortSignal | undefined): Promise<void> {
@@ -275,10 +286,7 @@ export class Client {
    */
   infer(model: string, inputs: Record<string, Float32Tensor>, opts: InferOptions = {}): Promise<InferResult> {
     if (opts.retry === undefined) return this.#start(model, inputs, opts).promise;
-    const attempts = opts.retry.attempts ?? 3;
-    const maxDelayMs = opts.retry.maxDelayMs ?? 10_000;
-    if (!Number.isInteger(attempts) || attempts < 1) throw new RangeError(`retry.attempts must be an integer >= 1, got ${attempts}`);
-    if (!(maxDelayMs >= 0)) throw new RangeError(`retry.maxDelayMs must be a number >= 0, got ${maxDelayMs}`);
+    const { attempts, maxDelayMs } = retrySettings(opts.retry);
     return this.#inferRetrying(model, inputs, opts, attempts, maxDelayMs);
   }
 
@@ -312,7 +320,8 @@ export class Client {
    * outcomes (`ok: false`), not exceptions; the iteration throws only if
    * `requests` itself throws. It ends when the source is exhausted and every
    * request is answered. Leaving early (`break`, `return`, a throw) cancels
-   * the requests still in flight. Throws `RangeError` for a bad `window`.
+   * the requests still in flight (and their waits to retry). Throws
+   * `RangeError` for a bad `window` or bad `retry` options.
    */
   stream<R extends StreamRequest>(
     requests: Iterable<R> | AsyncIterable<R>,
@@ -323,17 +332,20 @@ export class Client {
       throw new RangeError(`window must be an integer >= 1, got ${window}`);
     }
     const limit = Math.min(window, this.welcome.limits.maxInFlight);
-    return this.#stream(requests, limit);
+    if (opts.retry !== undefined) retrySettings(opts.retry);
+    return this.#stream(requests, limit, opts.retry);
   }
 
   async *#stream<R extends StreamRequest>(
     requests: Iterable<R> | AsyncIterable<R>,
     limit: number,
+    retry: RetryOptions | undefined,
   ): AsyncGenerator<StreamOutcome<R>, void, undefined> {
     const syncIt = Symbol.asyncIterator in requests ? undefined : (requests as Iterable<R>)[Symbol.iterator]();
     const asyncIt = syncIt === undefined ? (requests as AsyncIterable<R>)[Symbol.asyncIterator]() : undefined;
     const ready: StreamOutcome<R>[] = [];
-    const running = new Set<number>();
+    /** Requests in flight: each one's id, or with retries (a new id per try) what aborts it. */
+    const running = new Set<number | AbortController>();
     let wake: (() => void) | undefined;
     const notify = (): void => {
       const w = wake;
@@ -349,12 +361,19 @@ export class Client {
     const launch = (request: R): void => {
       // Options are copied field by field: a stray `signal` on a request must not
       // free its window slot before the server has let go of it.
-      const { id, promise } = this.#start(request.model, request.inputs, {
+      const opts: InferOptions = {
         ...(request.version !== undefined && { version: request.version }),
         ...(request.priority !== undefined && { priority: request.priority }),
         ...(request.deadlineMs !== undefined && { deadlineMs: request.deadlineMs }),
         ...(request.key !== undefined && { key: request.key }),
-      });
+      };
+      let id: number | AbortController;
+      let promise: Promise<InferResult>;
+      if (retry === undefined) ({ id, promise } = this.#start(request.model, request.inputs, opts));
+      else {
+        id = new AbortController();
+        promise = this.infer(request.model, request.inputs, { ...opts, retry, signal: id.signal });
+      }
       running.add(id);
       promise.then(
         (result) => ready.push({ ok: true, request, result }),
@@ -404,7 +423,10 @@ export class Client {
         await new Promise<void>((resolve) => (wake = resolve));
       }
     } finally {
-      for (const id of running) this.#cancel(id, 'stream closed before the request was answered');
+      for (const id of running) {
+        if (typeof id === 'number') this.#cancel(id, 'stream closed before the request was answered');
+        else id.abort();
+      }
       if (!exhausted) {
         // Do not await a source that may never settle; just tell it we are done.
         if (syncIt !== undefined) syncIt.return?.();

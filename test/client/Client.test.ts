@@ -303,6 +303,55 @@ describe('Client', () => {
     expect(c.inFlight).toBe(0);
   });
 
+  it('stream with retry tries an overloaded request again, holding its window slot while it waits; leaving early ends the waits', async () => {
+    const tries = new Map<number, number>(); // request index -> tries seen
+    let waitingOrRunning = 0; // requests the server has seen and not yet answered ok
+    let most = 0;
+    const fake = await startFake((frame, reply) => {
+      if (frame['t'] !== 'infer') return;
+      const index = float32Of((frame['inputs'] as Record<string, WireTensor>)['x']!)[0]!;
+      const n = (tries.get(index) ?? 0) + 1;
+      tries.set(index, n);
+      if (n === 1) {
+        most = Math.max(most, ++waitingOrRunning);
+        reply({ t: 'error', id: frame['id'], code: 'overloaded', message: 'queue full', retryAfterMs: 30 });
+      } else {
+        waitingOrRunning--;
+        reply(doubled(frame));
+      }
+    });
+    const c = await open(fake);
+    const requests = (count: number) => Array.from({ length: count }, (_, i) => ({ index: i, model: 'echo', inputs: { x: { data: new Float32Array([i, 0, 0, 0]), shape: [1, 4] } } }));
+    const seen: number[] = [];
+    for await (const o of c.stream(requests(12), { window: 4, retry: { attempts: 2 } })) {
+      expect(o.ok).toBe(true);
+      if (o.ok) expect(o.result.outputs['y']?.data[0]).toBe(o.request.index * 2);
+      seen.push(o.request.index);
+    }
+    expect(seen.sort((a, b) => a - b)).toEqual(Array.from({ length: 12 }, (_, i) => i));
+    expect([...tries.values()].every((n) => n === 2)).toBe(true);
+    expect(most).toBeLessThanOrEqual(4); // a request waiting to retry still holds its slot
+
+    // Request 3 is answered, the others refused for 300 ms: leaving at its outcome ends the others' waits, so no retry follows.
+    const slow = await startFake((frame, reply) => {
+      if (frame['t'] !== 'infer') return;
+      if (float32Of((frame['inputs'] as Record<string, WireTensor>)['x']!)[0] === 3) reply(doubled(frame));
+      else reply({ t: 'error', id: frame['id'], code: 'overloaded', message: 'queue full', retryAfterMs: 300 });
+    });
+    const c2 = await open(slow);
+    for await (const o of c2.stream(requests(8), { window: 4, retry: { attempts: 2 } })) {
+      expect(o.ok && o.request.index).toBe(3);
+      break;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+    const sent = infers(slow).length;
+    expect(sent).toBeLessThanOrEqual(5); // the window, and the one launched into request 3's slot before the break
+    await new Promise((r) => setTimeout(r, 600)); // past every 300–450 ms wait
+    expect(infers(slow)).toHaveLength(sent);
+    expect(c2.inFlight).toBe(0);
+    expect(() => c2.stream(requests(1), { retry: { attempts: 1.5 } })).toThrow(RangeError);
+  });
+
   it('stream reads an async source and reports failures as outcomes, not exceptions', async () => {
     const fake = await startFake((frame, reply) => {
       if ((frame['id'] as number) % 3 === 0) {
