@@ -90,6 +90,10 @@ Limits and security:
   --max-connections-per-address N  client WebSocket connections one remote address may
                       hold; past it an upgrade gets HTTP 503 with Retry-After (default: no
                       cap; leave it off where clients share a proxy's or a NAT's address)
+  --max-sockets-per-address N  TCP connections of any kind (HTTP, WebSocket, dashboard) one
+                      remote address may hold; past it a new one is dropped at accept, so
+                      one host cannot fill the port with idle or trickling sockets (default:
+                      no cap; set it above --max-connections-per-address)
   --client-ping-ms N  ping every client this often; one that answers neither the ping nor
                       with a frame by the next is closed and its queued work cancelled
                       (default 20000; 0 turns it off)
@@ -170,6 +174,7 @@ export async function main(argv: string[]): Promise<number> {
       'max-connections': { type: 'string' },
       'client-ping-ms': { type: 'string' },
       'max-connections-per-address': { type: 'string' },
+      'max-sockets-per-address': { type: 'string' },
       'max-receiving-bytes': { type: 'string' },
       'auth-tokens': { type: 'string' },
       'admin-token': { type: 'string' },
@@ -259,6 +264,7 @@ export async function main(argv: string[]): Promise<number> {
   const maxConnections = intOpt('max-connections', values['max-connections']);
   const clientPingMs = intOpt('client-ping-ms', values['client-ping-ms']);
   const maxConnectionsPerAddress = intOpt('max-connections-per-address', values['max-connections-per-address']);
+  const maxSocketsPerAddress = intOpt('max-sockets-per-address', values['max-sockets-per-address']);
   const maxReceivingBytes = intOpt('max-receiving-bytes', values['max-receiving-bytes']);
   const envTokens = process.env['ACTORSERVE_AUTH_TOKENS']?.split(',').map((t) => t.trim()).filter(Boolean);
   const authTokens = values['auth-tokens'] ? TokenSet.fromFile(values['auth-tokens']) : envTokens?.length ? new TokenSet(envTokens) : undefined;
@@ -321,6 +327,7 @@ export async function main(argv: string[]): Promise<number> {
     ...(maxConnections !== undefined ? { maxConnections } : {}),
     ...(clientPingMs !== undefined ? { clientPingMs } : {}),
     ...(maxConnectionsPerAddress !== undefined ? { maxConnectionsPerAddress } : {}),
+    ...(maxSocketsPerAddress !== undefined ? { maxSocketsPerAddress } : {}),
     ...(maxReceivingBytes !== undefined ? { maxReceivingBytes } : {}),
     ...(authTokens ? { authTokens } : {}),
     ...(adminTokens ? { adminToken: adminTokens } : {}),

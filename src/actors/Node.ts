@@ -94,6 +94,11 @@ export interface NodeOptions {
    */
   maxConnectionsPerAddress?: number;
   /**
+   * TCP connections of any kind (HTTP, WebSocket, dashboard) one remote address may hold; past it a
+   * new one is dropped at accept. Default: no cap. Set it above `maxConnectionsPerAddress`.
+   */
+  maxSocketsPerAddress?: number;
+  /**
    * Every this many ms the node pings each client; a client that has answered neither that ping
    * nor sent a frame by the next is taken for gone (a laptop shut, a phone off the network, a NAT
    * that forgot it) and closed, its queued work cancelled, so it stops holding a connection slot
@@ -301,9 +306,10 @@ export class ActorserveNode {
     const maxConnections = positive('maxConnections', opts.maxConnections ?? 10_000);
     const maxReceivingBytes = positive('maxReceivingBytes', opts.maxReceivingBytes ?? 256 * 1024 * 1024);
     const maxConnectionsPerAddress = opts.maxConnectionsPerAddress === undefined ? undefined : positive('maxConnectionsPerAddress', opts.maxConnectionsPerAddress);
+    const maxSocketsPerAddress = opts.maxSocketsPerAddress === undefined ? undefined : positive('maxSocketsPerAddress', opts.maxSocketsPerAddress);
     const clientPingMs = opts.clientPingMs ?? 20_000;
     if (!Number.isInteger(clientPingMs) || clientPingMs < 0) throw new RangeError(`clientPingMs must be a non-negative integer, got ${clientPingMs}`);
-    await node.boot(opts, { maxInFlight, maxFrameBytes, supervision, runTimeoutMs, seeds, maxBufferedBytes, maxBufferedTotalBytes, maxConnections, maxConnectionsPerAddress, maxReceivingBytes, clientPingMs });
+    await node.boot(opts, { maxInFlight, maxFrameBytes, supervision, runTimeoutMs, seeds, maxBufferedBytes, maxBufferedTotalBytes, maxConnections, maxConnectionsPerAddress, maxSocketsPerAddress, maxReceivingBytes, clientPingMs });
     } catch (e) {
       await node.stop();
       throw e;
@@ -325,6 +331,7 @@ export class ActorserveNode {
       maxReceivingBytes: number;
       clientPingMs: number;
       maxConnectionsPerAddress: number | undefined;
+      maxSocketsPerAddress: number | undefined;
     },
   ): Promise<void> {
     const { log, system } = this;
@@ -422,6 +429,7 @@ export class ActorserveNode {
       acceptClients: () => !this.leaving,
       maxClients: c.maxConnections,
       ...(c.maxConnectionsPerAddress !== undefined ? { maxClientsPerAddress: c.maxConnectionsPerAddress } : {}),
+      ...(c.maxSocketsPerAddress !== undefined ? { maxSocketsPerAddress: c.maxSocketsPerAddress } : {}),
       onRefused: (reason) => this.metrics.connectionRefused(reason),
       routes: (req, res, path) => this.route(req, res, path) || handleOip(req, res, path, this.http) || handleDashboard(req, res, path, this.http),
       upgrades: { '/v1/dashboard/ws': (ws) => dashboardFeed(ws, this.http) },

@@ -35,7 +35,7 @@ export interface MetricSources {
 }
 
 /** Why a client connection was refused at the upgrade. */
-export type RefusedConnection = 'max_connections' | 'max_connections_per_address' | 'leaving' | 'unauthorized';
+export type RefusedConnection = 'max_connections' | 'max_connections_per_address' | 'max_sockets_per_address' | 'leaving' | 'unauthorized';
 /**
  * Why the node closed a client: it left more results unread than its own
  * watermark, or it held the most when all clients together passed the
@@ -108,7 +108,7 @@ export class Metrics {
 
   private readonly refusedConnections = new Counter({
     name: 'actorserve_client_connections_refused_total',
-    help: 'Client WebSocket upgrades refused, by reason (max_connections: the node holds --max-connections; max_connections_per_address: the caller\'s address holds --max-connections-per-address; leaving; unauthorized).',
+    help: 'Client WebSocket upgrades refused, by reason (max_connections: the node holds --max-connections; max_connections_per_address: the caller\'s address holds --max-connections-per-address; leaving; unauthorized), and TCP connections dropped at accept (max_sockets_per_address: the caller\'s address holds --max-sockets-per-address).',
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });

@@ -5,6 +5,7 @@
  */
 import { createServer, type IncomingMessage, type RequestListener, type Server as HttpServer, type ServerResponse } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { CloseCode } from '../errors.js';
@@ -42,7 +43,13 @@ export interface ServerOptions {
    * take every slot of {@link maxClients}. Default: no cap (clients behind one proxy or NAT share an address).
    */
   maxClientsPerAddress?: number;
-  /** Told of every client upgrade refused, with why. */
+  /**
+   * TCP connections of any kind (HTTP, WebSocket clients, the dashboard's feeds) one remote address
+   * may hold at most; one past it is dropped at accept, as Node drops those past the port's own cap,
+   * so one host cannot fill the port with idle or trickling sockets. Default: no cap.
+   */
+  maxSocketsPerAddress?: number;
+  /** Told of every client upgrade refused (and, with a socket cap, every socket dropped), with why. */
   onRefused?: (reason: RefusedConnection) => void;
   /** Decides a client upgrade before a socket exists: 401 when it returns false. */
   authorizeClient?: (req: IncomingMessage) => boolean;
@@ -86,6 +93,27 @@ export function addressKey(address: string): string {
   const backGroups = back.length + (back.at(-1)?.includes('.') ? 1 : 0);
   const groups = tail === undefined ? front : [...front, ...Array<string>(Math.max(0, 8 - front.length - backGroups)).fill('0'), ...back];
   return `${groups.slice(0, 4).map((g) => (Number.parseInt(g, 16) || 0).toString(16)).join(':')}::/64`;
+}
+
+/** Drops a new TCP connection from an address that holds `max` already (an IPv6 one by its /64). */
+function capSocketsPerAddress(server: HttpServer, max: number, dropped: () => void): void {
+  const open = new Map<string, number>();
+  // 'connection' is the raw TCP socket, before any TLS handshake or request byte: a dropped one costs nothing more.
+  server.on('connection', (socket: Socket) => {
+    const key = addressKey(socket.remoteAddress ?? '');
+    const n = open.get(key) ?? 0;
+    if (n >= max) {
+      dropped();
+      socket.destroy();
+      return;
+    }
+    open.set(key, n + 1);
+    socket.once('close', () => {
+      const left = open.get(key)! - 1;
+      if (left === 0) open.delete(key);
+      else open.set(key, left);
+    });
+  });
 }
 
 export interface RunningServer {
@@ -142,6 +170,7 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
   http.headersTimeout = headersTimeout;
   http.requestTimeout = 30_000;
   if (o.maxClients !== undefined) http.maxConnections = o.maxClients + SOCKET_HEADROOM;
+  if (o.maxSocketsPerAddress !== undefined) capSocketsPerAddress(http, o.maxSocketsPerAddress, () => o.onRefused?.('max_sockets_per_address'));
   const refuse = (socket: Duplex, reason: RefusedConnection, response: string) => {
     o.onRefused?.(reason);
     socket.end(response);

@@ -5,6 +5,7 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { connect as tcpConnect, type Socket } from 'node:net';
+import { request as httpRequest } from 'node:http';
 import WebSocket from 'ws';
 import { encode } from '../../src/transport/codec.js';
 import { ActorserveError } from '../../src/errors.js';
@@ -87,6 +88,44 @@ describe('a remote address at its connection cap', () => {
     expect((await a3.request({ id: 'a3', model: 'iris', inputs: irisInput([6.7, 3.0, 5.2, 2.3]) })).t).toBe('result');
     expect(await refusedHere()).toBe(1);
     for (const c of [a2, a3, b1]) c.close();
+  });
+});
+
+describe('a remote address at its socket cap', () => {
+  it('drops that address\'s further TCP connections at accept while another address is served, and takes one again once one of its sockets closes', async () => {
+    const node = await spawnNode(['--port', '0', '--node-id', 'sockcap', '--models', 'iris', '--max-sockets-per-address', '3']);
+    started.push(node);
+    // The test reads metrics from 127.0.0.1: the capped host is 127.0.0.4, the other 127.0.0.5.
+    const dial = (localAddress: string) => new Promise<Socket>((resolve, reject) => {
+      const s = tcpConnect({ host: '127.0.0.1', port: node.port, localAddress });
+      s.once('connect', () => resolve(s)).once('error', reject);
+    });
+    const live = (localAddress: string) => new Promise<number>((resolve, reject) => {
+      httpRequest({ host: '127.0.0.1', port: node.port, path: '/v2/health/live', localAddress, agent: false }, (res) => {
+        res.resume().on('end', () => resolve(res.statusCode!));
+      }).on('error', reject).end();
+    });
+    // Three sockets that send nothing (a slowloris, or idle keep-alive connections) fill the address's share.
+    const held = [await dial('127.0.0.4'), await dial('127.0.0.4'), await dial('127.0.0.4')];
+    const fourth = await dial('127.0.0.4');
+    fourth.on('error', () => undefined);
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('the fourth socket was not dropped within 3 s')), 3_000);
+      fourth.once('close', () => (clearTimeout(timer), resolve()));
+    });
+    await expect(live('127.0.0.4')).rejects.toThrow();
+    expect(await metric(node.port, 'actorserve_client_connections_refused_total', 'reason="max_sockets_per_address"')).toBe(2);
+
+    // Another address is served: HTTP and a WebSocket client.
+    expect(await live('127.0.0.5')).toBe(200);
+    const other = await RawClient.connect(node.url, { localAddress: '127.0.0.5' });
+    expect((await other.request({ id: 'o1', model: 'iris', inputs: irisInput([5.1, 3.5, 1.4, 0.2]) })).t).toBe('result');
+    other.close();
+
+    // One of the three closes: the address gets a socket again.
+    held[0]!.destroy();
+    await eventually(async () => (await live('127.0.0.4').catch(() => 0)) === 200, 5_000, 50);
+    for (const s of held) s.destroy();
   });
 });
 
