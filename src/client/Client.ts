@@ -107,6 +107,12 @@ export interface ConnectOptions {
    * never speak again. 0 turns it off. Default 20 000 ms.
    */
   pingMs?: number;
+  /**
+   * Connect again when the node is at its connection cap (HTTP 503 with
+   * `Retry-After`: `overloaded`), as {@link InferOptions.retry}; `timeoutMs`
+   * holds for each try. Off by default.
+   */
+  retry?: RetryOptions;
 }
 
 interface Pending {
@@ -127,6 +133,25 @@ function retrySettings(r: RetryOptions): Required<RetryOptions> {
   if (!Number.isInteger(attempts) || attempts < 1) throw new RangeError(`retry.attempts must be an integer >= 1, got ${attempts}`);
   if (!(maxDelayMs >= 0)) throw new RangeError(`retry.maxDelayMs must be a number >= 0, got ${maxDelayMs}`);
   return { attempts, maxDelayMs };
+}
+
+/**
+ * Runs `once` again while it fails `overloaded`, as {@link RetryOptions} says: after the server's
+ * `retryAfterMs` plus up to half of it at random, never past `maxDelayMs` or the `left()` ms the
+ * caller has. Rejects with the last failure, or `cancelled` when `signal` aborts a wait.
+ */
+async function withRetry<T>(r: Required<RetryOptions>, once: () => Promise<T>, signal?: AbortSignal, left: () => number = () => Infinity): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await once();
+    } catch (e) {
+      if (!(e instanceof ActorserveError) || e.code !== 'overloaded' || attempt >= r.attempts) throw e;
+      const asked = e.retryAfterMs ?? DEFAULT_RETRY_AFTER_MS;
+      const wait = asked * (1 + Math.random() / 2);
+      if (asked > r.maxDelayMs || wait >= left()) throw e;
+      await waitOrAbort(Math.min(wait, r.maxDelayMs), signal);
+    }
+  }
 }
 
 /** Resolves after `ms`; rejects `cancelled` as soon as `signal` aborts. */
@@ -151,9 +176,9 @@ function waitOrAbort(ms: number, signal: AbortSignal | undefined): Promise<void>
  * Defaults: `timeoutMs` 10 000, `pingMs` 20 000. Rejects with `ActorserveError` code
  * `unauthorized` when the upgrade is refused with HTTP 401/403, `overloaded`
  * (with `retryAfterMs`) with HTTP 503 and `Retry-After` (the node holds its
- * most connections), `unavailable`
+ * most connections; with `retry`, once its tries are spent), `unavailable`
  * for any other failure (refused, timed out, closed or garbled before the
- * welcome). Throws `RangeError` for a bad `timeoutMs` or `pingMs`.
+ * welcome). Throws `RangeError` for a bad `timeoutMs`, `pingMs` or `retry`.
  */
 export function connect(url: string, opts: ConnectOptions = {}): Promise<Client> {
   return Client.connect(url, opts);
@@ -207,12 +232,17 @@ export class Client {
     if (!Number.isFinite(pingMs) || pingMs < 0) {
       throw new RangeError(`pingMs must be a non-negative number, got ${pingMs}`);
     }
+    const once = () => Client.#connectOnce(url, opts.headers, timeoutMs, pingMs);
+    return opts.retry === undefined ? once() : withRetry(retrySettings(opts.retry), once);
+  }
+
+  static #connectOnce(url: string, headers: Record<string, string> | undefined, timeoutMs: number, pingMs: number): Promise<Client> {
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(url, {
         // Tensors do not compress well and deflate costs CPU on both ends.
         perMessageDeflate: false,
         handshakeTimeout: timeoutMs,
-        ...(opts.headers !== undefined && { headers: opts.headers }),
+        ...(headers !== undefined && { headers }),
       });
       let settled = false;
       const fail = (e: ActorserveError): void => {
@@ -286,31 +316,23 @@ export class Client {
    */
   infer(model: string, inputs: Record<string, Float32Tensor>, opts: InferOptions = {}): Promise<InferResult> {
     if (opts.retry === undefined) return this.#start(model, inputs, opts).promise;
-    const { attempts, maxDelayMs } = retrySettings(opts.retry);
-    return this.#inferRetrying(model, inputs, opts, attempts, maxDelayMs);
+    return this.#inferRetrying(model, inputs, opts, retrySettings(opts.retry));
   }
 
-  async #inferRetrying(model: string, inputs: Record<string, Float32Tensor>, opts: InferOptions, attempts: number, maxDelayMs: number): Promise<InferResult> {
+  #inferRetrying(model: string, inputs: Record<string, Float32Tensor>, opts: InferOptions, retry: Required<RetryOptions>): Promise<InferResult> {
     const started = performance.now();
     const left = () => (opts.deadlineMs === undefined ? Infinity : opts.deadlineMs - (performance.now() - started));
-    let tryOpts = opts;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await this.#start(model, inputs, tryOpts).promise;
-      } catch (e) {
-        if (!(e instanceof ActorserveError) || e.code !== 'overloaded' || attempt >= attempts) throw e;
-        const asked = e.retryAfterMs ?? DEFAULT_RETRY_AFTER_MS;
-        const wait = asked * (1 + Math.random() / 2);
-        if (asked > maxDelayMs || wait >= left()) throw e;
-        await waitOrAbort(Math.min(wait, maxDelayMs), opts.signal);
-        if (opts.deadlineMs !== undefined) {
-          const deadlineMs = left();
-          // Only a timer that fired late gets here with no time left.
-          if (deadlineMs <= 0) throw new ActorserveError('deadline_exceeded', 'the deadline passed while waiting to retry');
-          tryOpts = { ...opts, deadlineMs };
-        }
+    let first = true;
+    return withRetry(retry, () => {
+      if (first || opts.deadlineMs === undefined) {
+        first = false;
+        return this.#start(model, inputs, opts).promise;
       }
-    }
+      const deadlineMs = left();
+      // Only a timer that fired late gets here with no time left.
+      if (deadlineMs <= 0) return Promise.reject(new ActorserveError('deadline_exceeded', 'the deadline passed while waiting to retry'));
+      return this.#start(model, inputs, { ...opts, deadlineMs }).promise;
+    }, opts.signal, left);
   }
 
   /**

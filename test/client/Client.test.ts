@@ -521,6 +521,31 @@ describe('Client', () => {
     });
   });
 
+  it('connect with retry comes back after a 503 Retry-After from a node at its connection cap, and without it rejects overloaded', async () => {
+    let upgrades = 0;
+    const wss = new WebSocketServer({
+      host: '127.0.0.1',
+      port: 0,
+      path: '/v1/stream',
+      verifyClient: (_info, done) => (++upgrades === 1 || upgrades === 3 ? done(false, 503, 'Service Unavailable', { 'retry-after': '1' }) : done(true)),
+    });
+    servers.push(wss);
+    await new Promise<void>((resolve) => wss.once('listening', () => resolve()));
+    wss.on('connection', (ws: WebSocket) => ws.send(encode(WELCOME)));
+    const url = `ws://127.0.0.1:${(wss.address() as { port: number }).port}/v1/stream`;
+    const t0 = performance.now();
+    const c = await connect(url, { timeoutMs: 2_000, retry: { attempts: 2 } });
+    clients.push(c);
+    const waited = performance.now() - t0;
+    expect(c.welcome.node).toBe('fake');
+    expect(upgrades).toBe(2);
+    expect(waited).toBeGreaterThanOrEqual(999);
+    expect(waited).toBeLessThan(1_500 + 1_000);
+    await expect(connect(url, { timeoutMs: 2_000 })).rejects.toMatchObject({ code: 'overloaded', retryAfterMs: 1000 });
+    expect(upgrades).toBe(3);
+    expect(() => connect(url, { retry: { attempts: -1 } })).toThrow(RangeError);
+  });
+
   it('connect rejects with unavailable when nothing listens', async () => {
     const fake = await startFake(echo);
     const url = fake.url;
