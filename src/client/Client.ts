@@ -9,6 +9,7 @@
  * are 4-byte aligned, a copy otherwise. Like the server, this assumes a
  * little-endian host.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import WebSocket, { type RawData } from 'ws';
 import { ActorserveError, CloseCode, ERROR_CODES, type ErrorCode } from '../errors.js';
 import { decodeUntrusted, encode } from '../transport/codec.js';
@@ -156,17 +157,8 @@ async function withRetry<T>(r: Required<RetryOptions>, once: () => Promise<T>, s
 
 /** Resolves after `ms`; rejects `cancelled` as soon as `signal` aborts. */
 function waitOrAbort(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const aborted = () => {
-      clearTimeout(timer);
-      reject(new ActorserveError('cancelled', 'aborted while waiting to retry'));
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', aborted);
-      resolve();
-    }, ms);
-    if (signal?.aborted === true) return aborted();
-    signal?.addEventListener('abort', aborted, { once: true });
+  return sleep(ms, undefined, signal === undefined ? {} : { signal }).catch(() => {
+    throw new ActorserveError('cancelled', 'aborted while waiting to retry');
   });
 }
 

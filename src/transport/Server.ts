@@ -95,24 +95,37 @@ export function addressKey(address: string): string {
   return `${groups.slice(0, 4).map((g) => (Number.parseInt(g, 16) || 0).toString(16)).join(':')}::/64`;
 }
 
+/** How many of something each remote address holds; an address holding none has no entry. */
+class PerAddress {
+  private readonly counts = new Map<string, number>();
+
+  holds(key: string): number {
+    return this.counts.get(key) ?? 0;
+  }
+
+  /** Counts one more for `key` until `released` emits 'close'. */
+  add(key: string, released: { once(event: 'close', listener: () => void): unknown }): void {
+    this.counts.set(key, this.holds(key) + 1);
+    released.once('close', () => {
+      const left = this.holds(key) - 1;
+      if (left === 0) this.counts.delete(key);
+      else this.counts.set(key, left);
+    });
+  }
+}
+
 /** Drops a new TCP connection from an address that holds `max` already (an IPv6 one by its /64). */
 function capSocketsPerAddress(server: HttpServer, max: number, dropped: () => void): void {
-  const open = new Map<string, number>();
+  const open = new PerAddress();
   // 'connection' is the raw TCP socket, before any TLS handshake or request byte: a dropped one costs nothing more.
   server.on('connection', (socket: Socket) => {
     const key = addressKey(socket.remoteAddress ?? '');
-    const n = open.get(key) ?? 0;
-    if (n >= max) {
+    if (open.holds(key) >= max) {
       dropped();
       socket.destroy();
       return;
     }
-    open.set(key, n + 1);
-    socket.once('close', () => {
-      const left = open.get(key)! - 1;
-      if (left === 0) open.delete(key);
-      else open.set(key, left);
-    });
+    open.add(key, socket);
   });
 }
 
@@ -148,7 +161,7 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     clientTracking: true,
   });
   /** Client connections open per remote address (only with a per-address cap). */
-  const perAddress = new Map<string, number>();
+  const perAddress = new PerAddress();
   const side = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024, perMessageDeflate: false, clientTracking: true });
   const handler: RequestListener = (req, res) => {
     const path = (req.url ?? '/').split('?')[0];
@@ -194,21 +207,14 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
       return refuse(socket, 'max_connections', FULL_RESPONSE);
     }
     const address = addressKey(req.socket.remoteAddress ?? '');
-    if (o.maxClientsPerAddress !== undefined && (perAddress.get(address) ?? 0) >= o.maxClientsPerAddress) {
+    if (o.maxClientsPerAddress !== undefined && perAddress.holds(address) >= o.maxClientsPerAddress) {
       return refuse(socket, 'max_connections_per_address', ADDRESS_FULL_RESPONSE);
     }
     if (o.authorizeClient && !o.authorizeClient(req)) {
       return refuse(socket, 'unauthorized', 'HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Bearer\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
     }
     wss.handleUpgrade(req, socket, head, (ws) => {
-      if (o.maxClientsPerAddress !== undefined) {
-        perAddress.set(address, (perAddress.get(address) ?? 0) + 1);
-        ws.once('close', () => {
-          const n = perAddress.get(address)! - 1;
-          if (n === 0) perAddress.delete(address);
-          else perAddress.set(address, n);
-        });
-      }
+      if (o.maxClientsPerAddress !== undefined) perAddress.add(address, ws);
       o.onClient(ws, req);
     });
   });
