@@ -90,6 +90,7 @@ export function spawnBatcher(parent: Ref<unknown>, o: BatcherOptions): Ref<Batch
           return o.handoff(fx.req, [...state.workers.values()].some((w) => w.state !== 'stopped'));
         }
         o.arena?.release(fx.req);
+        if (fx.shed) o.metrics?.shed(o.spec.name, fx.req.priority, fx.shed);
         dispatch(fx.req.replyTo, { t: 'reply', key: fx.req.key, frame: errorFrame(fx.req.id, fx.error) });
         return;
       case 'complete':

@@ -150,10 +150,30 @@ export type BatcherMsg<R extends QueueItem> =
   /** The node is leaving: everything queued is answered `unavailable`, which the shell hands to other nodes. */
   | { t: 'drain' };
 
+/**
+ * Why a batcher answered a request `overloaded` (the metric's `reason`):
+ * refused on arrival because its expected queue wait was past the bound
+ * (`queue_delay`), the queue was full (`queue_full`) or the node's memory
+ * budget for queued tensors spent (`memory_budget`), low priority past the
+ * soft limit (`soft_limit`), its connection or address holding its share
+ * of the queue (`fair_share`); or dropped once queued, for higher-priority
+ * work (`displaced`) or, low priority, after waiting its shedding time
+ * (`low_waited`).
+ */
+export const SHED_REASONS = ['queue_delay', 'queue_full', 'memory_budget', 'soft_limit', 'fair_share', 'displaced', 'low_waited'] as const;
+export type ShedReason = (typeof SHED_REASONS)[number];
+
+/** A request refused on arrival: why, for metrics, and the message its client gets. */
+interface Refusal {
+  reason: ShedReason;
+  message: string;
+}
+
 export type BatcherEffect<R extends QueueItem> =
   | { t: 'run'; batch: Batch<R> }
   | { t: 'complete'; batch: Batch<R> }
-  | { t: 'reject'; req: R; error: ActorserveError };
+  /** `shed` names why, when the answer is `overloaded`. */
+  | { t: 'reject'; req: R; error: ActorserveError; shed?: ShedReason };
 
 /**
  * @param budget shared with the node's other batchers; default unbounded.
@@ -366,7 +386,7 @@ function enqueue<R extends QueueItem>(s: BatcherState<R>, req: R, now: number, f
   }
   const refusal = admission(s, req, now, fx);
   if (refusal) {
-    fx.push({ t: 'reject', req, error: overloaded(refusal, retryAfterMs(s)) });
+    fx.push({ t: 'reject', req, error: overloaded(refusal.message, retryAfterMs(s)), shed: refusal.reason });
     return;
   }
   req.seq = s.nextSeq++;
@@ -385,7 +405,7 @@ function enqueue<R extends QueueItem>(s: BatcherState<R>, req: R, now: number, f
  * and low work.
  * Returns why the request is refused, or undefined to admit it.
  */
-function admission<R extends QueueItem>(s: BatcherState<R>, req: R, now: number, fx: BatcherEffect<R>[]): string | undefined {
+function admission<R extends QueueItem>(s: BatcherState<R>, req: R, now: number, fx: BatcherEffect<R>[]): Refusal | undefined {
   // First, and independent of shedding: only rows of its own priority or higher are ahead of a request.
   const late = queueDelayRefusal(s, req, now);
   if (late) return late;
@@ -394,21 +414,27 @@ function admission<R extends QueueItem>(s: BatcherState<R>, req: R, now: number,
   if (needCount > 0 || needBytes > 0) {
     // Shed only when that makes room; never drop work and then refuse anyway.
     const victims = planShed(s, laneOf(req.priority), needCount, needBytes);
-    if (!victims) return needCount > 0 ? `model queue is full (${s.settings.maxQueue})` : 'node memory budget for queued tensors is spent';
+    if (!victims) {
+      return needCount > 0
+        ? { reason: 'queue_full', message: `model queue is full (${s.settings.maxQueue})` }
+        : { reason: 'memory_budget', message: 'node memory budget for queued tensors is spent' };
+    }
     for (const { lane, bucket, q } of victims) {
       const victim = q.pop()!;
       if (q.length === 0) s.lanes[lane]!.delete(bucket);
       left(s, victim);
-      fx.push({ t: 'reject', req: victim, error: overloaded('shed for higher-priority work', retryAfterMs(s)) });
+      fx.push({ t: 'reject', req: victim, error: overloaded('shed for higher-priority work', retryAfterMs(s)), shed: 'displaced' });
     }
   }
   if (s.queued >= s.softQueue) {
-    if (req.priority === 'low') return 'queue is past its soft limit: low priority is shed first';
+    if (req.priority === 'low') return { reason: 'soft_limit', message: 'queue is past its soft limit: low priority is shed first' };
     const owner = req.owner;
     // High priority is shed last: the fair share bounds bulk traffic, not urgent work.
     if (owner !== undefined && req.priority !== 'high') {
       const owners = s.owners.size + (s.owners.has(owner) ? 0 : 1);
-      if ((s.owners.get(owner) ?? 0) >= Math.ceil(s.settings.maxQueue / owners)) return 'this connection holds its share of the model queue';
+      if ((s.owners.get(owner) ?? 0) >= Math.ceil(s.settings.maxQueue / owners)) {
+        return { reason: 'fair_share', message: 'this connection holds its share of the model queue' };
+      }
     }
   }
   return undefined;
@@ -458,7 +484,7 @@ export const queueDelayBound = (limit: number, priority: Priority): number =>
   priority === 'high' ? 2 * limit : priority === 'low' ? limit / 2 : limit;
 
 /** The queue-delay bound of {@link BatcherSettings.maxQueueDelayMs}, or undefined to admit. */
-function queueDelayRefusal<R extends QueueItem>(s: BatcherState<R>, req: R, now: number): string | undefined {
+function queueDelayRefusal<R extends QueueItem>(s: BatcherState<R>, req: R, now: number): Refusal | undefined {
   const limit = s.settings.maxQueueDelayMs;
   if (limit === undefined) return undefined;
   const lane = laneOf(req.priority);
@@ -472,7 +498,7 @@ function queueDelayRefusal<R extends QueueItem>(s: BatcherState<R>, req: R, now:
     const owners = s.owners.size + (s.owners.has(owner) ? 0 : 1);
     if ((s.owners.get(owner) ?? 0) < s.queued / owners) return undefined;
   }
-  return `expected queue wait ${Math.round(wait)} ms is past ${Math.round(bound)} ms`;
+  return { reason: 'queue_delay', message: `expected queue wait ${Math.round(wait)} ms is past ${Math.round(bound)} ms` };
 }
 
 /**
@@ -627,7 +653,7 @@ function expire<R extends QueueItem>(s: BatcherState<R>, now: number, fx: Batche
   s.deadlineFloor = s.queued > 0 ? floor : Infinity;
   for (const req of shed) {
     const waited = Math.round(now - req.enqueuedAt);
-    fx.push({ t: 'reject', req, error: overloaded(`low priority waited ${waited} ms behind other work and was shed`, retryAfterMs(s)) });
+    fx.push({ t: 'reject', req, error: overloaded(`low priority waited ${waited} ms behind other work and was shed`, retryAfterMs(s)), shed: 'low_waited' });
   }
 }
 

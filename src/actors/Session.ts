@@ -78,6 +78,7 @@ export function spawnSession(parent: Ref<unknown>, o: SessionOptions): Ref<Sessi
   const onInfer = (f: InferFrame) => {
     if (outstanding.has(f.id)) return fail(f.id, invalidRequest(`id ${JSON.stringify(f.id)} is already in flight on this connection`), f.model);
     if (outstanding.size >= o.maxInFlight) {
+      o.metrics?.shed(o.models.has(f.model) ? f.model : '', f.priority ?? 'normal', 'in_flight');
       return fail(f.id, overloaded(`connection has ${o.maxInFlight} requests in flight`, 10), f.model);
     }
     let req: InferRequest;

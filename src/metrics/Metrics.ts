@@ -6,6 +6,8 @@
 import { performance } from 'node:perf_hooks';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { ShedReason } from '../actors/BatcherLogic.js';
+import type { Priority } from '../transport/protocol.js';
 import type { CertificateInfo } from '../transport/Tls.js';
 
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -35,6 +37,9 @@ export interface MetricSources {
 }
 
 /** Why a client connection was refused at the upgrade (or, past a per-address socket cap, its socket dropped at accept). */
+/** Why a request was answered `overloaded`: a batcher's reason, or its connection's in-flight limit (`in_flight`). */
+export type ShedLabel = ShedReason | 'in_flight';
+
 export type RefusedConnection = 'max_connections' | 'max_connections_per_address' | 'max_sockets_per_address' | 'leaving' | 'unauthorized';
 /**
  * Why the node closed a client: it left more results unread than its own
@@ -105,6 +110,15 @@ export class Metrics {
     help: 'Late or repeated replies dropped by the origin (first terminal reply wins).',
     registers: [this.registry],
   });
+
+  private readonly shedRequests = new Counter({
+    name: 'actorserve_requests_shed_total',
+    help: 'Requests this node answered overloaded, by model, priority and reason. Refused on arrival: queue_delay (expected queue wait past --max-queue-delay-ms), queue_full (--max-queue), memory_budget (--max-queued-bytes), soft_limit (low priority past the soft limit), fair_share (the connection or HTTP caller holds its share of the queue), in_flight (the connection holds --max-in-flight). Dropped once queued: displaced (for higher-priority work), low_waited (low priority past its shedding time). Counted where the decision is made, which for a forwarded request is the node that serves its model.',
+    labelNames: ['model', 'priority', 'reason'] as const,
+    registers: [this.registry],
+  });
+  /** Label children of {@link shedRequests} by model, priority and reason: the refusal path pays a map lookup. */
+  private readonly shedChildren = new Map<string, Counter.Internal>();
 
   private readonly refusedConnections = new Counter({
     name: 'actorserve_client_connections_refused_total',
@@ -221,6 +235,14 @@ export class Metrics {
 
   workerRestarted(model: string): void {
     this.restarts.labels(model).inc();
+  }
+
+  /** A request answered `overloaded` here (a model this node does not serve is counted under ""). */
+  shed(model: string, priority: Priority, reason: ShedLabel): void {
+    const k = `${model}\0${priority}\0${reason}`;
+    let c = this.shedChildren.get(k);
+    if (!c) this.shedChildren.set(k, (c = this.shedRequests.labels(model, priority, reason)));
+    c.inc();
   }
 
   connectionRefused(reason: RefusedConnection): void {

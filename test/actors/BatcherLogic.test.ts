@@ -737,6 +737,8 @@ describe('BatcherLogic invariants (model-based, fc.commands)', () => {
           const t = w.tracks.get(e.req.key)!;
           const why = `${e.req.key} rejected ${e.error.code}`;
           expect(e.error).toBeInstanceOf(ActorserveError);
+          // The metric's reason: named for every overloaded answer, and for nothing else.
+          expect(e.shed === undefined, why).toBe(e.error.code !== 'overloaded');
           switch (e.error.code) {
             case 'cancelled':
               expect(step.msg, why).toEqual({ t: 'cancel', key: e.req.key });
@@ -753,13 +755,21 @@ describe('BatcherLogic invariants (model-based, fc.commands)', () => {
                 expect(step.queuedBefore.has(e.req.key), why).toBe(true);
                 expect(step.now - e.req.enqueuedAt, why).toBeGreaterThanOrEqual(LOW_SHED_AFTER * queueDelayBound(limit!, 'low'));
                 expect(e.error.retryAfterMs, why).toBeGreaterThan(0);
+                expect(e.shed, why).toBe('low_waited');
                 break;
               }
               expect(step.msg.t === 'enqueue', why).toBe(true);
               const incoming = step.msg.t === 'enqueue' ? step.msg.req : e.req;
               if (incoming === e.req) {
-                expect(lateFor(w, step, e.req.priority) || step.queuedBefore.size >= s.softQueue, why).toBe(true);
+                const late = lateFor(w, step, e.req.priority);
+                expect(late || step.queuedBefore.size >= s.softQueue, why).toBe(true);
+                // The wait is judged first; otherwise a full queue, then the soft limit (low) or the owner's share.
+                if (late) expect(e.shed, why).toBe('queue_delay');
+                else if (e.shed === 'queue_full') expect(step.queuedBefore.size, why).toBeGreaterThanOrEqual(w.settings.maxQueue);
+                else if (e.shed === 'soft_limit') expect(e.req.priority, why).toBe('low');
+                else expect(['memory_budget', 'fair_share'], why).toContain(e.shed);
               } else {
+                expect(e.shed, why).toBe('displaced');
                 // A shed victim: it was queued, of strictly lower priority, and the queue was full.
                 expect(step.queuedBefore.has(e.req.key), why).toBe(true);
                 expect(rank(e.req.priority), why).toBeGreaterThan(rank(incoming.priority));
@@ -967,7 +977,8 @@ describe('load shedding', () => {
   const item = (key: string, priority: Priority, extra: Partial<QueueItem> = {}): QueueItem => ({
     key, priority, bucket: 'b', rows: 1, deadline: Infinity, enqueuedAt: 0, attempts: 0, isolate: false, seq: 0, ...extra,
   });
-  const rejected = (fx: ReturnType<typeof transition>) => fx.flatMap((e) => (e.t === 'reject' ? [`${e.req.key}:${e.error.code}`] : []));
+  /** `key:code`, and `/reason` after an overloaded one (the shed metric's reason). */
+  const rejected = (fx: ReturnType<typeof transition>) => fx.flatMap((e) => (e.t === 'reject' ? [`${e.req.key}:${e.error.code}${e.shed ? `/${e.shed}` : ''}`] : []));
   // No worker is ready, so everything stays queued.
   const fresh = (settings: Partial<BatcherSettings> = {}, budget?: { used: number; max: number }) =>
     initialBatcherState<QueueItem>({ maxBatch: 4, maxQueue: 4, maxAttempts: 2, ...settings }, ['w'], budget);
@@ -1038,18 +1049,18 @@ describe('load shedding', () => {
   it('refuses low priority once the queue is past its soft limit, while normal still gets in', () => {
     const s = fresh({ softQueue: 2 });
     for (const k of ['n1', 'n2']) expect(rejected(transition(s, { t: 'enqueue', req: item(k, 'normal') }, 0))).toEqual([]);
-    expect(rejected(transition(s, { t: 'enqueue', req: item('l1', 'low') }, 0))).toEqual(['l1:overloaded']);
+    expect(rejected(transition(s, { t: 'enqueue', req: item('l1', 'low') }, 0))).toEqual(['l1:overloaded/soft_limit']);
     expect(rejected(transition(s, { t: 'enqueue', req: item('n3', 'normal') }, 0))).toEqual([]);
   });
 
   it('makes room for high priority in a full queue by shedding the newest request of the lowest priority', () => {
     const s = fresh({ softQueue: 4 });
     for (const [k, p] of [['l1', 'low'], ['n1', 'normal'], ['l2', 'low'], ['n2', 'normal']] as const) transition(s, { t: 'enqueue', req: item(k, p) }, 0);
-    expect(rejected(transition(s, { t: 'enqueue', req: item('h1', 'high') }, 0))).toEqual(['l2:overloaded']);
-    expect(rejected(transition(s, { t: 'enqueue', req: item('n3', 'normal') }, 0))).toEqual(['l1:overloaded']);
+    expect(rejected(transition(s, { t: 'enqueue', req: item('h1', 'high') }, 0))).toEqual(['l2:overloaded/displaced']);
+    expect(rejected(transition(s, { t: 'enqueue', req: item('n3', 'normal') }, 0))).toEqual(['l1:overloaded/displaced']);
     // Nothing below normal is left: a normal request is refused, a high one sheds a normal.
-    expect(rejected(transition(s, { t: 'enqueue', req: item('n4', 'normal') }, 0))).toEqual(['n4:overloaded']);
-    expect(rejected(transition(s, { t: 'enqueue', req: item('h2', 'high') }, 0))).toEqual(['n3:overloaded']);
+    expect(rejected(transition(s, { t: 'enqueue', req: item('n4', 'normal') }, 0))).toEqual(['n4:overloaded/queue_full']);
+    expect(rejected(transition(s, { t: 'enqueue', req: item('h2', 'high') }, 0))).toEqual(['n3:overloaded/displaced']);
     expect(queuedByPriority(s)).toEqual({ high: 2, normal: 2, low: 0 });
   });
 
@@ -1058,7 +1069,7 @@ describe('load shedding', () => {
     for (let i = 0; i < 4; i++) expect(rejected(transition(s, { t: 'enqueue', req: item(`a${i}`, 'normal', { owner: 'A' }) }, 0))).toEqual([]);
     // Past the soft limit with two owners, A's share is ⌈8/2⌉ = 4: A is at it.
     expect(rejected(transition(s, { t: 'enqueue', req: item('b0', 'normal', { owner: 'B' }) }, 0))).toEqual([]);
-    expect(rejected(transition(s, { t: 'enqueue', req: item('a4', 'normal', { owner: 'A' }) }, 0))).toEqual(['a4:overloaded']);
+    expect(rejected(transition(s, { t: 'enqueue', req: item('a4', 'normal', { owner: 'A' }) }, 0))).toEqual(['a4:overloaded/fair_share']);
     expect(rejected(transition(s, { t: 'enqueue', req: item('b1', 'normal', { owner: 'B' }) }, 0))).toEqual([]);
   });
 
@@ -1078,15 +1089,15 @@ describe('load shedding', () => {
     const running = transition(s, { t: 'enqueue', req: item('r', 'normal', { rows: 4 }) }, 61);
     expect(running.some((e) => e.t === 'run')).toBe(true);
     // 4 rows running = 40 ms ahead of anything new. Low is held to 20 ms.
-    expect(rejected(transition(s, { t: 'enqueue', req: item('l1', 'low') }, 61))).toEqual(['l1:overloaded']);
+    expect(rejected(transition(s, { t: 'enqueue', req: item('l1', 'low') }, 61))).toEqual(['l1:overloaded/queue_delay']);
     expect(rejected(transition(s, { t: 'enqueue', req: item('n1', 'normal') }, 61))).toEqual([]); // 40 ms: at the bound
     const refused = transition(s, { t: 'enqueue', req: item('n2', 'normal') }, 61); // 50 ms
-    expect(rejected(refused)).toEqual(['n2:overloaded']);
+    expect(rejected(refused)).toEqual(['n2:overloaded/queue_delay']);
     const err = refused.find((e) => e.t === 'reject');
     expect(err?.t === 'reject' && err.error.retryAfterMs).toBe(50); // 1 queued + 4 running rows drain in 50 ms
     // High counts running and high rows only, up to 80 ms: four get in (40..70 ms), a fifth at 80 too, a sixth not.
     for (const k of ['h1', 'h2', 'h3', 'h4', 'h5']) expect(rejected(transition(s, { t: 'enqueue', req: item(k, 'high') }, 61))).toEqual([]);
-    expect(rejected(transition(s, { t: 'enqueue', req: item('h6', 'high') }, 61))).toEqual(['h6:overloaded']);
+    expect(rejected(transition(s, { t: 'enqueue', req: item('h6', 'high') }, 61))).toEqual(['h6:overloaded/queue_delay']);
   });
 
   it('stretches the expected wait by the share of time higher-priority arrivals will take: normal work is refused under a steady stream of high that an idle high lane would admit', () => {
@@ -1113,7 +1124,7 @@ describe('load shedding', () => {
     expect(higherPriorityShare(s, 'low', t + 10), 'low counts high and normal').toBeGreaterThanOrEqual(share);
     // 3 rows running + queued = 30 ms of work: inside the 40 ms bound alone, past it once stretched by 1 / (1 − share).
     transition(s, { t: 'enqueue', req: item('run', 'normal', { rows: 3 }) }, t + 10);
-    expect(rejected(transition(s, { t: 'enqueue', req: item('n', 'normal') }, t + 10))).toEqual(['n:overloaded']);
+    expect(rejected(transition(s, { t: 'enqueue', req: item('n', 'normal') }, t + 10))).toEqual(['n:overloaded/queue_delay']);
     expect(rejected(transition(s, { t: 'enqueue', req: item('h', 'high') }, t + 10))).toEqual([]);
     // Ten seconds without high work: the share decays away and the same wait is admitted.
     expect(higherPriorityShare(s, 'normal', t + 10_000)).toBeLessThan(0.001);
@@ -1157,7 +1168,7 @@ describe('load shedding', () => {
     expect(nextDeadline(s)).toBe(shedAt);
     expect(transition(s, { t: 'tick' }, shedAt - 1)).toEqual([]);
     const fx = transition(s, { t: 'tick' }, shedAt);
-    expect(rejected(fx)).toEqual(['l:overloaded']);
+    expect(rejected(fx)).toEqual(['l:overloaded/low_waited']);
     const err = fx.find((e) => e.t === 'reject');
     expect(err?.t === 'reject' && err.error.retryAfterMs).toBeGreaterThan(0);
     expect(err?.t === 'reject' && err.error.message).toMatch(/low priority waited \d+ ms/);
@@ -1198,7 +1209,7 @@ describe('load shedding', () => {
     expect(drainMsPerRow(s)).toBe(100);
     // One row running makes a second row wait 100 ms: refused, so batches stay at one row.
     const one = ranBatch(transition(s, { t: 'enqueue', req: item('one', 'normal') }, 400));
-    expect(rejected(transition(s, { t: 'enqueue', req: item('two', 'normal') }, 400))).toEqual(['two:overloaded']);
+    expect(rejected(transition(s, { t: 'enqueue', req: item('two', 'normal') }, 400))).toEqual(['two:overloaded/queue_delay']);
     // That row took 2 ms: full batches are at least that fast per row, so the estimate comes down.
     transition(s, { t: 'batchDone', worker: 'w', batchId: one.id, inferMs: 2 }, 402);
     expect(drainMsPerRow(s)).toBeCloseTo(0.8 * 100 + 0.2 * 2);
@@ -1220,12 +1231,12 @@ describe('load shedding', () => {
     transition(s, { t: 'enqueue', req: item('r', 'normal', { rows: 4, owner: 'A' }) }, 41); // runs: 40 ms ahead
     // A floods: one row gets in at 40 ms, the next would wait 50 ms.
     expect(rejected(transition(s, { t: 'enqueue', req: item('a1', 'normal', { owner: 'A' }) }, 41))).toEqual([]);
-    expect(rejected(transition(s, { t: 'enqueue', req: item('a2', 'normal', { owner: 'A' }) }, 41))).toEqual(['a2:overloaded']);
+    expect(rejected(transition(s, { t: 'enqueue', req: item('a2', 'normal', { owner: 'A' }) }, 41))).toEqual(['a2:overloaded/queue_delay']);
     // B holds nothing queued: under its share, it is admitted up to 80 ms (50, 60 ms), and no further.
     expect(rejected(transition(s, { t: 'enqueue', req: item('b1', 'normal', { owner: 'B' }) }, 41))).toEqual([]);
     // Now A and B hold one each: B is at its share (2 queued / 2 owners) and is refused like A.
-    expect(rejected(transition(s, { t: 'enqueue', req: item('b2', 'normal', { owner: 'B' }) }, 41))).toEqual(['b2:overloaded']);
-    expect(rejected(transition(s, { t: 'enqueue', req: item('a3', 'normal', { owner: 'A' }) }, 41))).toEqual(['a3:overloaded']);
+    expect(rejected(transition(s, { t: 'enqueue', req: item('b2', 'normal', { owner: 'B' }) }, 41))).toEqual(['b2:overloaded/queue_delay']);
+    expect(rejected(transition(s, { t: 'enqueue', req: item('a3', 'normal', { owner: 'A' }) }, 41))).toEqual(['a3:overloaded/queue_delay']);
     // C, new, is under its share (0 < 2/3) and 60 ms is within twice the bound.
     expect(rejected(transition(s, { t: 'enqueue', req: item('c1', 'normal', { owner: 'C' }) }, 41))).toEqual([]);
   });
@@ -1235,7 +1246,7 @@ describe('load shedding', () => {
     const s = fresh({ maxQueue: 100 }, budget);
     expect(rejected(transition(s, { t: 'enqueue', req: item('x', 'normal', { bytes: 100 }) }, 0))).toEqual([]);
     expect(rejected(transition(s, { t: 'enqueue', req: item('y', 'normal', { bytes: 100 }) }, 0))).toEqual([]);
-    expect(rejected(transition(s, { t: 'enqueue', req: item('z', 'normal', { bytes: 100 }) }, 0))).toEqual(['z:overloaded']);
+    expect(rejected(transition(s, { t: 'enqueue', req: item('z', 'normal', { bytes: 100 }) }, 0))).toEqual(['z:overloaded/memory_budget']);
     expect(budget.used).toBe(200);
     const fx = transition(s, { t: 'workerReady', worker: 'w' }, 1);
     const run = fx.find((e) => e.t === 'run');

@@ -246,6 +246,7 @@ describe('bad input gets a typed error and the connection lives on', () => {
         expect(e.code).toBe('overloaded');
         expect(e.retryAfterMs).toBeGreaterThan(0);
       }
+      expect(await metric(small.port, 'actorserve_requests_shed_total', 'priority="normal",reason="in_flight"')).toBe(6);
       expect(asResult(await c.request({ id: 'after', model: 'text-orientation', inputs: imageInput(image(1)) })).t).toBe('result');
       c.close();
     } finally {

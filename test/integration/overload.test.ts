@@ -6,11 +6,11 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { request as httpRequest, type ClientRequest } from 'node:http';
-import type { ErrorFrame, Priority, ResultFrame } from '../../src/transport/protocol.js';
+import { PRIORITIES, type ErrorFrame, type Priority, type ResultFrame } from '../../src/transport/protocol.js';
 import { RawClient } from '../helpers/RawClient.js';
 import { expectEveryResult, IrisLoad } from '../helpers/load.js';
 import { eventually } from '../helpers/cluster.js';
-import { metric } from '../helpers/metrics.js';
+import { metric, metricSum } from '../helpers/metrics.js';
 import { spawnNode, type NodeProcess } from '../helpers/spawnNode.js';
 
 const started: NodeProcess[] = [];
@@ -21,6 +21,13 @@ afterAll(async () => {
 const IMG = 3 * 48 * 192;
 const image = new Uint8Array(new Float32Array(IMG).fill(0.25).buffer);
 const imageInfer = (id: string, priority: Priority) => ({ t: 'infer', id, model: 'text-orientation', priority, inputs: { x: { dtype: 'float32', shape: [1, 3, 48, 192], data: image } } });
+
+/** `actorserve_requests_shed_total` of text-orientation by priority, summed over its reasons. */
+async function shedByPriority(port: number): Promise<Record<Priority, number>> {
+  const out = { high: 0, normal: 0, low: 0 };
+  for (const p of PRIORITIES) out[p] = await metricSum(port, 'actorserve_requests_shed_total', `model="text-orientation",priority="${p}"`);
+  return out;
+}
 
 const rssBytes = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
 
@@ -51,6 +58,8 @@ describe('three times more traffic than capacity', () => {
     const capacity = done / ((performance.now() - t0) / 1000);
     probe.close();
     expect(capacity).toBeGreaterThan(0);
+
+    const shedBefore = await shedByPriority(node.port);
 
     // Open loop at 3× capacity for 4 s over two connections: 4 % high (well under capacity even if the
     // machine slows down), 36 % low, the rest normal.
@@ -105,6 +114,9 @@ describe('three times more traffic than capacity', () => {
     expect(byPriority.low.refused / (byPriority.low.ok + byPriority.low.refused)).toBeGreaterThanOrEqual(byPriority.normal.refused / (byPriority.normal.ok + byPriority.normal.refused));
     expect(maxQueuedBytes).toBeLessThanOrEqual(budget);
     expect(maxRss).toBeLessThan(1024 * 1024 * 1024);
+    // Every overloaded answer is counted once, under its priority, with a reason.
+    const shedAfter = await shedByPriority(node.port);
+    for (const p of PRIORITIES) expect(shedAfter[p] - shedBefore[p], p).toBe(byPriority[p].refused);
 
     // It keeps serving afterwards.
     const after = await clients[0]!.request(imageInfer('after', 'normal'));
