@@ -38,5 +38,5 @@ COPY --from=build /app/models ./models
 USER 1000:1000
 EXPOSE 8080
 # Node handles SIGTERM itself (graceful leave: drain, hand off, exit 0).
-ENTRYPOINT ["node", "/app/bin/actorserve.js"]
+ENTRYPOINT ["node", "--initial-old-space-size=256", "/app/bin/actorserve.js"]
 CMD ["node", "--host", "0.0.0.0", "--port", "8080"]

@@ -1,5 +1,6 @@
-#!/usr/bin/env node
-// Thin launcher for the compiled CLI (`npm ci` builds dist/ through `prepare`).
+#!/usr/bin/env -S node --initial-old-space-size=256
+// Thin launcher for the compiled CLI (`npm ci` builds dist/ through `prepare`). The `#!` line gives V8
+// the old-generation floor a node needs (OLD_SPACE_FLOOR_FLAG, src/heapGrowth.ts): V8 reads it only at start.
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { projectRoot } from '../src/models/registry.js';
+import { OLD_SPACE_FLOOR_FLAG } from '../src/heapGrowth.js';
 
 export const ACTORSERVE_BIN = join(projectRoot, 'bin', 'actorserve.js');
 
@@ -75,9 +76,9 @@ export class Child {
     return new Child(spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], ...spawnOpts }), role, tailLines);
   }
 
-  /** Spawns `node bin/actorserve.js node ARGS`. */
+  /** Spawns `node --initial-old-space-size=… bin/actorserve.js node ARGS` (the flag: src/heapGrowth.ts). */
   static node(role: string, args: string[], opts: SpawnOptions & ChildOptions = {}): Child {
-    return Child.spawn(role, [ACTORSERVE_BIN, 'node', ...args], opts);
+    return Child.spawn(role, [OLD_SPACE_FLOOR_FLAG, ACTORSERVE_BIN, 'node', ...args], opts);
   }
 
   /** Forks a Node module with an IPC channel. */

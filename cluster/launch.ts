@@ -11,6 +11,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { projectRoot } from '../src/models/registry.js';
+import { OLD_SPACE_FLOOR_FLAG } from '../src/heapGrowth.js';
 
 interface LocalConfig {
   cluster: string;
@@ -45,7 +46,7 @@ const bin = join(projectRoot, 'bin', 'actorserve.js');
 
 const children = new Map<string, ChildProcess>();
 for (const n of nodes) {
-  const child = spawn(process.execPath, [bin, 'node', '--node-id', n.id, '--port', String(n.port), '--host', config.host,
+  const child = spawn(process.execPath, [OLD_SPACE_FLOOR_FLAG, bin, 'node', '--node-id', n.id, '--port', String(n.port), '--host', config.host,
     '--cluster', config.cluster, '--models', values.models ?? config.models, '--seeds', seeds], {
     stdio: ['ignore', 'inherit', 'inherit'],
     env: { ...process.env, ACTORSERVE_CLUSTER_SECRET: secret },

@@ -13,7 +13,7 @@ import { ActorserveNode } from './actors/Node.js';
 import { createLogger } from './log.js';
 import { builtinModelNames, irisModelPath, resolveModels, type ModelOverrides } from './models/registry.js';
 import { buildIrisModel } from './models/builders/iris.js';
-import { applyHeapGrowth, DEFAULT_HEAP_GROWTH_PERCENT } from './heapGrowth.js';
+import { applyHeapGrowth, DEFAULT_HEAP_GROWTH_PERCENT, OLD_SPACE_FLOOR_FLAG, oldSpaceFloorMib } from './heapGrowth.js';
 import { applyParallelScavenge } from './scavenge.js';
 import { usableCores } from './cores.js';
 
@@ -53,6 +53,9 @@ Node options:
                       how far V8's heap may grow past its live size before a full
                       collection; tensor traffic fools V8's own estimate into one every
                       ~100 ms. 0 = V8's adaptive default (default 300: V8's maximum, 4×)
+                      (a node also wants V8's --initial-old-space-size=256, a floor under
+                      that limit, given to node itself: \`node --initial-old-space-size=256
+                      bin/actorserve.js\`; running bin/actorserve.js as a command does it)
   --parallel-scavenge auto|on|off
                       young-generation collections on V8's helper threads (on) or the
                       event loop's thread alone (off); auto: off on 2 cores or fewer
@@ -224,11 +227,26 @@ export async function main(argv: string[]): Promise<number> {
   const inline = values['inline-models'];
   if (inline !== undefined) overrides.inlineModels = inline === 'none' ? [] : inline.split(',').map((s) => s.trim()).filter(Boolean);
   const models = resolveModels(names, overrides);
+  // Signal handlers go in before the node's first log line: a SIGTERM while models load, or in the instant
+  // between the node's `listening` line and the return of start(), would otherwise take the default action
+  // and kill the process by the signal. Before start() returns there is nothing to drain: it exits at once.
+  let node: ActorserveNode | undefined;
+  const shutdown = (signal: string) => {
+    log.info({ signal, started: node !== undefined }, 'leaving on signal');
+    if (node === undefined) process.exit(0);
+    node.leave().catch((e: Error) => log.error({ err: e.message }, 'error while leaving'));
+  };
+  process.once('SIGINT', () => shutdown('SIGINT'));
+  process.once('SIGTERM', () => shutdown('SIGTERM'));
   const heapGrowthPercent = intOpt('heap-growth-percent', values['heap-growth-percent']) ?? DEFAULT_HEAP_GROWTH_PERCENT;
   applyHeapGrowth(heapGrowthPercent);
   const cores = usableCores();
   const parallelScavenge = applyParallelScavenge(values['parallel-scavenge'] ?? 'auto', cores);
-  log.info({ heapGrowthPercent, parallelScavenge, cores }, 'V8 collector settings');
+  const oldSpaceFloor = oldSpaceFloorMib();
+  log.info({ heapGrowthPercent, parallelScavenge, cores, oldSpaceFloorMiB: oldSpaceFloor ?? null }, 'V8 collector settings');
+  if (oldSpaceFloor === undefined) {
+    log.warn({ flag: OLD_SPACE_FLOOR_FLAG }, 'node started without an old-generation floor: under heavy tensor traffic V8 runs a full collection every few seconds, each a stall of several ms; start it as `node FLAG bin/actorserve.js` (bin/actorserve.js run as a command passes it)');
+  }
 
   if (names.includes('iris') && !existsSync(irisModelPath)) {
     const r = buildIrisModel(irisModelPath);
@@ -274,17 +292,6 @@ export async function main(argv: string[]): Promise<number> {
   const tlsFiles = values['tls-cert'] && values['tls-key'] ? { cert: values['tls-cert'], key: values['tls-key'], ca: values['tls-ca'] } : undefined;
   const tls = tlsFiles ? readTlsFiles(tlsFiles) : undefined;
   const maxFrameBytes = intOpt('max-frame-bytes', values['max-frame-bytes']);
-  // Signal handlers go in before the node starts: a SIGTERM while models load, or in the instant between
-  // the node's `listening` line and the return of start(), would otherwise take the default action and kill
-  // the process by the signal. Before start() returns there is nothing to drain, so the node exits at once.
-  let node: ActorserveNode | undefined;
-  const shutdown = (signal: string) => {
-    log.info({ signal, started: node !== undefined }, 'leaving on signal');
-    if (node === undefined) process.exit(0);
-    node.leave().catch((e: Error) => log.error({ err: e.message }, 'error while leaving'));
-  };
-  process.once('SIGINT', () => shutdown('SIGINT'));
-  process.once('SIGTERM', () => shutdown('SIGTERM'));
   // With a tokens file, an admin tokens file or a certificate, SIGHUP re-reads them and never ends the node; with none,
   // SIGHUP keeps its default. Each is replaced only whole and valid; what fails to load stays as it was.
   const reloads: { files: unknown; apply: (n: ActorserveNode) => void; failed: string }[] = [];

@@ -38,3 +38,38 @@ export function applyHeapGrowth(percent: number): void {
   }
   if (percent > 0) setFlagsFromString(`--heap-growing-percent=${percent}`);
 }
+
+/**
+ * The old generation's floor, in MiB: V8 starts no full collection while
+ * the old generation is under it. A node's live heap is ~13 MiB, but V8
+ * also counts ArrayBuffer bytes allocated since the last full collection
+ * and starts marking once less room is left than the young generation
+ * holds; under 3× text-orientation overload that ran a full collection
+ * every ~1.7 s even at the 4× growth factor. Each one paused the event loop
+ * ~5 ms and put V8's helper threads on both cores, where the clients' own
+ * threads then waited 4 ms for a core: the longest stalls left in the
+ * overload window. With the floor, one ran as the queue filled and none in
+ * the window after it (trace-gc), and the p99 time to `overloaded` fell
+ * from 3.5–6.2 to 3.0–3.6 ms and high priority's p99 from 6.6–10.3 to
+ * 6.0–6.6 ms, goodput the same (4 A/B pairs, docs/bench/overload.md).
+ * It bounds garbage, not live data: the heap's limit is its live size times
+ * the growth factor, or this floor if that is higher.
+ *
+ * V8 reads it only when it creates the heap, so it cannot be set from
+ * JavaScript: the node process must start with {@link OLD_SPACE_FLOOR_FLAG}
+ * (bin/actorserve.js's `#!` line, the launchers, the container image).
+ */
+export const OLD_SPACE_FLOOR_MIB = 256;
+export const OLD_SPACE_FLOOR_FLAG = `--initial-old-space-size=${OLD_SPACE_FLOOR_MIB}`;
+
+/** The old generation's floor this process was started with (`--initial-old-space-size`), in MiB; undefined without one. */
+export function oldSpaceFloorMib(execArgv: readonly string[] = process.execArgv): number | undefined {
+  let floor: number | undefined;
+  execArgv.forEach((arg, i) => {
+    const m = /^--initial[-_]old[-_]space[-_]size(?:=(.*))?$/.exec(arg);
+    if (!m) return;
+    const value = Number(m[1] ?? execArgv[i + 1]);
+    if (Number.isFinite(value)) floor = value;
+  });
+  return floor;
+}

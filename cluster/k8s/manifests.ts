@@ -23,6 +23,7 @@ import { StatefulSet } from 'kubernetes-models/apps/v1/StatefulSet';
 import { Service } from 'kubernetes-models/v1/Service';
 import type { IContainer } from 'kubernetes-models/v1/Container';
 import { stringify } from 'yaml';
+import { OLD_SPACE_FLOOR_FLAG } from '../../src/heapGrowth.js';
 
 export const APP_NAME = 'actorserve';
 /** Headless Service whose A/AAAA records list every node (ready or not). */
@@ -111,7 +112,7 @@ export function buildManifests(opts: ManifestOptions = {}): Manifest[] {
     image,
     imagePullPolicy: 'IfNotPresent',
     workingDir: APP_DIR,
-    command: ['node', CLI],
+    command: ['node', OLD_SPACE_FLOOR_FLAG, CLI],
     args: [
       'node',
       '--host', '0.0.0.0',

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { OLD_SPACE_FLOOR_FLAG } from '../../src/heapGrowth.js';
 import { parseAllDocuments } from 'yaml';
 import { StatefulSet } from 'kubernetes-models/apps/v1/StatefulSet';
 import { Service } from 'kubernetes-models/v1/Service';
@@ -95,7 +96,7 @@ describe('Kubernetes manifests', () => {
     expect(args[args.indexOf('--host') + 1]).toBe('0.0.0.0');
     expect(args[args.indexOf('--port') + 1]).toBe('8080');
     expect(args[args.indexOf('--discovery') + 1]).toBe('dns:actorserve-peers.$(POD_NAMESPACE).svc.cluster.local');
-    expect([...(container.command ?? []), ...args].join(' ')).toMatch(/^node \S*bin\/actorserve\.js node /);
+    expect([...(container.command ?? []), ...args].join(' ')).toMatch(new RegExp(`^node ${OLD_SPACE_FLOOR_FLAG} \\S*bin/actorserve\\.js node `));
 
     expect(peers.spec?.clusterIP).toBe('None');
     expect(peers.spec?.publishNotReadyAddresses).toBe(true);
@@ -196,7 +197,7 @@ describe('Dockerfile', () => {
     const lastFrom = ins.lastIndexOf(froms[froms.length - 1]!);
     const runtime = ins.slice(lastFrom);
     const start = runtime.filter((i) => i.op === 'ENTRYPOINT' || i.op === 'CMD').map((i) => i.arg).join(' ');
-    expect(start).toMatch(/bin\/actorserve\.js/);
+    expect(start).toMatch(new RegExp(`"node",\\s*"${OLD_SPACE_FLOOR_FLAG}",\\s*"\\S*bin/actorserve\\.js"`));
     expect(start).toMatch(/"node",\s*"--host",\s*"0\.0\.0\.0"/);
     const user = runtime.filter((i) => i.op === 'USER').at(-1)?.arg;
     expect(user).toBeDefined();

@@ -6,10 +6,13 @@
  * up to 15 for the same stream.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { parseLogLine } from '../../cluster/child.js';
+import { OLD_SPACE_FLOOR_FLAG, OLD_SPACE_FLOOR_MIB, oldSpaceFloorMib } from '../../src/heapGrowth.js';
 import { RawClient } from '../helpers/RawClient.js';
-import { spawnNode, type NodeProcess } from '../helpers/spawnNode.js';
+import { BIN, spawnNode, type NodeProcess } from '../helpers/spawnNode.js';
 
 const started: NodeProcess[] = [];
 afterAll(async () => {
@@ -78,6 +81,55 @@ describe('heap growth under tensor traffic', () => {
     expect(await majorGcsUnderLoad(['--node-id', 'heap-default'])).toBeLessThanOrEqual(5);
     // ~4 s alone, ~26 s with two CPU hogs on the two cores (the nice-10 inference thread gets ~10 % of one).
   }, 120_000);
+
+  it('takes the old-generation floor only at start: the first full collection sizes the limit at it', () => {
+    const limitKbAfterGc = (flags: string[], script = 'gc();') => {
+      const out = execFileSync(process.execPath, [...flags, '--expose-gc', '--trace-gc-verbose', '--input-type=module', '-e', script], { encoding: 'utf8' });
+      return [...out.matchAll(/\[HeapController\] Limit: .*new limit: (\d+) KB/g)].map((m) => Number(m[1])).at(-1)!;
+    };
+    expect(limitKbAfterGc([OLD_SPACE_FLOOR_FLAG])).toBeGreaterThanOrEqual(OLD_SPACE_FLOOR_MIB * 1024);
+    expect(limitKbAfterGc([])).toBeLessThan(64 * 1024);
+    // Set from JavaScript once the heap exists, V8 ignores it: why it must be on the node's command line.
+    expect(limitKbAfterGc([], `(await import('node:v8')).setFlagsFromString(${JSON.stringify(OLD_SPACE_FLOOR_FLAG)}); gc();`)).toBeLessThan(64 * 1024);
+  });
+
+  it('reads the floor a process started with from its flags, in either spelling', () => {
+    expect(oldSpaceFloorMib([OLD_SPACE_FLOOR_FLAG])).toBe(OLD_SPACE_FLOOR_MIB);
+    expect(oldSpaceFloorMib(['--inspect', '--initial_old_space_size=512'])).toBe(512);
+    expect(oldSpaceFloorMib(['--initial-old-space-size', '128'])).toBe(128);
+    expect(oldSpaceFloorMib(['--max-old-space-size=4096'])).toBeUndefined();
+    expect(oldSpaceFloorMib([])).toBeUndefined();
+  });
+
+  it('starts a node with the floor from every launcher, and a node started without it says so', async () => {
+    /** Starts `command args`, returns its V8 settings line and any warning about the floor, logged before it listens. */
+    const settingsOf = async (command: string, args: string[]) => {
+      const child = spawn(command, [...args, 'node', '--port', '0', '--models', 'iris', '--log-level', 'info'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      try {
+        const lines: Record<string, unknown>[] = [];
+        await new Promise<void>((resolve, reject) => {
+          child.once('exit', (code) => reject(new Error(`exited ${code} before listening`)));
+          createInterface({ input: child.stdout }).on('line', (line) => {
+            const l = parseLogLine(line);
+            if (l !== undefined) lines.push(l);
+            if (l?.['msg'] === 'listening') resolve();
+          });
+        });
+        return { settings: lines.find((l) => l['msg'] === 'V8 collector settings'), warned: lines.some((l) => l['flag'] === OLD_SPACE_FLOOR_FLAG) };
+      } finally {
+        const exited = new Promise((r) => child.once('close', r));
+        child.kill('SIGTERM');
+        await exited;
+      }
+    };
+    // bin/actorserve.js run as a command (an npm bin link, `npx actorserve`): its #! line passes the flag.
+    expect(await settingsOf(BIN, [])).toEqual({ settings: expect.objectContaining({ oldSpaceFloorMiB: OLD_SPACE_FLOOR_MIB }), warned: false });
+    expect(await settingsOf(process.execPath, [BIN])).toEqual({ settings: expect.objectContaining({ oldSpaceFloorMiB: null }), warned: true });
+    // The launchers (npm start, the bench, these tests) go through Child.node.
+    const n = await spawnNode(['--port', '0', '--models', 'iris']);
+    started.push(n);
+    expect(n.lines.find((l) => (l as Record<string, unknown>)['msg'] === 'V8 collector settings')).toMatchObject({ oldSpaceFloorMiB: OLD_SPACE_FLOOR_MIB });
+  }, 60_000);
 
   it('refuses a growth percent out of range with a usage error', async () => {
     await expect(spawnNode(['--port', '0', '--models', 'iris', '--heap-growth-percent', '5000'])).rejects.toThrow(/heap growth must be an integer percent in 0\.\.1000/);
