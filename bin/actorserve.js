@@ -1,6 +1,10 @@
-#!/usr/bin/env -S node --initial-old-space-size=256
-// Thin launcher for the compiled CLI (`npm ci` builds dist/ through `prepare`). The `#!` line gives V8
-// the old-generation floor a node needs (OLD_SPACE_FLOOR_FLAG, src/heapGrowth.ts): V8 reads it only at start.
+#!/bin/sh
+":" //; exec node --initial-old-space-size=256 "$0" "$@"
+// Thin launcher for the compiled CLI (`npm ci` builds dist/ through `prepare`).
+// Run as a command (an npm bin link, `npx actorserve`), sh reads the line above and execs node, in the
+// same process, with the old-generation floor a node needs (OLD_SPACE_FLOOR_FLAG, src/heapGrowth.ts),
+// which V8 reads only at start (`env -S` would do it too, but BusyBox's env, on Alpine, has no -S).
+// Node skips the #! line and reads the line above as a string and a comment.
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 

@@ -57,7 +57,7 @@ export function applyHeapGrowth(percent: number): void {
  *
  * V8 reads it only when it creates the heap, so it cannot be set from
  * JavaScript: the node process must start with {@link OLD_SPACE_FLOOR_FLAG}
- * (bin/actorserve.js's `#!` line, the launchers, the container image).
+ * (bin/actorserve.js run as a command, the launchers, the container image).
  */
 export const OLD_SPACE_FLOOR_MIB = 256;
 export const OLD_SPACE_FLOOR_FLAG = `--initial-old-space-size=${OLD_SPACE_FLOOR_MIB}`;

@@ -7,6 +7,7 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseLogLine } from '../../cluster/child.js';
@@ -122,9 +123,12 @@ describe('heap growth under tensor traffic', () => {
         await exited;
       }
     };
-    // bin/actorserve.js run as a command (an npm bin link, `npx actorserve`): its #! line passes the flag.
+    // bin/actorserve.js run as a command (an npm bin link, `npx actorserve`): sh execs node with the flag.
     expect(await settingsOf(BIN, [])).toEqual({ settings: expect.objectContaining({ oldSpaceFloorMiB: OLD_SPACE_FLOOR_MIB }), warned: false });
     expect(await settingsOf(process.execPath, [BIN])).toEqual({ settings: expect.objectContaining({ oldSpaceFloorMiB: null }), warned: true });
+    // `npm run start:node` names it itself.
+    const pkg = JSON.parse(readFileSync(fileURLToPath(new URL('../../package.json', import.meta.url)), 'utf8')) as { scripts: Record<string, string> };
+    expect(pkg.scripts['start:node']).toMatch(new RegExp(`^node ${OLD_SPACE_FLOOR_FLAG} bin/actorserve\\.js node `));
     // The launchers (npm start, the bench, these tests) go through Child.node.
     const n = await spawnNode(['--port', '0', '--models', 'iris']);
     started.push(n);
