@@ -97,6 +97,11 @@ Limits and security:
                       remote address may hold; past it a new one is dropped at accept, so
                       one host cannot fill the port with idle or trickling sockets (default:
                       no cap; set it above --max-connections-per-address)
+  --trusted-proxies LIST
+                      proxies (IP addresses, CIDR blocks, comma-separated) whose
+                      X-Forwarded-For names the client: behind a load balancer, callers
+                      get their queue shares and --max-connections-per-address by their
+                      own addresses (default: none; the header is ignored)
   --client-ping-ms N  ping every client this often; one that answers neither the ping nor
                       with a frame by the next is closed and its queued work cancelled
                       (default 20000; 0 turns it off)
@@ -178,6 +183,7 @@ export async function main(argv: string[]): Promise<number> {
       'client-ping-ms': { type: 'string' },
       'max-connections-per-address': { type: 'string' },
       'max-sockets-per-address': { type: 'string' },
+      'trusted-proxies': { type: 'string' },
       'max-receiving-bytes': { type: 'string' },
       'auth-tokens': { type: 'string' },
       'admin-token': { type: 'string' },
@@ -283,6 +289,7 @@ export async function main(argv: string[]): Promise<number> {
   const clientPingMs = intOpt('client-ping-ms', values['client-ping-ms']);
   const maxConnectionsPerAddress = intOpt('max-connections-per-address', values['max-connections-per-address']);
   const maxSocketsPerAddress = intOpt('max-sockets-per-address', values['max-sockets-per-address']);
+  const trustedProxies = values['trusted-proxies']?.split(',').map((s) => s.trim()).filter(Boolean);
   const maxReceivingBytes = intOpt('max-receiving-bytes', values['max-receiving-bytes']);
   const envTokens = process.env['ACTORSERVE_AUTH_TOKENS']?.split(',').map((t) => t.trim()).filter(Boolean);
   const authTokens = values['auth-tokens'] ? TokenSet.fromFile(values['auth-tokens']) : envTokens?.length ? new TokenSet(envTokens) : undefined;
@@ -335,6 +342,7 @@ export async function main(argv: string[]): Promise<number> {
     ...(clientPingMs !== undefined ? { clientPingMs } : {}),
     ...(maxConnectionsPerAddress !== undefined ? { maxConnectionsPerAddress } : {}),
     ...(maxSocketsPerAddress !== undefined ? { maxSocketsPerAddress } : {}),
+    ...(trustedProxies !== undefined ? { trustedProxies } : {}),
     ...(maxReceivingBytes !== undefined ? { maxReceivingBytes } : {}),
     ...(authTokens ? { authTokens } : {}),
     ...(adminTokens ? { adminToken: adminTokens } : {}),

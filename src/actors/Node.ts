@@ -16,6 +16,7 @@ import { encode } from '../transport/codec.js';
 import type { MemberInfo, PeerMsg } from '../transport/peerProtocol.js';
 import { PROTOCOL_VERSION, type ErrorFrame, type ResultFrame, type WelcomeFrame } from '../transport/protocol.js';
 import { addressKey, json, startServer, type RunningServer } from '../transport/Server.js';
+import { TrustedProxies } from '../transport/clientAddress.js';
 import { overBudget, receivingBytes, SWEEP_MS, unreadBytes } from '../transport/byteBudget.js';
 import type { NodeContext } from '../transport/http/context.js';
 import { dashboardFeed, dashboardSampler, handleDashboard } from '../transport/http/dashboard.js';
@@ -98,6 +99,13 @@ export interface NodeOptions {
    * new one is dropped at accept. Default: no cap. Set it above `maxConnectionsPerAddress`.
    */
   maxSocketsPerAddress?: number;
+  /**
+   * Proxies (IP addresses and CIDR blocks) whose `X-Forwarded-For` names the client: behind a load
+   * balancer, HTTP callers and WebSocket clients are then counted by their own addresses for the
+   * queue shares and `maxConnectionsPerAddress` (src/transport/clientAddress.ts). `maxSocketsPerAddress`
+   * counts TCP peers, before any header. Default: none (the header is ignored).
+   */
+  trustedProxies?: readonly string[];
   /**
    * Every this many ms the node pings each client; a client that has answered neither that ping
    * nor sent a frame by the next is taken for gone (a laptop shut, a phone off the network, a NAT
@@ -307,9 +315,10 @@ export class ActorserveNode {
     const maxReceivingBytes = positive('maxReceivingBytes', opts.maxReceivingBytes ?? 256 * 1024 * 1024);
     const maxConnectionsPerAddress = opts.maxConnectionsPerAddress === undefined ? undefined : positive('maxConnectionsPerAddress', opts.maxConnectionsPerAddress);
     const maxSocketsPerAddress = opts.maxSocketsPerAddress === undefined ? undefined : positive('maxSocketsPerAddress', opts.maxSocketsPerAddress);
+    const proxies = new TrustedProxies(opts.trustedProxies ?? []);
     const clientPingMs = opts.clientPingMs ?? 20_000;
     if (!Number.isInteger(clientPingMs) || clientPingMs < 0) throw new RangeError(`clientPingMs must be a non-negative integer, got ${clientPingMs}`);
-    await node.boot(opts, { maxInFlight, maxFrameBytes, supervision, runTimeoutMs, seeds, maxBufferedBytes, maxBufferedTotalBytes, maxConnections, maxConnectionsPerAddress, maxSocketsPerAddress, maxReceivingBytes, clientPingMs });
+    await node.boot(opts, { maxInFlight, maxFrameBytes, supervision, runTimeoutMs, seeds, maxBufferedBytes, maxBufferedTotalBytes, maxConnections, maxConnectionsPerAddress, maxSocketsPerAddress, maxReceivingBytes, clientPingMs, clientAddress: (req) => proxies.clientAddress(req) });
     } catch (e) {
       await node.stop();
       throw e;
@@ -332,6 +341,8 @@ export class ActorserveNode {
       clientPingMs: number;
       maxConnectionsPerAddress: number | undefined;
       maxSocketsPerAddress: number | undefined;
+      /** The address a client is counted by (`trustedProxies`). */
+      clientAddress: (req: IncomingMessage) => string;
     },
   ): Promise<void> {
     const { log, system } = this;
@@ -379,6 +390,7 @@ export class ActorserveNode {
       isReady: () => this.ready,
       modelReady: (name) => (this.workersUp.get(name) ?? 0) > 0,
       submit: (f, caller) => this.submit(f, caller),
+      clientAddress: c.clientAddress,
       clusterView: () => this.clusterView(),
       queueStats: () => this.queueStats(),
       metrics: this.metrics,
@@ -430,6 +442,7 @@ export class ActorserveNode {
       maxClients: c.maxConnections,
       ...(c.maxConnectionsPerAddress !== undefined ? { maxClientsPerAddress: c.maxConnectionsPerAddress } : {}),
       ...(c.maxSocketsPerAddress !== undefined ? { maxSocketsPerAddress: c.maxSocketsPerAddress } : {}),
+      clientAddress: c.clientAddress,
       onRefused: (reason) => this.metrics.connectionRefused(reason),
       routes: (req, res, path) => this.route(req, res, path) || handleOip(req, res, path, this.http) || handleDashboard(req, res, path, this.http),
       upgrades: { '/v1/dashboard/ws': (ws) => dashboardFeed(ws, this.http) },
@@ -449,7 +462,7 @@ export class ActorserveNode {
           const name = `session-${sessionCount++}`;
           const slog = log.child({ session: name });
           client.log = slog;
-          slog.debug({ remote: req.socket.remoteAddress }, 'client connected');
+          slog.debug({ remote: c.clientAddress(req) }, 'client connected');
           let frameHandled = () => {};
           const session = spawnSession(gateway, {
             onFrameHandled: () => frameHandled(),

@@ -49,6 +49,8 @@ export interface ServerOptions {
    * so one host cannot fill the port with idle or trickling sockets. Default: no cap.
    */
   maxSocketsPerAddress?: number;
+  /** The address a client upgrade is counted by for {@link maxClientsPerAddress}. Default: its socket's. */
+  clientAddress?: (req: IncomingMessage) => string;
   /** Told of every client upgrade refused (and, with a socket cap, every socket dropped), with why. */
   onRefused?: (reason: RefusedConnection) => void;
   /** Decides a client upgrade before a socket exists: 401 when it returns false. */
@@ -206,7 +208,7 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     if (o.maxClients !== undefined && wss.clients.size >= o.maxClients) {
       return refuse(socket, 'max_connections', FULL_RESPONSE);
     }
-    const address = addressKey(req.socket.remoteAddress ?? '');
+    const address = addressKey(o.clientAddress ? o.clientAddress(req) : (req.socket.remoteAddress ?? ''));
     if (o.maxClientsPerAddress !== undefined && perAddress.holds(address) >= o.maxClientsPerAddress) {
       return refuse(socket, 'max_connections_per_address', ADDRESS_FULL_RESPONSE);
     }

@@ -91,6 +91,32 @@ describe('a remote address at its connection cap', () => {
   });
 });
 
+describe('clients behind a trusted proxy', () => {
+  it('are counted by the address the proxy forwards, and a client that is not a trusted proxy cannot pick its own', async () => {
+    // All from 127.0.0.1; only 127.0.0.1 is trusted, so 127.0.0.2 stands for a client reaching the node directly.
+    const node = await spawnNode(['--port', '0', '--node-id', 'proxied', '--models', 'iris', '--max-connections-per-address', '1', '--trusted-proxies', '127.0.0.1, 192.0.2.0/24']);
+    started.push(node);
+    const via = (client: string, localAddress = '127.0.0.1') => RawClient.connect(node.url, { localAddress, headers: { 'x-forwarded-for': client } });
+    const refusal = (p: Promise<RawClient>) => p.then((c) => (c.close(), 'connected'), (e: Error) => e.message);
+    // Two clients through the proxy: one each, where counting the proxy would have refused the second.
+    const c1 = await via('198.51.100.1');
+    const c2 = await via('198.51.100.2, 192.0.2.9'); // through a second trusted proxy
+    expect(await refusal(via('198.51.100.1'))).toMatch(/503/);
+    // Straight from 127.0.0.2: the header is the client's own word and does not count.
+    const d1 = await via('198.51.100.3', '127.0.0.2');
+    expect(await refusal(via('198.51.100.4', '127.0.0.2'))).toMatch(/503/);
+    for (const [c, id] of [[c1, 'c1'], [c2, 'c2'], [d1, 'd1']] as const) {
+      expect((await c.request({ id, model: 'iris', inputs: irisInput([5.1, 3.5, 1.4, 0.2]) })).t).toBe('result');
+    }
+    expect(await metric(node.port, 'actorserve_client_connections_refused_total', 'reason="max_connections_per_address"')).toBe(2);
+    for (const c of [c1, c2, d1]) c.close();
+  });
+
+  it('refuses to start with a proxy that is neither an address nor a CIDR block', async () => {
+    await expect(spawnNode(['--port', '0', '--models', 'iris', '--trusted-proxies', '10.0.0.0/33'])).rejects.toThrow(/trusted proxy must be an IP address or a CIDR block/);
+  });
+});
+
 describe('a remote address at its socket cap', () => {
   it('drops that address\'s further TCP connections at accept while another address is served, and takes one again once one of its sockets closes', async () => {
     const node = await spawnNode(['--port', '0', '--node-id', 'sockcap', '--models', 'iris', '--max-sockets-per-address', '3']);

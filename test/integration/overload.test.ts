@@ -161,13 +161,19 @@ describe('a client that stops reading', () => {
   });
 });
 
-/** Sends one iris row over HTTP from `localAddress`; resolves with the status and the body's error. */
-function postIris(port: number, localAddress: string, id: string, sent?: (req: ClientRequest) => void) {
+/** Where an HTTP request comes from: a local address to dial from, and what a proxy would forward in X-Forwarded-For. */
+interface Origin {
+  localAddress: string;
+  forwardedFor?: string;
+}
+
+/** Sends one iris row over HTTP from `from`; resolves with the status and the body's error. */
+function postIris(port: number, from: Origin, id: string, sent?: (req: ClientRequest) => void) {
   return new Promise<{ status: number; error: string | undefined }>((resolve, reject) => {
     const body = JSON.stringify({ id, inputs: [{ name: 'input', shape: [1, 4], datatype: 'FP32', data: [5.1, 3.5, 1.4, 0.2] }] });
     const req = httpRequest({
-      host: '127.0.0.1', port, path: '/v2/models/iris/infer', method: 'POST', localAddress, agent: false,
-      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+      host: '127.0.0.1', port, path: '/v2/models/iris/infer', method: 'POST', localAddress: from.localAddress, agent: false,
+      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...(from.forwardedFor ? { 'x-forwarded-for': from.forwardedFor } : {}) },
     }, (res) => {
       let text = '';
       res.setEncoding('utf8').on('data', (c: string) => (text += c)).on('end', () => resolve({ status: res.statusCode!, error: (JSON.parse(text) as { error?: string }).error }));
@@ -182,26 +188,30 @@ function postIris(port: number, localAddress: string, id: string, sent?: (req: C
  * queue cap, 8, soft limit 6, and the shares decide), whose worker's next run hangs until the
  * watchdog ends it (6 s): everything sent after it waits in the queue.
  */
-async function nodeWithHungWorker(id: string) {
+async function nodeWithHungWorker(id: string, extraArgs: string[] = []) {
   const token = `${id}-admin-token`;
-  const node = await spawnNode(['--port', '0', '--node-id', id, '--models', 'iris', '--max-queue', '8', '--max-batch', '1', '--pipeline', '1', '--max-queue-delay-ms', '0', '--run-timeout-ms', '6000', '--chaos', '--admin-token', token]);
+  const node = await spawnNode(['--port', '0', '--node-id', id, '--models', 'iris', '--max-queue', '8', '--max-batch', '1', '--pipeline', '1', '--max-queue-delay-ms', '0', '--run-timeout-ms', '6000', '--chaos', '--admin-token', token, ...extraArgs]);
   started.push(node);
   const chaos = await fetch(`http://127.0.0.1:${node.port}/v1/admin/chaos`, { method: 'POST', body: JSON.stringify({ fault: 'hangWorker', model: 'iris' }), headers: { authorization: `Bearer ${token}` } });
   expect(chaos.status).toBe(200);
   const gauge = (name: string) => metric(node.port, name, 'model="iris"').then((n) => n || 0);
-  const stuck = postIris(node.port, '127.0.0.3', 'stuck');
+  const stuck = postIris(node.port, { localAddress: '127.0.0.3' }, 'stuck');
   await eventually(async () => (await gauge('actorserve_in_flight')) === 1, 5_000, 20);
   return { node, gauge, stuck };
 }
 
 describe('HTTP callers under pressure', () => {
-  it('hold a share of the model queue per address: one flooding address is refused past its share while another still gets in', async () => {
-    const { node, gauge, stuck } = await nodeWithHungWorker('share');
-    const post = (localAddress: string, id: string) => postIris(node.port, localAddress, id);
-    const b1 = post('127.0.0.2', 'b1');
+  it.each([
+    { how: 'from their own addresses', args: [], a: { localAddress: '127.0.0.1' }, b: { localAddress: '127.0.0.2' } },
+    // Both through one proxy on 127.0.0.1: counted by the addresses it forwards.
+    { how: 'through a trusted proxy', args: ['--trusted-proxies', '127.0.0.1'], a: { localAddress: '127.0.0.1', forwardedFor: '198.51.100.1' }, b: { localAddress: '127.0.0.1', forwardedFor: '198.51.100.2' } },
+  ])('hold a share of the model queue per address ($how): one flooding address is refused past its share while another still gets in', async ({ args, a: fromA, b: fromB }) => {
+    const { node, gauge, stuck } = await nodeWithHungWorker('share', args);
+    const post = (from: Origin, id: string) => postIris(node.port, from, id);
+    const b1 = post(fromB, 'b1');
     await eventually(async () => (await gauge('actorserve_queue_depth')) === 1, 5_000, 20);
     const answeredA: { status: number; error: string | undefined }[] = [];
-    const a = Array.from({ length: 12 }, (_, i) => post('127.0.0.1', `a${i}`).then((r) => (answeredA.push(r), r)));
+    const a = Array.from({ length: 12 }, (_, i) => post(fromA, `a${i}`).then((r) => (answeredA.push(r), r)));
     // Every one of a's requests is either answered or queued.
     await eventually(async () => answeredA.length + (await gauge('actorserve_queue_depth')) - 1 === 12, 5_000, 20);
     // Past the soft limit (6) two addresses hold ⌈8 / 2⌉ = 4 each at most: a got 5 in (the fifth while under the soft limit).
@@ -212,7 +222,7 @@ describe('HTTP callers under pressure', () => {
       expect(r.error).toMatch(/share of the model queue/);
     }
     // b holds one: it is still let in, where one share for every HTTP caller would have refused it.
-    const b2 = post('127.0.0.2', 'b2');
+    const b2 = post(fromB, 'b2');
     await eventually(async () => (await gauge('actorserve_queue_depth')) === 7, 5_000, 20);
 
     // The watchdog ends the hung run and the queue drains: every queued request is answered 200.
@@ -227,7 +237,7 @@ describe('HTTP callers under pressure', () => {
     const { node, gauge, stuck } = await nodeWithHungWorker('gone');
     void stuck.catch(() => undefined); // the node is stopped with it still hung
     let sent: ClientRequest | undefined;
-    const gone = postIris(node.port, '127.0.0.1', 'gone', (r) => (sent = r)).catch((e: Error) => e);
+    const gone = postIris(node.port, { localAddress: '127.0.0.1' }, 'gone', (r) => (sent = r)).catch((e: Error) => e);
     await eventually(async () => (await gauge('actorserve_queue_depth')) === 1, 5_000, 20);
     sent!.destroy();
     expect(await gone).toBeInstanceOf(Error);

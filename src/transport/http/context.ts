@@ -25,6 +25,8 @@ export interface NodeContext {
   modelReady(name: string): boolean;
   /** One request through the router, batchers and ledger; resolves with its one terminal reply. */
   submit(f: InferFrame, caller?: HttpCaller): Promise<ResultFrame | ErrorFrame>;
+  /** The address an HTTP caller is counted by: its socket's, or behind a trusted proxy the one it forwarded. */
+  clientAddress?(req: IncomingMessage): string;
   clusterView(): MemberView[];
   queueStats(): Record<string, { queued: number; running: number }>;
   metrics: Metrics;

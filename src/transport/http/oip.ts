@@ -253,7 +253,7 @@ async function infer(req: IncomingMessage, res: ServerResponse, body: Buffer, sp
   }
   const gone = new AbortController();
   res.once('close', () => void (res.writableFinished || gone.abort()));
-  const reply = await ctx.submit(request.frame, { address: req.socket.remoteAddress, gone: gone.signal });
+  const reply = await ctx.submit(request.frame, { address: ctx.clientAddress ? ctx.clientAddress(req) : req.socket.remoteAddress, gone: gone.signal });
   if (gone.signal.aborted) return; // nobody to answer: the request was cancelled, or ran for nobody
   if (reply.t === 'error') return fail(res, reply);
   json(res, 200, inferResponse(reply, request));
