@@ -36,10 +36,10 @@ export interface MetricSources {
   certificate?(): CertificateInfo | undefined;
 }
 
-/** Why a client connection was refused at the upgrade (or, past a per-address socket cap, its socket dropped at accept). */
 /** Why a request was answered `overloaded`: a batcher's reason, or its connection's in-flight limit (`in_flight`). */
 export type ShedLabel = ShedReason | 'in_flight';
 
+/** Why a client connection was refused at the upgrade (or, past a per-address socket cap, its socket dropped at accept). */
 export type RefusedConnection = 'max_connections' | 'max_connections_per_address' | 'max_sockets_per_address' | 'leaving' | 'unauthorized';
 /**
  * Why the node closed a client: it left more results unread than its own
