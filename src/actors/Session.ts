@@ -62,10 +62,11 @@ export function spawnSession(parent: Ref<unknown>, o: SessionOptions): Ref<Sessi
       o.ws.terminate();
     }
   };
+  // A model this node does not serve is logged by name but counted under "" (clients choose names: unbounded labels).
+  const label = (model: string) => (o.models.has(model) ? model : '');
   /** An error for a request that never entered the ledger. */
   const fail = (id: RequestId | null, e: ActorserveError, model = '', version = '') => {
-    // A model this node does not serve is logged by name but counted under "" (clients choose names: unbounded labels).
-    o.metrics?.answered(o.models.has(model) ? model : '', version, e.code);
+    o.metrics?.answered(label(model), version, e.code);
     logAnswer(id, model, e.code, e.message);
     send(errorFrame(id, e));
   };
@@ -78,7 +79,7 @@ export function spawnSession(parent: Ref<unknown>, o: SessionOptions): Ref<Sessi
   const onInfer = (f: InferFrame) => {
     if (outstanding.has(f.id)) return fail(f.id, invalidRequest(`id ${JSON.stringify(f.id)} is already in flight on this connection`), f.model);
     if (outstanding.size >= o.maxInFlight) {
-      o.metrics?.shed(o.models.has(f.model) ? f.model : '', f.priority ?? 'normal', 'in_flight');
+      o.metrics?.shed(label(f.model), f.priority ?? 'normal', 'in_flight');
       return fail(f.id, overloaded(`connection has ${o.maxInFlight} requests in flight`, 10), f.model);
     }
     let req: InferRequest;

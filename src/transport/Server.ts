@@ -10,6 +10,7 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { CloseCode } from '../errors.js';
 import type { RefusedConnection } from '../metrics/Metrics.js';
+import { plainAddress } from './clientAddress.js';
 import type { TlsMaterial } from './Tls.js';
 
 /** Sockets of any kind (peers, probes, HTTP callers, upgrades in progress) the port holds beyond its client cap. */
@@ -85,8 +86,7 @@ const ADDRESS_FULL_RESPONSE = fullResponse('this address holds its most client c
  * fresh address for every connection.
  */
 export function addressKey(address: string): string {
-  const bare = address.split('%')[0]!;
-  if (/^::ffff:\d+\.\d+\.\d+\.\d+$/i.test(bare)) return bare.slice(7);
+  const bare = plainAddress(address);
   if (!bare.includes(':')) return bare;
   const [head = '', tail] = bare.split('::');
   const front = head ? head.split(':') : [];
