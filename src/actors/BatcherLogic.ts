@@ -160,8 +160,7 @@ export type BatcherMsg<R extends QueueItem> =
  * work (`displaced`) or, low priority, after waiting its shedding time
  * (`low_waited`).
  */
-export const SHED_REASONS = ['queue_delay', 'queue_full', 'memory_budget', 'soft_limit', 'fair_share', 'displaced', 'low_waited'] as const;
-export type ShedReason = (typeof SHED_REASONS)[number];
+export type ShedReason = 'queue_delay' | 'queue_full' | 'memory_budget' | 'soft_limit' | 'fair_share' | 'displaced' | 'low_waited';
 
 /** A request refused on arrival: why, for metrics, and the message its client gets. */
 interface Refusal {

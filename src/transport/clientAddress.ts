@@ -36,7 +36,7 @@ export class TrustedProxies {
    * @param entries IP addresses and CIDR blocks (`10.0.0.0/8`, `fd00::/8`, `192.0.2.7`)
    * @throws RangeError for an entry that is neither
    */
-  constructor(readonly entries: readonly string[]) {
+  constructor(entries: readonly string[]) {
     for (const entry of entries) {
       const [net = '', prefix, extra] = entry.trim().split('/');
       const address = plainAddress(net);
